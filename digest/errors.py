@@ -1,0 +1,62 @@
+"""One base exception for the project; each subclass carries the facts a user needs.
+
+The CLI catches `DigestError` once, prints `str(error)` and exits non-zero, so every
+message here must name the file, key, URL or address involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DigestError(Exception):
+    """Base class: anything the user can act on."""
+
+
+class ConfigError(DigestError):
+    """A config file or environment variable is wrong; names the key and where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.key = key
+        self.line = line
+        where = self.path or "config"
+        if line is not None:
+            where += f", line {line}"
+        if key:
+            where += f", {key}"
+        super().__init__(f"{where}: {message}")
+
+
+class FetchError(DigestError):
+    """The network or the server failed us (after retries where retrying makes sense)."""
+
+    def __init__(self, url: str, reason: str, *, status: int | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{url}: {reason}")
+
+
+class PageFormatError(DigestError):
+    """A page or API response whose structure we do not recognise.
+
+    Never to be confused with a well-formed empty list: this one means "we could not
+    read it", so nothing is stored and nobody is told "no new papers".
+    """
+
+    def __init__(self, url: str, what: str) -> None:
+        self.url = url
+        self.what = what
+        super().__init__(f"{url}: {what}")
+
+
+class DeliveryError(DigestError):
+    """SMTP trouble that stops a whole send (not one failed address)."""

@@ -1,0 +1,95 @@
+"""Plain data passed down the flow: source -> store -> topics -> render -> deliver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class Paper:
+    """One paper as the Daily Papers list shows it. Only `id` and `title` are certain."""
+
+    id: str  # arXiv id without version, e.g. "2509.04664"
+    title: str
+    abstract: str = ""
+    authors: tuple[str, ...] = ()
+    published_at: datetime | None = None  # arXiv publication time (UTC)
+    daily_date: date | None = None  # the day it was on the daily list: we bucket by this
+    upvotes: int = 0
+    comments: int = 0
+    organization: str | None = None
+    github_repo: str | None = None
+    github_stars: int | None = None
+    project_page: str | None = None
+    thumbnail: str | None = None
+    ai_summary: str | None = None
+    ai_keywords: tuple[str, ...] = ()
+    withdrawn: bool = False
+    submitted_by: str | None = None
+
+    @property
+    def hf_url(self) -> str:
+        return f"https://huggingface.co/papers/{self.id}"
+
+    @property
+    def arxiv_url(self) -> str:
+        return f"https://arxiv.org/abs/{self.id}"
+
+    @property
+    def pdf_url(self) -> str:
+        return f"https://arxiv.org/pdf/{self.id}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one fetch returned: the papers and what we know about the list itself."""
+
+    papers: tuple[Paper, ...]
+    url: str  # where it came from (URL, or file path for --from)
+    source: str  # "page", "api", "page-dom" (cards only) or "file"
+    list_date: date | None = None  # the day the list is for, when the list says
+    trending: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.papers
+
+
+@dataclass(frozen=True)
+class StoredPaper:
+    """A paper as the store hands it back: the paper plus when we first saw it."""
+
+    paper: Paper
+    first_seen: datetime  # UTC
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one ingest run, as recorded in the `runs` table."""
+
+    run_id: int
+    status: str  # "ok", "empty" or "failed"
+    source: str
+    url: str
+    seen: int = 0
+    new: int = 0
+    updated: int = 0
+    list_date: date | None = None
+    reason: str | None = None  # why empty / why failed
+    new_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def summary(self) -> str:
+        """One line saying what happened, for the end of every command."""
+        day = f" for {self.list_date.isoformat()}" if self.list_date else ""
+        if self.status == "failed":
+            return f"run {self.run_id} failed: {self.reason} (nothing stored)"
+        if self.status == "empty":
+            return (
+                f"run {self.run_id}: {self.source} {self.url}{day} listed no papers "
+                f"({self.reason}); seen 0, new 0"
+            )
+        return (
+            f"run {self.run_id}: {self.source} {self.url}{day}: seen {self.seen}, "
+            f"new {self.new}, updated {self.updated}"
+        )

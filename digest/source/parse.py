@@ -1,0 +1,276 @@
+"""Bytes of a papers page or API response -> `Listing` of `Paper`s.
+
+Two outcomes are kept apart on purpose: a response we cannot read raises
+`PageFormatError`; a well-formed list that is empty returns an empty `Listing`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import date, datetime
+from typing import Any
+
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+from digest.errors import PageFormatError
+from digest.models import Listing, Paper
+
+# Match on data-target, not on position: HF has moved this div before.
+HYDRATION_SELECTOR = 'div[data-target="DailyPapers"]'
+_VERSION_RE = re.compile(r"v\d+$")
+_SPACE_RE = re.compile(r"\s+")
+_DATE_IN_URL_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def parse_page(body: bytes | str, url: str) -> Listing:
+    """Return the papers in a page's DailyPapers hydration JSON.
+
+    Raises PageFormatError when the div or its JSON is missing or not what we expect.
+    """
+    text = _decode(body, url)
+    tree = HTMLParser(text)
+    node = tree.css_first(HYDRATION_SELECTOR)
+    if node is None:
+        raise PageFormatError(
+            url, f"no {HYDRATION_SELECTOR} element (has the page layout changed?)"
+        )
+    raw = node.attributes.get("data-props")
+    if not raw:
+        raise PageFormatError(url, "the DailyPapers element has no data-props")
+    try:
+        props = json.loads(raw)  # selectolax has already unescaped the attribute
+    except json.JSONDecodeError as e:
+        raise PageFormatError(url, f"DailyPapers data-props is not JSON: {e}") from None
+    if not isinstance(props, dict) or not isinstance(props.get("dailyPapers"), list):
+        raise PageFormatError(url, "DailyPapers data-props has no dailyPapers list")
+    list_date = _parse_date(props.get("dateString")) or _parse_date(props.get("date"))
+    list_date = list_date or _date_from_url(url)
+    papers = parse_items(props["dailyPapers"], url, list_date)
+    return Listing(
+        papers=papers,
+        url=url,
+        source="page",
+        list_date=list_date,
+        trending=bool(props.get("isTrending")),
+    )
+
+
+def parse_page_cards(body: bytes | str, url: str) -> Listing:
+    """Return the papers shown as <article> cards: the fallback when the JSON is gone.
+
+    Cards carry less (id, title, upvotes, thumbnail). Raises PageFormatError when no
+    card has a paper link and title.
+    """
+    tree = HTMLParser(_decode(body, url))
+    papers: list[Paper] = []
+    seen: set[str] = set()
+    for article in tree.css("article"):
+        link = article.css_first('h3 a[href^="/papers/"]')
+        if link is None:
+            continue
+        href = link.attributes.get("href") or ""
+        paper_id = _VERSION_RE.sub("", href.rsplit("/", 1)[-1].split("?")[0])
+        title = _clean(link.text())
+        if not paper_id or not title or paper_id in seen:
+            continue
+        seen.add(paper_id)
+        votes = article.css_first("div.leading-none")
+        img = article.css_first("img")
+        papers.append(
+            Paper(
+                id=paper_id,
+                title=title,
+                upvotes=_int(votes.text().strip()) if votes else 0,
+                thumbnail=img.attributes.get("src") if img is not None else None,
+                daily_date=_date_from_url(url),
+            )
+        )
+    if not papers:
+        raise PageFormatError(url, "no DailyPapers JSON and no paper cards in the page")
+    return Listing(
+        papers=tuple(papers),
+        url=url,
+        source="page-dom",
+        list_date=_date_from_url(url),
+        trending="trending" in url,
+    )
+
+
+def parse_api(body: bytes | str, url: str, list_date: date | None = None) -> Listing:
+    """Return the papers in an /api/daily_papers response (a JSON list of items).
+
+    Raises PageFormatError when the body is not a JSON list of items with ids.
+    """
+    text = _decode(body, url)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PageFormatError(url, f"response is not JSON ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("dailyPapers"), list):
+        data = data["dailyPapers"]  # tolerate a props-shaped object
+    if not isinstance(data, list):
+        raise PageFormatError(url, f"expected a JSON list of papers, got {type(data).__name__}")
+    list_date = list_date or _date_from_url(url)
+    return Listing(
+        papers=parse_items(data, url, list_date),
+        url=url,
+        source="api",
+        list_date=list_date,
+        trending="sort=trending" in url,
+    )
+
+
+def parse_any(body: bytes | str, url: str) -> Listing:
+    """Return the papers in a saved page or API response, whichever it is (for --from)."""
+    head = _decode(body, url).lstrip()[:1]
+    if head in ("[", "{"):
+        return parse_api(body, url)
+    return parse_page(body, url)
+
+
+def parse_items(items: list[Any], url: str, list_date: date | None = None) -> tuple[Paper, ...]:
+    """Return a Paper per list item, in list order, without repeats.
+
+    Raises PageFormatError naming the item when one has no paper id or title.
+    """
+    papers: list[Paper] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        paper = _paper(item, url, i, list_date)
+        if paper.id not in seen:
+            seen.add(paper.id)
+            papers.append(paper)
+    return tuple(papers)
+
+
+def _paper(item: Any, url: str, i: int, list_date: date | None) -> Paper:
+    if not isinstance(item, dict):
+        raise PageFormatError(url, f"item {i} is not an object")
+    p = item.get("paper")
+    if not isinstance(p, dict):
+        # Some shapes put the paper's fields on the item itself.
+        p = item
+    raw_id = p.get("id")
+    if not isinstance(raw_id, str) or not raw_id.strip():
+        raise PageFormatError(url, f"item {i} has no paper id")
+    paper_id = _VERSION_RE.sub("", raw_id.strip())
+    title = _clean(_str(p.get("title")) or _str(item.get("title")))
+    if not title:
+        raise PageFormatError(url, f"item {i} (paper {paper_id}) has no title")
+    authors = tuple(
+        _clean(a["name"])
+        for a in _list(p.get("authors"))
+        if isinstance(a, dict)
+        and isinstance(a.get("name"), str)
+        and not a.get("hidden")
+        and a["name"].strip()
+    )
+    org = (
+        _org(item.get("organization"))
+        or _org(p.get("organization"))
+        or _org(item.get("submitterOrganization"))
+    )
+    daily = (
+        _parse_date(p.get("submittedOnDailyAt"))
+        or list_date
+        or _parse_date(item.get("publishedAt"))
+    )
+    submitter = p.get("submittedOnDailyBy") or item.get("submittedBy")
+    return Paper(
+        id=paper_id,
+        title=title,
+        abstract=_clean(_str(p.get("summary")) or _str(item.get("summary"))),
+        authors=authors,
+        published_at=_parse_datetime(p.get("publishedAt")),
+        daily_date=daily,
+        upvotes=_int(p.get("upvotes")),
+        comments=_int(item.get("numComments")),
+        organization=org,
+        github_repo=_url(p.get("githubRepo")),
+        github_stars=_int(p["githubStars"]) if p.get("githubStars") is not None else None,
+        project_page=_url(p.get("projectPage")),
+        thumbnail=_url(item.get("thumbnail")),
+        ai_summary=_clean(_str(p.get("ai_summary"))) or None,
+        ai_keywords=tuple(
+            _clean(k) for k in _list(p.get("ai_keywords")) if isinstance(k, str) and k.strip()
+        ),
+        withdrawn=bool(p.get("withdrawnAt")),
+        submitted_by=_str(submitter.get("user") or submitter.get("name"))
+        if isinstance(submitter, dict)
+        else None,
+    )
+
+
+def _decode(body: bytes | str, url: str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PageFormatError(url, f"body is not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _clean(text: str) -> str:
+    """Whitespace collapsed and HTML entities decoded; never truncated."""
+    if "&" in text:
+        text = html.unescape(text)
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        digits = value.strip().replace(",", "")
+        return int(digits) if digits.isdigit() else 0
+    return 0
+
+
+def _url(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
+        return value.strip()
+    return None
+
+
+def _org(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = _str(value.get("fullname")) or _str(value.get("name"))
+        return _clean(name) or None
+    return None
+
+
+def _parse_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _parse_date(value: Any) -> date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _date_from_url(url: str) -> date | None:
+    m = _DATE_IN_URL_RE.search(url)
+    return _parse_date(m.group(1)) if m else None

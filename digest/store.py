@@ -1,0 +1,472 @@
+"""The SQLite file: papers (the differ), runs, upvote snapshots. Schema versioned.
+
+Everything a run writes goes in one transaction: a run that fails part-way stores
+nothing from its page, and a crash between parse and commit leaves no partial run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from digest.errors import DigestError
+from digest.models import Listing, Paper, RunResult, StoredPaper
+
+SCHEMA_VERSION = 1
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db.table("papers").create(
+        {
+            "id": str,
+            "title": str,
+            "abstract": str,
+            "authors": str,
+            "published_at": str,
+            "daily_date": str,
+            "upvotes": int,
+            "comments": int,
+            "organization": str,
+            "github_repo": str,
+            "github_stars": int,
+            "project_page": str,
+            "thumbnail": str,
+            "ai_summary": str,
+            "ai_keywords": str,
+            "withdrawn": int,
+            "submitted_by": str,
+            "first_seen": str,
+            "first_run": int,
+            "last_seen": str,
+        },
+        pk="id",
+        not_null={"title", "first_seen"},
+    )
+    db.table("papers").create_index(["first_seen"])
+    db.table("papers").create_index(["daily_date"])
+    db.table("runs").create(
+        {
+            "id": int,
+            "started": str,
+            "finished": str,
+            "source_url": str,
+            "source": str,
+            "list_date": str,
+            "trending": int,
+            "status": str,
+            "reason": str,
+            "seen": int,
+            "new": int,
+            "updated": int,
+            "error": str,
+        },
+        pk="id",
+    )
+    db.table("runs").create_index(["list_date", "status"])
+    db.table("upvotes").create(
+        {
+            "paper_id": str,
+            "run_id": int,
+            "at": str,
+            "upvotes": int,
+            "comments": int,
+            "github_stars": int,
+        },
+        pk=("paper_id", "run_id"),
+        foreign_keys=[("paper_id", "papers", "id"), ("run_id", "runs", "id")],
+    )
+    db.table("papers").enable_fts(
+        ["title", "abstract", "authors"],
+        create_triggers=True,
+        tokenize="unicode61 remove_diacritics 2",
+    )
+
+
+# Each entry takes the file from version N-1 to N. Later issues append to this list.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+
+
+class Store:
+    """One SQLite file. Open with `Store.open(path)`; every public method is one transaction."""
+
+    def __init__(self, db: sqlite_utils.Database, path: str) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Return the store at `path`, created or migrated to the current schema.
+
+        Raises DigestError naming the file when it cannot be opened or is too new.
+        """
+        path = str(path)
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite_utils.Database(conn)
+            if path != ":memory:":
+                db.enable_wal()
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            store = cls(db, path)
+            store._migrate()
+        except sqlite3.DatabaseError as e:
+            raise DigestError(f"{path}: cannot open the database: {e}") from None
+        return store
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise DigestError(
+                f"{self.path}: schema version {version} is newer than this "
+                f"papers-digest knows ({len(MIGRATIONS)}); upgrade papers-digest"
+            )
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction() as conn:
+                step(self.db)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    # -- runs ------------------------------------------------------------------------
+
+    def store_listing(
+        self,
+        listing: Listing,
+        *,
+        started: datetime | None = None,
+        reason_if_empty: str | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> RunResult:
+        """Record a run of `listing`: insert unseen papers, refresh known ones, snapshot votes.
+
+        Returns the RunResult. One transaction: on any error nothing is stored.
+        `before_commit` is a hook for tests that simulate a crash.
+        """
+        started = started or now_utc()
+        finished = now_utc()
+        papers = listing.papers
+        status = "ok" if papers else "empty"
+        with self.transaction() as conn:
+            run_id = self._insert_run(
+                conn,
+                started,
+                listing.url,
+                listing.source,
+                status,
+                list_date=listing.list_date,
+                trending=listing.trending,
+                reason=None if papers else reason_if_empty,
+            )
+            known = self._known_ids([p.id for p in papers])
+            stamp = _iso(finished)
+            new_rows = [
+                _paper_row(p) | {"first_seen": stamp, "first_run": run_id, "last_seen": stamp}
+                for p in papers
+                if p.id not in known
+            ]
+            if new_rows:
+                self.db.table("papers").insert_all(new_rows)
+            updated = 0
+            for p in papers:
+                if p.id in known:
+                    updated += self._refresh(conn, p, stamp)
+            self.db.table("upvotes").insert_all(
+                (
+                    {
+                        "paper_id": p.id,
+                        "run_id": run_id,
+                        "at": stamp,
+                        "upvotes": p.upvotes,
+                        "comments": p.comments,
+                        "github_stars": p.github_stars,
+                    }
+                    for p in papers
+                ),
+                replace=True,
+            )
+            conn.execute(
+                "UPDATE runs SET finished = ?, seen = ?, new = ?, updated = ? WHERE id = ?",
+                (stamp, len(papers), len(new_rows), updated, run_id),
+            )
+            if before_commit:
+                before_commit()
+        return RunResult(
+            run_id=run_id,
+            status=status,
+            source=listing.source,
+            url=listing.url,
+            seen=len(papers),
+            new=len(new_rows),
+            updated=updated,
+            list_date=listing.list_date,
+            reason=None if papers else reason_if_empty,
+            new_ids=tuple(r["id"] for r in new_rows),
+        )
+
+    def record_failure(
+        self,
+        url: str,
+        source: str,
+        error: str,
+        *,
+        started: datetime | None = None,
+        list_date: date | None = None,
+    ) -> RunResult:
+        """Record a run that stored nothing, with why. Returns its RunResult."""
+        started = started or now_utc()
+        with self.transaction() as conn:
+            run_id = self._insert_run(
+                conn, started, url, source, "failed", list_date=list_date, error=error, reason=error
+            )
+        return RunResult(
+            run_id=run_id,
+            status="failed",
+            source=source,
+            url=url,
+            list_date=list_date,
+            reason=error,
+        )
+
+    def _insert_run(
+        self,
+        conn: sqlite3.Connection,
+        started: datetime,
+        url: str,
+        source: str,
+        status: str,
+        *,
+        list_date: date | None = None,
+        trending: bool = False,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> int:
+        cur = conn.execute(
+            "INSERT INTO runs (started, finished, source_url, source, list_date, trending, "
+            "status, reason, seen, new, updated, error) VALUES (?,?,?,?,?,?,?,?,0,0,0,?)",
+            (
+                _iso(started),
+                _iso(now_utc()),
+                url,
+                source,
+                list_date.isoformat() if list_date else None,
+                int(trending),
+                status,
+                reason,
+                error,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def _known_ids(self, ids: list[str]) -> set[str]:
+        # Cost grows with the day's papers, not the archive: one primary-key probe each.
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                r[0] for r in self.db.execute(f"SELECT id FROM papers WHERE id IN ({marks})", chunk)
+            )
+        return known
+
+    def _refresh(self, conn: sqlite3.Connection, p: Paper, stamp: str) -> int:
+        """Update what changes on a known paper; returns 1 if anything but last_seen changed."""
+        cur = conn.execute(
+            "UPDATE papers SET upvotes = ?, comments = ?, "
+            "github_repo = COALESCE(?, github_repo), github_stars = COALESCE(?, github_stars), "
+            "project_page = COALESCE(?, project_page), ai_summary = COALESCE(?, ai_summary), "
+            "ai_keywords = CASE WHEN ? = '[]' THEN ai_keywords ELSE ? END, "
+            "withdrawn = ?, organization = COALESCE(?, organization) "
+            "WHERE id = ? AND (upvotes IS NOT ? OR comments IS NOT ? "
+            "OR github_repo IS NOT COALESCE(?, github_repo) "
+            "OR github_stars IS NOT COALESCE(?, github_stars) "
+            "OR withdrawn IS NOT ? OR ai_summary IS NOT COALESCE(?, ai_summary))",
+            (
+                p.upvotes,
+                p.comments,
+                p.github_repo,
+                p.github_stars,
+                p.project_page,
+                p.ai_summary,
+                _json(p.ai_keywords),
+                _json(p.ai_keywords),
+                int(p.withdrawn),
+                p.organization,
+                p.id,
+                p.upvotes,
+                p.comments,
+                p.github_repo,
+                p.github_stars,
+                int(p.withdrawn),
+                p.ai_summary,
+            ),
+        )
+        conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, p.id))
+        return cur.rowcount
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+
+    def last_run(self) -> dict[str, Any] | None:
+        rows = self.runs(1)
+        return rows[0] if rows else None
+
+    def days_done(self, today: date) -> set[date]:
+        """Days whose list we already hold: an ok run, or an empty one for a past day."""
+        rows = self.db.execute(
+            "SELECT DISTINCT list_date, status FROM runs WHERE list_date IS NOT NULL "
+            "AND trending = 0 AND status IN ('ok', 'empty')"
+        )
+        done = set()
+        for day, status in rows:
+            d = date.fromisoformat(day)
+            if status == "ok" or d < today:
+                done.add(d)
+        return done
+
+    # -- papers ----------------------------------------------------------------------
+
+    def count_papers(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM papers").fetchone()[0])
+
+    def papers(
+        self,
+        *,
+        since: date | None = None,
+        search: str | None = None,
+        ids: Iterable[str] | None = None,
+        first_seen_since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[StoredPaper]:
+        """Return stored papers, newest first (by first seen, then upvotes).
+
+        `search` is full-text over title, abstract and authors (FTS5 syntax is escaped).
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if since:
+            where.append("(daily_date >= ? OR first_seen >= ?)")
+            args += [since.isoformat(), since.isoformat()]
+        if first_seen_since:
+            where.append("first_seen >= ?")
+            args.append(_iso(first_seen_since))
+        if ids is not None:
+            id_list = list(ids)
+            where.append(f"id IN ({','.join('?' * len(id_list))})")
+            args += id_list
+        if search:
+            where.append("rowid IN (SELECT rowid FROM papers_fts WHERE papers_fts MATCH ?)")
+            args.append(_fts_query(search))
+        sql = "SELECT * FROM papers"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY first_seen DESC, daily_date DESC, upvotes DESC, id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [row_to_stored(r) for r in self.db.query(sql, args)]
+
+    def papers_first_seen_between(self, start: datetime, end: datetime) -> list[StoredPaper]:
+        rows = self.db.query(
+            "SELECT * FROM papers WHERE first_seen >= ? AND first_seen < ? "
+            "ORDER BY upvotes DESC, id",
+            [_iso(start), _iso(end)],
+        )
+        return [row_to_stored(r) for r in rows]
+
+    def papers_of_day(self, day: date) -> list[StoredPaper]:
+        """Papers first seen on `day` (UTC): what was new that day."""
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return self.papers_first_seen_between(start, start + timedelta(days=1))
+
+
+def _fts_query(text: str) -> str:
+    # Quote each word so user text like `C++` or `"` cannot break the FTS5 syntax.
+    words = [w.replace('"', '""') for w in text.split()]
+    return " ".join(f'"{w}"' for w in words) or '""'
+
+
+def _json(values: tuple[str, ...]) -> str:
+    return json.dumps(list(values), ensure_ascii=False)
+
+
+def _paper_row(p: Paper) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "title": p.title,
+        "abstract": p.abstract,
+        "authors": _json(p.authors),
+        "published_at": _iso(p.published_at) if p.published_at else None,
+        "daily_date": p.daily_date.isoformat() if p.daily_date else None,
+        "upvotes": p.upvotes,
+        "comments": p.comments,
+        "organization": p.organization,
+        "github_repo": p.github_repo,
+        "github_stars": p.github_stars,
+        "project_page": p.project_page,
+        "thumbnail": p.thumbnail,
+        "ai_summary": p.ai_summary,
+        "ai_keywords": _json(p.ai_keywords),
+        "withdrawn": int(p.withdrawn),
+        "submitted_by": p.submitted_by,
+    }
+
+
+def row_to_stored(r: dict[str, Any]) -> StoredPaper:
+    """A `papers` row -> StoredPaper."""
+    paper = Paper(
+        id=r["id"],
+        title=r["title"],
+        abstract=r["abstract"] or "",
+        authors=tuple(json.loads(r["authors"] or "[]")),
+        published_at=datetime.fromisoformat(r["published_at"].replace("Z", "+00:00"))
+        if r["published_at"]
+        else None,
+        daily_date=date.fromisoformat(r["daily_date"]) if r["daily_date"] else None,
+        upvotes=r["upvotes"] or 0,
+        comments=r["comments"] or 0,
+        organization=r["organization"],
+        github_repo=r["github_repo"],
+        github_stars=r["github_stars"],
+        project_page=r["project_page"],
+        thumbnail=r["thumbnail"],
+        ai_summary=r["ai_summary"],
+        ai_keywords=tuple(json.loads(r["ai_keywords"] or "[]")),
+        withdrawn=bool(r["withdrawn"]),
+        submitted_by=r["submitted_by"],
+    )
+    return StoredPaper(
+        paper=paper, first_seen=datetime.fromisoformat(r["first_seen"].replace("Z", "+00:00"))
+    )
