@@ -93,3 +93,11 @@ class RunResult:
             f"run {self.run_id}: {self.source} {self.url}{day}: seen {self.seen}, "
             f"new {self.new}, updated {self.updated}"
         )
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    """A paper is in a topic, and why: the terms (as the user wrote them) that hit."""
+
+    topic: str  # the topic's name
+    terms: tuple[str, ...]
