@@ -101,3 +101,12 @@ class TopicMatch:
 
     topic: str  # the topic's name
     terms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """Someone who gets the daily email. No topics: every new paper (or none, per config)."""
+
+    email: str
+    topics: tuple[str, ...] = ()
+    token: str = ""  # signed token for the unsubscribe / preferences links
