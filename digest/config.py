@@ -23,6 +23,7 @@ TRENDING_URL = "https://huggingface.co/papers/trending"
 API_URL = "https://huggingface.co/api/daily_papers"
 LIST_WORDS = {"daily": DAILY_URL, "trending": TRENDING_URL}
 DEFAULT_CONFIG_NAME = "config.toml"
+CONTAINER_CONFIG = "/config/config.toml"
 
 TOPIC_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -168,14 +169,18 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 
 
 def config_path_from(cli_path: str | None, env: Mapping[str, str] | None = None) -> Path | None:
-    """The config file to read: --config, else DIGEST_CONFIG, else ./config.toml if present."""
+    """The config file to read: --config, else DIGEST_CONFIG, else ./config.toml or
+    /config/config.toml if present, else None (built-in defaults)."""
     env = os.environ if env is None else env
     if cli_path:
         return Path(cli_path)
     if env.get("DIGEST_CONFIG"):
         return Path(env["DIGEST_CONFIG"])
-    default = Path(DEFAULT_CONFIG_NAME)
-    return default if default.is_file() else None
+    # ./config.toml, then the container's mount point; neither is required.
+    for default in (Path(DEFAULT_CONFIG_NAME), Path(CONTAINER_CONFIG)):
+        if default.is_file():
+            return default
+    return None
 
 
 def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
