@@ -163,7 +163,8 @@ def backfill(
         return parse_page(body, final)
 
     runs: list[RunResult] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = {pool.submit(fetch_day, d): d for d in todo}
         for future in as_completed(futures):
             day = futures[future]
@@ -184,6 +185,12 @@ def backfill(
                 runs.append(result)
                 if progress:
                     progress(day, result)
+    except BaseException:
+        # Ctrl-C or a failing callback: drop the days not started, or the pool would
+        # fetch every one of them (storing none) before letting the error through.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return BackfillResult(days=len(days), skipped=len(days) - len(todo), runs=runs)
 
 

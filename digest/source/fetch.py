@@ -69,7 +69,11 @@ class Fetcher:
         Raises FetchError naming the URL after retries are spent, on 4xx at once
         (404 is never retried), and when the body passes `max_bytes`.
         """
-        exponential = tenacity.wait_exponential_jitter(initial=self.backoff, max=self.max_backoff)
+        # Jitter in proportion to the backoff: tenacity's default (up to 1 s) would swamp a
+        # small backoff and make every retry wait about a second whatever we asked for.
+        exponential = tenacity.wait_exponential(
+            multiplier=self.backoff, max=self.max_backoff
+        ) + tenacity.wait_random(0, self.backoff)
 
         def wait(state: tenacity.RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -85,31 +89,38 @@ class Fetcher:
             reraise=True,
         )
         request_url = str(httpx.URL(url, params=params)) if params else url
+        tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
         try:
             return retrying(self._get_once, url, params)
         except _RetryableStatus as e:
             raise FetchError(
-                request_url, f"HTTP {e.status} after {self.retries + 1} attempts", status=e.status
+                request_url, f"HTTP {e.status} after {tries}", status=e.status
             ) from None
         except httpx.TimeoutException as e:
-            raise FetchError(
-                request_url, f"timed out after {self.retries + 1} attempts ({type(e).__name__})"
-            ) from None
+            raise FetchError(request_url, f"timed out after {tries} ({type(e).__name__})") from None
         except httpx.TransportError as e:
             raise FetchError(
-                request_url,
-                f"network error after {self.retries + 1} attempts: {type(e).__name__}: {e}",
+                request_url, f"network error after {tries}: {type(e).__name__}: {e}"
             ) from None
         except httpx.InvalidURL as e:
             raise FetchError(url, f"not a valid URL: {e}") from None
+        except httpx.HTTPError as e:
+            # Redirect loops, bad gzip and the like: still the server's fault, never a crash.
+            raise FetchError(request_url, f"{type(e).__name__}: {e}") from None
 
     def _get_once(self, url: str, params: dict[str, str | int] | None) -> tuple[bytes, str]:
         with self.client.stream("GET", url, params=params) as response:
             final = str(response.url)
             if response.status_code in RETRY_STATUSES:
-                raise _RetryableStatus(
-                    response.status_code, _retry_after(response.headers.get("Retry-After"))
-                )
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                    raise FetchError(
+                        final,
+                        f"HTTP {response.status_code} with Retry-After of {retry_after:.0f} s "
+                        f"(over {MAX_RETRY_AFTER:.0f} s): treated as down, not retried",
+                        status=response.status_code,
+                    )
+                raise _RetryableStatus(response.status_code, retry_after)
             if response.status_code >= 400:
                 raise FetchError(
                     final,
@@ -136,16 +147,16 @@ class Fetcher:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), MAX_RETRY_AFTER))
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

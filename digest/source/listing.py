@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ _MONTH_PATH = re.compile(r"/papers/month/(\d{4}-\d{2})/?$")
 
 
 def today_utc() -> date:
+    """Return today's date in UTC (the calendar Hugging Face's API checks dates against)."""
     return datetime.now(UTC).date()
 
 
@@ -47,6 +49,7 @@ def api_params_for(page_url: str, today: date | None = None) -> tuple[dict[str, 
 
 
 def page_url_for_day(day: date, base: str = "https://huggingface.co/papers") -> str:
+    """Return the date page of `day` under `base` (…/papers/date/YYYY-MM-DD)."""
     return f"{base.rstrip('/')}/date/{day.isoformat()}"
 
 
@@ -86,6 +89,11 @@ def fetch_api(
 def fetch_page(
     fetcher: Fetcher, page_url: str
 ) -> tuple[Listing | None, bytes, str, PageFormatError | None]:
+    """Return (listing or None, body, final URL, the format error or None) for a page.
+
+    A page we cannot read is returned with its error, so the caller can fall back.
+    Raises FetchError.
+    """
     body, url = fetcher.get(page_url)
     try:
         return parse_page(body, url), body, url, None
@@ -99,19 +107,22 @@ def fetch_listing(
     """Return the list at `page_url`, from the preferred source, else from the other.
 
     A format error in the preferred source makes us try the other; the page's
-    <article> cards are the last resort. Network errors are not hidden by a fallback.
-    Raises FetchError or PageFormatError (naming what each source said).
+    <article> cards are the last resort. A network error in the preferred source is not
+    hidden by a fallback. Raises FetchError or PageFormatError (naming what each source
+    said), and DigestError for a date later than today in UTC, before any request.
     """
     params, paged = api_params_for(page_url, today)
 
-    def from_api() -> Listing:
-        return fetch_api(fetcher, api_url, params, paged)
-
     if prefer == "api":
         try:
-            return from_api()
+            return fetch_api(fetcher, api_url, params, paged)
         except PageFormatError as api_error:
-            listing, body, url, page_error = fetch_page(fetcher, page_url)
+            try:
+                listing, body, url, page_error = fetch_page(fetcher, page_url)
+            except FetchError as e:
+                raise PageFormatError(
+                    api_error.url, f"{api_error.what}; the fallback failed too: {e}"
+                ) from None
             if listing is not None:
                 return listing
             return _cards_or_raise(body, url, api_error, page_error)
@@ -120,8 +131,13 @@ def fetch_listing(
     if listing is not None:
         return listing
     assert page_error is not None
+    if not params and url != page_url:
+        # /papers redirects to the day it shows: ask the API for that day, not for its
+        # undated default, which need not be the same list.
+        with contextlib.suppress(DigestError):
+            params, paged = api_params_for(url, today)
     try:
-        return from_api()
+        return fetch_api(fetcher, api_url, params, paged)
     except (PageFormatError, FetchError) as api_error:
         return _cards_or_raise(body, url, page_error, api_error)
 
@@ -131,10 +147,13 @@ def _cards_or_raise(
 ) -> Listing:
     try:
         return parse_page_cards(body, url)
-    except PageFormatError:
+    except PageFormatError as cards:
+        # Say what every source said: the user should not have to rerun to find out.
         also = f"; the fallback failed too: {second}" if second else ""
         if isinstance(first, PageFormatError):
-            raise PageFormatError(first.url, f"{first.what}{also}") from None
+            raise PageFormatError(
+                first.url, f"{first.what}{also}; and {cards.url} has no paper cards"
+            ) from None
         raise
 
 

@@ -6,8 +6,8 @@ Two outcomes are kept apart on purpose: a response we cannot read raises
 
 from __future__ import annotations
 
-import html
 import json
+import math
 import re
 from datetime import date, datetime
 from typing import Any
@@ -22,6 +22,7 @@ HYDRATION_SELECTOR = 'div[data-target="DailyPapers"]'
 _VERSION_RE = re.compile(r"v\d+$")
 _SPACE_RE = re.compile(r"\s+")
 _DATE_IN_URL_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+_INT64 = 2**63  # SQLite's INTEGER range
 
 
 def parse_page(body: bytes | str, url: str) -> Listing:
@@ -41,6 +42,8 @@ def parse_page(body: bytes | str, url: str) -> Listing:
         raise PageFormatError(url, "the DailyPapers element has no data-props")
     try:
         props = json.loads(raw)  # selectolax has already unescaped the attribute
+    except RecursionError:
+        raise PageFormatError(url, "DailyPapers data-props is nested too deeply") from None
     except json.JSONDecodeError as e:
         raise PageFormatError(url, f"DailyPapers data-props is not JSON: {e}") from None
     if not isinstance(props, dict) or not isinstance(props.get("dailyPapers"), list):
@@ -76,13 +79,18 @@ def parse_page_cards(body: bytes | str, url: str) -> Listing:
         if not paper_id or not title or paper_id in seen:
             continue
         seen.add(paper_id)
-        votes = article.css_first("div.leading-none")
+        # The vote box is a div.leading-none holding only the count; the "Submitted by"
+        # badge carries the same class, so take the first one that is a number.
+        votes = next(
+            (v.text().strip() for v in article.css("div.leading-none") if _is_count(v.text())),
+            "0",
+        )
         img = article.css_first("img")
         papers.append(
             Paper(
                 id=paper_id,
                 title=title,
-                upvotes=_int(votes.text().strip()) if votes else 0,
+                upvotes=_int(votes),
                 thumbnail=img.attributes.get("src") if img is not None else None,
                 daily_date=_date_from_url(url),
             )
@@ -106,6 +114,8 @@ def parse_api(body: bytes | str, url: str, list_date: date | None = None) -> Lis
     text = _decode(body, url)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise PageFormatError(url, "response JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
         raise PageFormatError(url, f"response is not JSON ({e})") from None
     if isinstance(data, dict) and isinstance(data.get("dailyPapers"), list):
@@ -207,16 +217,23 @@ def _decode(body: bytes | str, url: str) -> str:
     if isinstance(body, str):
         return body
     try:
-        return body.decode("utf-8")
+        return body.decode("utf-8-sig")  # a saved file may start with a BOM
     except UnicodeDecodeError as e:
         raise PageFormatError(url, f"body is not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def _clean(text: str) -> str:
-    """Whitespace collapsed and HTML entities decoded; never truncated."""
-    if "&" in text:
-        text = html.unescape(text)
+    """Whitespace collapsed; never truncated.
+
+    No HTML unescaping: JSON strings are plain text (an abstract may say "&lt" or
+    "&para" literally), and selectolax has already decoded attributes and card text.
+    """
     return _SPACE_RE.sub(" ", text).strip()
+
+
+def _is_count(text: str) -> bool:
+    digits = text.strip().replace(",", "")
+    return digits.isascii() and digits.isdigit()
 
 
 def _str(value: Any) -> str:
@@ -228,16 +245,19 @@ def _list(value: Any) -> list[Any]:
 
 
 def _int(value: Any) -> int:
+    """A count, or 0 for anything that is not one (a count SQLite cannot hold included)."""
+    number = 0
     if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str):
-        digits = value.strip().replace(",", "")
-        return int(digits) if digits.isdigit() else 0
-    return 0
+        number = 0
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        # json.loads accepts NaN and Infinity; int() of those raises.
+        number = int(value) if math.isfinite(value) else 0
+    elif isinstance(value, str) and _is_count(value):
+        # isascii: "²".isdigit() is true but int("²") raises.
+        number = int(value.strip().replace(",", ""))
+    return number if -_INT64 <= number < _INT64 else 0
 
 
 def _url(value: Any) -> str | None:

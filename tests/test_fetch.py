@@ -1,0 +1,201 @@
+"""The real Fetcher (httpx + tenacity) against a real HTTP server on 127.0.0.1, and
+`digest fetch` through the CLI. Every fault ends in the right result or a FetchError
+that names the URL; the server's log shows how many tries were made."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from digest.errors import FetchError
+from digest.store import Store
+from tests.conftest import PAGE_2024_08_01
+from tests.hfserver import (
+    HFServer,
+    Reply,
+    SleepLog,
+    fast_fetcher,
+    hf_server_fixture,  # noqa: F401  (registers the hf_server fixture)
+)
+
+PAGE = PAGE_2024_08_01.read_bytes()
+
+
+def test_redirect_followed_and_user_agent_names_us(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply.redirect("/papers/date/2024-08-01"))
+    hf_server.route("/papers/date/2024-08-01", Reply(PAGE))
+    fetcher = fast_fetcher()
+    body, final = fetcher.get(hf_server.url("/papers"))
+    assert body == PAGE
+    assert final == hf_server.url("/papers/date/2024-08-01")
+    paths = [r.path for r in hf_server.requests]
+    assert paths == ["/papers", "/papers/date/2024-08-01"]
+    assert all("papers-digest" in r.headers["user-agent"] for r in hf_server.requests)
+
+
+def test_slow_body_times_out_after_retries_naming_the_url(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply(PAGE, stall=5.0, stall_after=1000))
+    sleep = SleepLog()
+    fetcher = fast_fetcher(retries=1, timeout=0.3, sleep=sleep)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as err:
+        fetcher.get(hf_server.url("/papers"))
+    assert hf_server.url("/papers") in str(err.value)
+    assert "timed out after 2 attempts" in str(err.value)
+    assert len(hf_server.requests) == 2
+    assert len(sleep.waits) == 1
+    assert time.monotonic() - started < 3.0  # the read timeout cut it, not the stall
+
+
+def test_503_then_200_succeeds_after_one_small_wait(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply(b"busy", status=503), Reply(PAGE))
+    sleep = SleepLog()
+    body, _ = fast_fetcher(retries=3, backoff=0.01, sleep=sleep).get(hf_server.url("/papers"))
+    assert body == PAGE
+    assert len(hf_server.requests) == 2
+    # One retry; its wait follows our backoff (jitter included), not tenacity's default 1 s.
+    assert len(sleep.waits) == 1
+    assert 0.01 <= sleep.waits[0] <= 0.02
+
+
+def test_500_for_ever_gives_up_with_growing_waits(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply(b"oops", status=500))
+    sleep = SleepLog()
+    with pytest.raises(FetchError) as err:
+        fast_fetcher(retries=3, backoff=0.01, sleep=sleep).get(hf_server.url("/papers"))
+    assert err.value.status == 500
+    assert "HTTP 500 after 4 attempts" in str(err.value)
+    assert len(hf_server.requests) == 4
+    assert len(sleep.waits) == 3
+    assert sleep.waits[2] >= 0.04  # 0.01 * 2**2: exponential
+
+
+def test_429_retry_after_is_waited_then_succeeds(hf_server: HFServer) -> None:
+    hf_server.route(
+        "/api/daily_papers",
+        Reply(b"slow down", status=429, headers={"Retry-After": "1"}),
+        Reply.json([]),
+    )
+    sleep = SleepLog(real=True)
+    body, _ = fast_fetcher(sleep=sleep).get(hf_server.url("/api/daily_papers"), {"limit": 100})
+    assert body == b"[]"
+    assert sleep.waits == [1.0]
+    first, second = hf_server.requests
+    assert second.at - first.at >= 0.95  # the server saw us wait
+    assert second.query == {"limit": "100"}
+
+
+def test_retry_after_too_long_means_down_not_a_five_minute_nap(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply(status=503, headers={"Retry-After": "3600"}))
+    sleep = SleepLog()
+    with pytest.raises(FetchError) as err:
+        fast_fetcher(sleep=sleep).get(hf_server.url("/papers"))
+    assert "Retry-After" in str(err.value) and hf_server.url("/papers") in str(err.value)
+    assert len(hf_server.requests) == 1
+    assert sleep.waits == []
+
+
+def test_404_is_not_retried(hf_server: HFServer) -> None:
+    sleep = SleepLog()
+    url = hf_server.url("/papers/date/2024-08-01")
+    with pytest.raises(FetchError) as err:
+        fast_fetcher(retries=3, sleep=sleep).get(url)
+    assert err.value.status == 404
+    assert "HTTP 404" in str(err.value) and url in str(err.value)
+    assert len(hf_server.requests) == 1
+    assert sleep.waits == []
+
+
+def test_body_shorter_than_content_length_is_retried_then_fails(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply(PAGE[:5000], content_length=len(PAGE)))
+    with pytest.raises(FetchError) as err:
+        fast_fetcher(retries=2).get(hf_server.url("/papers"))
+    assert "network error after 3 attempts" in str(err.value)
+    assert "RemoteProtocolError" in str(err.value)
+    assert len(hf_server.requests) == 3
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-content-length"])
+def test_oversized_body_is_refused_naming_the_limit(hf_server: HFServer, declared: bool) -> None:
+    hf_server.route("/papers", Reply(PAGE, content_length=None if declared else -1))
+    with pytest.raises(FetchError) as err:
+        fast_fetcher(max_bytes=10_000).get(hf_server.url("/papers"))
+    assert "10000-byte limit" in str(err.value)
+    assert hf_server.url("/papers") in str(err.value)
+    assert len(hf_server.requests) == 1  # a size refusal is final
+
+
+def test_body_just_under_the_limit_is_taken(hf_server: HFServer) -> None:
+    hf_server.route("/papers", Reply(PAGE, content_length=-1))
+    body, _ = fast_fetcher(max_bytes=len(PAGE)).get(hf_server.url("/papers"))
+    assert body == PAGE
+
+
+def test_redirect_loop_is_a_fetch_error_not_a_crash(hf_server: HFServer) -> None:
+    hf_server.route("/a", Reply.redirect("/b"))
+    hf_server.route("/b", Reply.redirect("/a"))
+    with pytest.raises(FetchError) as err:
+        fast_fetcher().get(hf_server.url("/a"))
+    assert "TooManyRedirects" in str(err.value)
+    assert hf_server.url("/a") in str(err.value)
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def _digest_fetch(server: HFServer, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    # retries = 0 keeps the failure case fast: the default backoff waits seconds.
+    (tmp_path / "config.toml").write_text("[source]\nretries = 0\n")
+    env |= {
+        "DIGEST_DB": str(tmp_path / "cli.db"),
+        "DIGEST_SOURCE_URL": server.url("/papers"),
+        "DIGEST_API_URL": server.url("/api/daily_papers"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "fetch"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_fetch_prints_one_line_and_exits_0(hf_server: HFServer, tmp_path: Path) -> None:
+    hf_server.route("/papers", Reply.redirect("/papers/date/2024-08-01"))
+    hf_server.route("/papers/date/2024-08-01", Reply(PAGE))
+    done = _digest_fetch(hf_server, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert "page" in lines[0] and "for 2024-08-01" in lines[0]
+    assert "seen 13, new 13" in lines[0]
+    store = Store.open(tmp_path / "cli.db")
+    try:
+        assert store.count_papers() == 13
+    finally:
+        store.close()
+
+
+def test_cli_fetch_against_a_500_server_exits_1_and_says_why(
+    hf_server: HFServer, tmp_path: Path
+) -> None:
+    hf_server.route("/papers", Reply(b"down", status=500))
+    done = _digest_fetch(hf_server, tmp_path)
+    assert done.returncode == 1
+    assert "failed" in done.stderr and "HTTP 500" in done.stderr
+    assert hf_server.url("/papers") in done.stderr
+    assert "Traceback" not in done.stderr
+    store = Store.open(tmp_path / "cli.db")
+    try:
+        assert store.count_papers() == 0
+        run = store.last_run()
+        assert run is not None and run["status"] == "failed" and "HTTP 500" in run["reason"]
+    finally:
+        store.close()

@@ -1,0 +1,499 @@
+"""The parser against every real capture, shapes built from them, and mangled input.
+
+Expected values are computed here from the raw JSON (json.load, or the page's data-props
+pulled out with a regex and html.unescape, not with the parser's selectolax) so the test
+and the code under test do not share a path. The only hard-coded figures are the paper
+counts that ../shared/fixtures/real/SOURCES.md records.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from digest.errors import PageFormatError
+from digest.models import Listing
+from digest.source.parse import parse_any, parse_api, parse_page, parse_page_cards
+from tests.conftest import PAGE_2024_08_01, REAL, real_api_captures
+
+PAGE_URL = "https://huggingface.co/papers?date=2024-08-01"
+_PROPS_RE = re.compile(r'(data-target="DailyPapers" data-props=")([^"]*)(")')
+_SPACE = re.compile(r"\s+")
+
+
+# -- helpers shared with test_store.py and test_cli_ingest.py -------------------------
+
+
+def collapse(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def page_props(path: Path = PAGE_2024_08_01) -> dict[str, Any]:
+    """The real page's data-props, read with a regex and html.unescape (not selectolax)."""
+    m = _PROPS_RE.search(path.read_text(encoding="utf-8"))
+    assert m, f"{path} has no DailyPapers data-props"
+    props: dict[str, Any] = json.loads(html.unescape(m.group(2)))
+    return props
+
+
+def raw_items(path: Path) -> list[dict[str, Any]]:
+    """The list items of a capture, straight from its JSON."""
+    if path.suffix == ".html":
+        return list(page_props(path)["dailyPapers"])
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, list)
+    return data
+
+
+def api_url_of(path: Path) -> str:
+    day = re.search(r"\d{4}-\d{2}-\d{2}", path.name)
+    assert day
+    return f"https://huggingface.co/api/daily_papers?date={day.group(0)}"
+
+
+def wrap_in_page(props: dict[str, Any], shell: Path = PAGE_2024_08_01) -> bytes:
+    """RECONSTRUCTED: the real page's HTML shell with its data-props replaced by `props`.
+
+    No trending or date page was captured (SOURCES.md, Notes); this is how we build one.
+    """
+    text = shell.read_text(encoding="utf-8")
+    escaped = html.escape(json.dumps(props, ensure_ascii=False), quote=True)
+    new, n = _PROPS_RE.subn(lambda m: m.group(1) + escaped + m.group(3), text, count=1)
+    assert n == 1
+    return new.encode("utf-8")
+
+
+def without_hydration(shell: Path = PAGE_2024_08_01) -> bytes:
+    """The real page with the DailyPapers hydration div cut out (its cards stay)."""
+    text = shell.read_text(encoding="utf-8")
+    start = text.index('<div class="SVELTE_HYDRATER contents" data-target="DailyPapers"')
+    end = text.index(">", _PROPS_RE.search(text).end()) + 1  # type: ignore[union-attr]
+    return (text[:start] + text[end:]).encode("utf-8")
+
+
+def sources_md_counts() -> dict[str, int]:
+    """File name -> paper count, as SOURCES.md records it."""
+    counts: dict[str, int] = {}
+    for line in (REAL / "SOURCES.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"- `([^`]+)` — .*?(\d+) papers", line)
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def a_real_item() -> dict[str, Any]:
+    """A deep copy of a recent real API item (it has org, repo, keywords, daily date)."""
+    items = raw_items(REAL / "api-daily_papers-2026-08-21.reserialised.json")
+    return copy.deepcopy(items[0])
+
+
+ALL_CAPTURES = [*real_api_captures(), PAGE_2024_08_01]
+
+
+def parse_capture(path: Path) -> Listing:
+    if path.suffix == ".html":
+        return parse_page(path.read_bytes(), PAGE_URL)
+    return parse_api(path.read_bytes(), api_url_of(path))
+
+
+# -- every real capture -----------------------------------------------------------------
+
+
+def test_captures_are_all_there() -> None:
+    # 40 API captures and one page, per SOURCES.md; a glob that found none would pass
+    # the parametrised test below vacuously.
+    counts = sources_md_counts()
+    captured = {p.name for p in ALL_CAPTURES}
+    assert captured == {n for n in counts if not n.startswith("feed-")}
+    assert len(ALL_CAPTURES) >= 41
+
+
+@pytest.mark.parametrize("path", ALL_CAPTURES, ids=lambda p: p.name)
+def test_real_capture(path: Path) -> None:
+    items = raw_items(path)
+    listing = parse_capture(path)
+
+    assert len(listing.papers) == sources_md_counts()[path.name]
+    assert [p.id for p in listing.papers] == [i["paper"]["id"] for i in items]
+    assert listing.source == ("page" if path.suffix == ".html" else "api")
+    day = date.fromisoformat(re.search(r"\d{4}-\d{2}-\d{2}", path.name).group(0))  # type: ignore[union-attr]
+    assert listing.list_date == day
+    assert listing.trending is False
+
+    for paper, item in zip(listing.papers, items, strict=True):
+        raw = item["paper"]
+        # Whitespace normalised (arXiv titles wrap with "\n  "), nothing else touched.
+        assert paper.title == collapse(raw["title"])
+        assert "\n" not in paper.title and "  " not in paper.title
+        # Never truncated: every character of the abstract but collapsed whitespace.
+        assert len(paper.abstract) == len(collapse(raw.get("summary") or item.get("summary", "")))
+        assert paper.abstract == collapse(raw.get("summary", ""))
+        assert paper.authors == tuple(
+            collapse(a["name"]) for a in raw.get("authors", []) if not a.get("hidden")
+        )
+        if raw.get("submittedOnDailyAt"):
+            assert paper.daily_date == date.fromisoformat(raw["submittedOnDailyAt"][:10])
+        else:
+            assert paper.daily_date == day
+        assert paper.upvotes == raw.get("upvotes", 0)
+        assert paper.comments == item.get("numComments", 0)
+        assert paper.github_repo == (raw.get("githubRepo") or None)
+        assert paper.github_stars == raw.get("githubStars")
+        assert paper.ai_keywords == tuple(raw.get("ai_keywords") or ())
+        assert paper.withdrawn is bool(raw.get("withdrawnAt"))
+        # Late-2025 captures name the organisation as the item's submitterOrganization.
+        org = (
+            item.get("organization") or raw.get("organization") or item.get("submitterOrganization")
+        )
+        assert paper.organization == (collapse(org["fullname"]) if org else None)
+        assert paper.published_at is not None
+        assert paper.published_at.date().isoformat() == raw["publishedAt"][:10]
+
+
+def test_page_and_api_of_the_same_day() -> None:
+    # SOURCES.md: the page has 13 papers, the API capture of that day (earlier) 11.
+    page = parse_page(PAGE_2024_08_01.read_bytes(), PAGE_URL)
+    api_path = REAL / "api-daily_papers-2024-08-01.reserialised.json"
+    api = parse_api(api_path.read_bytes(), api_url_of(api_path))
+    assert (len(page.papers), len(api.papers)) == (13, 11)
+    page_titles = {p.id: p.title for p in page.papers}
+    assert {p.id for p in api.papers} <= set(page_titles)
+    for p in api.papers:
+        assert p.title == page_titles[p.id]
+    # Captured later, the page has at least the API's upvotes.
+    page_votes = {p.id: p.upvotes for p in page.papers}
+    assert all(page_votes[p.id] >= p.upvotes for p in api.papers)
+
+
+def _real_titles(pred: Any) -> list[tuple[Path, str, str]]:
+    found = []
+    for path in ALL_CAPTURES:
+        for item in raw_items(path):
+            title = item["paper"]["title"]
+            if pred(title):
+                found.append((path, item["paper"]["id"], title))
+    return found
+
+
+@pytest.mark.parametrize(
+    "pred",
+    [lambda t: "&" in t, lambda t: not t.isascii()],
+    ids=["ampersand", "non-ascii"],
+)
+def test_real_titles_with_ampersand_and_unicode_intact(pred: Any) -> None:
+    found = _real_titles(pred)
+    assert found, "no such title in the captures"
+    for path, paper_id, title in found:
+        paper = next(p for p in parse_capture(path).papers if p.id == paper_id)
+        assert paper.title == collapse(title)
+        assert pred(paper.title)
+
+
+def test_ampersand_title_survives_the_page_escaping() -> None:
+    # RECONSTRUCTED page: the real 2024-03-15 items (with "MM1: Methods, Analysis &
+    # Insights ...") wrapped in the real page shell, so the JSON goes through &amp;.
+    items = raw_items(REAL / "api-daily_papers-2024-03-15.json")
+    amp = [i for i in items if "&" in i["paper"]["title"]]
+    assert amp
+    props = {**page_props(), "dailyPapers": items}
+    listing = parse_page(wrap_in_page(props), PAGE_URL)
+    titles = {p.id: p.title for p in listing.papers}
+    for i in amp:
+        assert titles[i["paper"]["id"]] == collapse(i["paper"]["title"])
+        assert "&amp;" not in titles[i["paper"]["id"]]
+
+
+def test_entity_like_text_in_json_is_kept_literally() -> None:
+    # RECONSTRUCTED item: JSON strings are plain text. A LaTeX-ish abstract saying "&lt"
+    # or "&para" must not become "<" or "¶" (html.unescape would do that).
+    item = a_real_item()
+    item["paper"]["title"] = "Q&amp;A for R&D: &lt;tags&gt; and \u00a7 \u0394-nets"
+    item["paper"]["summary"] = "We bound x &lt y; see &para;3 and   Ψ.\n  Done."
+    (paper,) = parse_api(json.dumps([item]), "reconstructed").papers
+    assert paper.title == "Q&amp;A for R&D: &lt;tags&gt; and § Δ-nets"
+    assert paper.abstract == "We bound x &lt y; see &para;3 and Ψ. Done."
+
+
+def test_hidden_authors_are_left_out() -> None:
+    hidden = [
+        (path, item)
+        for path in ALL_CAPTURES
+        for item in raw_items(path)
+        if any(a.get("hidden") for a in item["paper"].get("authors", []))
+    ]
+    assert hidden, "no real item with a hidden author"
+    for path, item in hidden:
+        paper = next(p for p in parse_capture(path).papers if p.id == item["paper"]["id"])
+        shown = [a["name"] for a in item["paper"]["authors"] if not a.get("hidden")]
+        assert len(paper.authors) == len(shown) < len(item["paper"]["authors"])
+
+
+@pytest.mark.parametrize("where", ["item", "paper"])
+def test_organization_from_item_or_paper(where: str) -> None:
+    # RECONSTRUCTED from a real item that has it on both: keep it on one side only.
+    item = a_real_item()
+    org = item["organization"]
+    assert org == item["paper"]["organization"]
+    del item["organization"]
+    del item["paper"]["organization"]
+    (item if where == "item" else item["paper"])["organization"] = org
+    (paper,) = parse_api(json.dumps([item]), "reconstructed").papers
+    assert paper.organization == org["fullname"]
+    del (item if where == "item" else item["paper"])["organization"]
+    (paper,) = parse_api(json.dumps([item]), "reconstructed").papers
+    assert paper.organization is None
+
+
+def test_withdrawn_and_version_suffix() -> None:
+    # RECONSTRUCTED item: a real one given withdrawnAt and a versioned id.
+    item = a_real_item()
+    item["paper"]["withdrawnAt"] = "2024-01-05T00:00:00.000Z"
+    item["paper"]["id"] = "2401.00001v2"
+    (paper,) = parse_api(json.dumps([item]), "reconstructed").papers
+    assert paper.withdrawn is True
+    assert paper.id == "2401.00001"
+    assert paper.arxiv_url == "https://arxiv.org/abs/2401.00001"
+
+
+def test_daily_date_is_submitted_on_daily_at() -> None:
+    # 2026-08-21's items went on the list that day but were published on arXiv earlier.
+    path = REAL / "api-daily_papers-2026-08-21.reserialised.json"
+    items = raw_items(path)
+    listing = parse_api(path.read_bytes(), "no-date-in-this-url")
+    assert listing.list_date is None
+    for paper, item in zip(listing.papers, items, strict=True):
+        assert paper.daily_date == date.fromisoformat(item["paper"]["submittedOnDailyAt"][:10])
+    assert any(p.published_at and p.published_at.date() != p.daily_date for p in listing.papers)
+
+
+def test_duplicate_ids_are_kept_once() -> None:
+    item = a_real_item()
+    twin = copy.deepcopy(item)
+    twin["paper"]["id"] += "v3"
+    listing = parse_api(json.dumps([item, twin]), "reconstructed")
+    assert [p.id for p in listing.papers] == [item["paper"]["id"]]
+
+
+# -- shapes DESIGN.md describes but nobody captured -------------------------------------
+
+
+def test_trending_page_reconstructed() -> None:
+    # RECONSTRUCTED: real 2026-08-21 API items in the real page shell, props shaped like
+    # the trending page per DESIGN.md (isTrending: true, no date).
+    items = raw_items(REAL / "api-daily_papers-2026-08-21.reserialised.json")
+    props = {"dailyPapers": items, "isTrending": True, "canSubmit": False}
+    url = "https://huggingface.co/papers/trending"
+    listing = parse_page(wrap_in_page(props), url)
+    assert listing.trending is True
+    assert listing.list_date is None
+    assert [p.id for p in listing.papers] == [i["paper"]["id"] for i in items]
+
+
+def test_date_page_reconstructed() -> None:
+    # RECONSTRUCTED: a date page carries dateString; it wins over a date in the URL.
+    items = raw_items(REAL / "api-daily_papers-2024-03-12.json")
+    props = {"dailyPapers": items, "dateString": "2024-03-12", "canSubmit": False}
+    listing = parse_page(wrap_in_page(props), "https://huggingface.co/papers/date/2099-01-01")
+    assert listing.list_date == date(2024, 3, 12)
+    assert listing.trending is False
+    assert [p.id for p in listing.papers] == [i["paper"]["id"] for i in items]
+    # The 2024-03 items have no submittedOnDailyAt: they are bucketed on the list's day.
+    assert {p.daily_date for p in listing.papers} == {date(2024, 3, 12)}
+
+
+# -- DOM fallback -------------------------------------------------------------------------
+
+
+def test_no_hydration_div_falls_back_to_cards() -> None:
+    body = without_hydration()
+    with pytest.raises(PageFormatError) as err:
+        parse_page(body, PAGE_URL)
+    assert PAGE_URL in str(err.value)
+    cards = parse_page_cards(body, PAGE_URL)
+    items = raw_items(PAGE_2024_08_01)
+    assert cards.source == "page-dom"
+    assert len(cards.papers) == 13
+    assert [p.id for p in cards.papers] == [i["paper"]["id"] for i in items]
+    assert [p.title for p in cards.papers] == [collapse(i["paper"]["title"]) for i in items]
+    assert [p.upvotes for p in cards.papers] == [i["paper"]["upvotes"] for i in items]
+    assert any(p.upvotes > 0 for p in cards.papers)
+    assert cards.list_date == date(2024, 8, 1)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _props_page(raw_props: str) -> bytes:
+    """The real page shell with data-props set to `raw_props` verbatim (escaped)."""
+    text = PAGE_2024_08_01.read_text(encoding="utf-8")
+    escaped = html.escape(raw_props, quote=True)
+    return _PROPS_RE.sub(lambda m: m.group(1) + escaped + m.group(3), text, count=1).encode()
+
+
+def _item_without(key: str) -> dict[str, Any]:
+    item = a_real_item()
+    del item["paper"][key]
+    item.pop(key, None)
+    return item
+
+
+ERROR_CASES = {
+    "no hydration div": lambda: without_hydration(),
+    "props not JSON": lambda: _props_page("{dailyPapers: [oops"),
+    "props without dailyPapers": lambda: _props_page(json.dumps({"date": "2024-08-01"})),
+    "props is a list": lambda: _props_page("[]"),
+    "item without id": lambda: wrap_in_page({"dailyPapers": [_item_without("id")]}),
+    "item without title": lambda: wrap_in_page({"dailyPapers": [_item_without("title")]}),
+    "item not an object": lambda: wrap_in_page({"dailyPapers": ["2401.00001"]}),
+    "not UTF-8": lambda: PAGE_2024_08_01.read_bytes().replace(b"Llama", b"Ll\xffma", 1),
+    "truncated": lambda: PAGE_2024_08_01.read_bytes()[: len(PAGE_2024_08_01.read_bytes()) // 2],
+    "empty body": lambda: b"",
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_page_errors_name_the_url(case: str) -> None:
+    body = ERROR_CASES[case]()
+    with pytest.raises(PageFormatError) as err:
+        parse_page(body, PAGE_URL)
+    assert PAGE_URL in str(err.value)
+    assert err.value.url == PAGE_URL
+
+
+API_ERROR_CASES = {
+    "not JSON": b"<html>rate limited</html>",
+    "truncated": (REAL / "api-daily_papers-2024-03-12.json").read_bytes()[:-40],
+    "object": b'{"error": "Invalid date"}',
+    "item without id": json.dumps([_item_without("id")]).encode(),
+    "item without title": json.dumps([_item_without("title")]).encode(),
+    "not UTF-8": b'[{"paper": {"id": "2401.00001", "title": "\xff"}}]',
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("case", list(API_ERROR_CASES))
+def test_api_errors_name_the_url(case: str) -> None:
+    url = "https://huggingface.co/api/daily_papers?date=2024-03-12"
+    with pytest.raises(PageFormatError) as err:
+        parse_api(API_ERROR_CASES[case], url)
+    assert url in str(err.value)
+
+
+def test_well_formed_empty_lists_are_not_errors() -> None:
+    page = parse_page(wrap_in_page({"dailyPapers": [], "dateString": "2024-08-03"}), PAGE_URL)
+    assert page.empty and page.papers == () and page.list_date == date(2024, 8, 3)
+    api = parse_api(b"[]", "https://huggingface.co/api/daily_papers?date=2024-08-03")
+    assert api.empty and api.list_date == date(2024, 8, 3)
+    assert parse_any(b"  []\n", "saved.json").empty
+
+
+def test_parse_any_picks_the_shape() -> None:
+    assert parse_any(PAGE_2024_08_01.read_bytes(), "saved.html").source == "page"
+    path = REAL / "api-daily_papers-2024-03-12.json"
+    assert parse_any(path.read_bytes(), "saved.json").source == "api"
+    # A BOM in front of a saved JSON file does not hide that it is JSON.
+    assert len(parse_any(b"\xef\xbb\xbf" + path.read_bytes(), "bom.json").papers) == 9
+
+
+# -- mangled input: only PageFormatError may come out -------------------------------------
+
+_PAGE_BYTES = PAGE_2024_08_01.read_bytes()
+_API_BYTES = (REAL / "api-daily_papers-2026-03-12.reserialised.json").read_bytes()
+_PARSERS = [parse_page, parse_api, parse_any]
+_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _only_page_format_errors(body: bytes | str) -> None:
+    for parse in _PARSERS:
+        try:
+            parse(body, "mangled")
+        except PageFormatError as e:
+            assert "mangled" in str(e)
+
+
+@_SETTINGS
+@given(st.binary(max_size=2000))
+def test_random_bytes(body: bytes) -> None:
+    _only_page_format_errors(body)
+
+
+@_SETTINGS
+@given(st.sampled_from([_PAGE_BYTES, _API_BYTES]), st.data())
+def test_truncated_and_flipped_captures(base: bytes, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(base)))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(base) - 1), st.integers(0, 255))))
+    body = bytearray(base[:cut] if data.draw(st.booleans()) else base)
+    for pos, value in flips:
+        if pos < len(body):
+            body[pos] = value
+    _only_page_format_errors(bytes(body))
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["2024-08-01", "2024-08-01T00:00:00.000Z", "2024-13-45", "²", "1,000"])
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "paper",
+                    "id",
+                    "title",
+                    "summary",
+                    "authors",
+                    "name",
+                    "hidden",
+                    "upvotes",
+                    "githubStars",
+                    "githubRepo",
+                    "organization",
+                    "fullname",
+                    "ai_keywords",
+                    "submittedOnDailyAt",
+                    "publishedAt",
+                    "numComments",
+                    "submittedBy",
+                    "submittedOnDailyBy",
+                    "user",
+                    "withdrawnAt",
+                    "dailyPapers",
+                    "x",
+                ]
+            ),
+            kids,
+            max_size=6,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@_SETTINGS
+@given(st.lists(_json, max_size=4) | _json)
+def test_random_json_structures(value: Any) -> None:
+    text = json.dumps(value)
+    _only_page_format_errors(text.encode())
+    _only_page_format_errors(wrap_in_page({"dailyPapers": value}))
+
+
+@_SETTINGS
+@given(st.lists(st.fixed_dictionaries({"paper": _json, "title": _json, "numComments": _json})))
+def test_random_item_fields(items: list[Any]) -> None:
+    _only_page_format_errors(json.dumps(items).encode())
