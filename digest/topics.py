@@ -1,178 +1,270 @@
 """Keyword topics: which papers each topic takes, and which of its terms hit.
 
 Matching works on words, not on regexes per term: each field of a paper is split into
-case-folded words once, and one index over every topic's terms is walked along those
+normalised words once, and one index over every topic's terms is probed with those
 words. The cost per paper grows with its words and the terms that hit, not with the
-number of topics x terms. Word boundaries come free ("RL" never matches "URL"), hyphens
-and spaces inside a term are the same thing ("tool use" = "tool-use"), and `agent*`
-is the only way to ask for "agents" and "agentic".
+number of topics x terms.
+
+What a term matches:
+
+- Words, case-insensitively (Unicode case folding: "STRASSE" = "Straße"), so word
+  boundaries come free: "RL" never matches "URL", "agent" never matches "agents".
+- `agent*` (a trailing star) matches any word starting with "agent"; in a term of
+  several words the star applies to the last one ("large language model*").
+- A term of several words matches those words in a row, whatever separates them:
+  "tool use" = "tool-use" = "Tool Use"; "GPT-4" = "gpt 4". A phrase never spans two
+  authors or two AI keywords. Underscores separate words too.
+- Accents on Latin, Greek and Cyrillic letters are ignored ("Gödel" = "godel"), as the
+  store's full-text index does; other marks (Japanese dakuten, Indic vowel signs) are
+  kept and count as part of the word.
+- Chinese and Japanese are written without spaces, so a run like "大语言模型" would be
+  one word; each Han / kana character is its own word instead, and a CJK term is then
+  a phrase of characters: "模型" matches inside "大语言模型". Korean (spaced) stays words.
+
+Per topic: a paper matches when any keyword or phrase hits in the topic's `fields`, or
+it has a followed author / organisation; an `exclude` term hitting in those fields
+vetoes the paper, and `has_code`, `min_upvotes` and `min_stars` filter every match.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from digest.config import TopicConfig
-from digest.models import Paper, TopicMatch
+from digest.errors import ConfigError, DigestError
+from digest.models import Paper, StoredPaper, TopicMatch
+from digest.store import Store, now_utc
 
-_WORD_RE = re.compile(r"\w+")
 SEARCH_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
+
+# Han (with extensions and compatibility forms), hiragana, katakana: one token per char.
+_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+
+
+def _mark_class() -> str:
+    """A regex class body of the BMP's combining marks, which `\\w` leaves out."""
+    ranges: list[list[int]] = []
+    for c in range(0x10000):
+        if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me"):
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c])
+    return "".join(
+        re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges
+    )
+
+
+_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}](?:[^\W_{_CJK}]|[{_mark_class()}])*")
+_ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_ACCENT_RE = re.compile("[\u0300-\u036f]")  # combining diacriticals of Latin/Greek/Cyrillic
 
 
 def words(text: str) -> list[str]:
-    """Case-folded, NFKC-normalised words of `text` (letters and digits of any script)."""
-    return _WORD_RE.findall(unicodedata.normalize("NFKC", text).casefold())
+    """Return the normalised words of `text`: case-folded, NFKC, Latin accents dropped."""
+    if text.isascii():
+        return _ASCII_TOKEN_RE.findall(text.lower())
+    t = unicodedata.normalize("NFKD", text.casefold())
+    t = unicodedata.normalize("NFC", _ACCENT_RE.sub("", t))
+    return _TOKEN_RE.findall(t)
+
+
+def term_words(text: str) -> tuple[tuple[str, ...], bool]:
+    """Return (words, is_prefix) of a term as written: `agent*` -> (("agent",), True)."""
+    raw = text.strip()
+    prefix = raw.endswith("*")
+    return tuple(words(raw.rstrip("*"))), prefix
 
 
 @dataclass(frozen=True)
 class _Term:
     id: int
-    text: str  # as the user wrote it
     tokens: tuple[str, ...]
-    prefix: bool  # last token matches as a prefix ("agent*")
+    prefix: bool  # the last token matches as a prefix ("agent*")
 
 
-@dataclass
-class _TopicPlan:
-    config: TopicConfig
-    index: int
-    fields: frozenset[str]
-    include: dict[int, str]  # term id -> text, for keywords and phrases
-    exclude: set[int]
-    authors: dict[int, str]
-    organizations: dict[int, str]
+_STEM = 4  # prefix terms of at least this many letters are bucketed by their first 4
 
 
 class Matcher:
-    """All topics compiled once; `match(paper)` is one pass over the paper's words."""
+    """All topics compiled once; `match(paper)` is one pass over the paper's words.
+
+    Raises ConfigError (naming the topic and key) for a term with no letters or digits.
+    """
 
     def __init__(self, topics: Sequence[TopicConfig]) -> None:
         self.topics = list(topics)
         self._terms: dict[tuple[tuple[str, ...], bool], _Term] = {}
-        self._by_first: dict[str, list[_Term]] = defaultdict(list)
-        self._prefix_single: dict[str, list[_Term]] = defaultdict(list)
-        self._plans: list[_TopicPlan] = []
-        self._fields_needed: set[str] = set()
-        self._need_authors = False
-        self._need_orgs = False
+        # Probe tables: one-word exact terms by word; one-word prefixes by their first
+        # letters (short ones by themselves); several-word terms by their first word.
+        self._single: dict[str, int] = {}
+        self._prefix_short: dict[str, int] = {}
+        self._prefix_stem: dict[str, list[tuple[str, int]]] = {}
+        self._multi: dict[str, list[_Term]] = {}
+        # Term id -> the topics using it, with the term's rank in the topic and its text:
+        # per field for keywords and exclusions.
+        self._include: dict[str, dict[int, list[tuple[int, int, str]]]] = {}
+        self._exclude: dict[str, dict[int, list[int]]] = {}
+        self._authors: dict[int, list[tuple[int, int, str]]] = {}
+        self._orgs: dict[int, list[tuple[int, int, str]]] = {}
         for i, topic in enumerate(self.topics):
-            plan = _TopicPlan(topic, i, frozenset(topic.fields), {}, set(), {}, {})
-            for text in [*topic.keywords, *topic.phrases]:
-                term = self._term(text, allow_prefix=text in topic.keywords)
-                if term:
-                    plan.include[term.id] = text
-            for text in topic.exclude:
-                term = self._term(text, allow_prefix=True)
-                if term:
-                    plan.exclude.add(term.id)
-            for text in topic.authors:
-                term = self._term(text, allow_prefix=False)
-                if term:
-                    plan.authors[term.id] = text
-            for text in topic.organizations:
-                term = self._term(text, allow_prefix=False)
-                if term:
-                    plan.organizations[term.id] = text
-            if plan.include or plan.exclude:
-                self._fields_needed |= plan.fields
-            self._need_authors |= bool(plan.authors)
-            self._need_orgs |= bool(plan.organizations)
-            self._plans.append(plan)
+            order: dict[str, int] = {}
+            for key in ("keywords", "phrases", "authors", "organizations"):
+                for text in getattr(topic, key):
+                    order.setdefault(text.strip(), len(order))
+            for f in topic.fields:
+                if f not in SEARCH_FIELDS:
+                    raise ConfigError(
+                        f"topic {topic.name!r}: unknown field {f!r}", key=f"topics.{topic.name}"
+                    )
+                inc = self._include.setdefault(f, {})
+                for text in [*topic.keywords, *topic.phrases]:
+                    tid = self._term(topic, "keywords", text, allow_prefix=True)
+                    inc.setdefault(tid, []).append((i, order[text.strip()], text.strip()))
+                exc = self._exclude.setdefault(f, {})
+                for text in topic.exclude:
+                    tid = self._term(topic, "exclude", text, allow_prefix=True)
+                    exc.setdefault(tid, []).append(i)
+            for key, table in (("authors", self._authors), ("organizations", self._orgs)):
+                for text in getattr(topic, key):
+                    tid = self._term(topic, key, text, allow_prefix=False)
+                    table.setdefault(tid, []).append((i, order[text.strip()], text.strip()))
+        self._single_keys = frozenset(self._single)
+        self._multi_keys = frozenset(self._multi)
+        self._short_lens = sorted({len(h) for h in self._prefix_short})
+        # A field nobody's keywords or exclusions look at is never tokenised.
+        self._fields = [f for f in SEARCH_FIELDS if self._include.get(f) or self._exclude.get(f)]
+        # The filters, as plain tuples: checked for every topic that hits.
+        self._filters = [(t.name, t.has_code, t.min_upvotes, t.min_stars) for t in self.topics]
 
-    def _term(self, text: str, *, allow_prefix: bool) -> _Term | None:
-        raw = text.strip()
-        prefix = allow_prefix and raw.endswith("*")
-        tokens = tuple(words(raw.rstrip("*")))
+    def _term(self, topic: TopicConfig, key: str, text: str, *, allow_prefix: bool) -> int:
+        tokens, prefix = term_words(text)
+        prefix = prefix and allow_prefix
         if not tokens:
-            return None
-        key = (tokens, prefix)
-        term = self._terms.get(key)
+            raise ConfigError(
+                f"topic {topic.name!r}: term {text!r} has no letters or digits to match",
+                key=f"topics.{topic.name}.{key}",
+            )
+        k = (tokens, prefix)
+        term = self._terms.get(k)
         if term is None:
-            term = _Term(len(self._terms), raw, tokens, prefix)
-            self._terms[key] = term
-            if prefix and len(tokens) == 1:
-                self._prefix_single[tokens[0]].append(term)
+            term = _Term(len(self._terms), tokens, prefix)
+            self._terms[k] = term
+            head = tokens[0]
+            if len(tokens) > 1:
+                self._multi.setdefault(head, []).append(term)
+            elif not prefix:
+                self._single[head] = term.id
+            elif len(head) < _STEM:
+                self._prefix_short[head] = term.id
             else:
-                self._by_first[tokens[0]].append(term)
-        return term
+                self._prefix_stem.setdefault(head[:_STEM], []).append((head, term.id))
+        return term.id
 
-    def _hits(self, segments: Iterable[str]) -> set[int]:
-        """Ids of the terms found in any of `segments` (a phrase never spans two)."""
-        found: set[int] = set()
-        by_first = self._by_first
-        prefixes = self._prefix_single
-        for segment in segments:
-            toks = words(segment)
-            n = len(toks)
+    def hits(self, segments: Iterable[str]) -> set[int]:
+        """Return the ids of the terms found in any of `segments` (a phrase never spans two)."""
+        runs = [words(s) for s in segments if s]
+        unique: set[str] = set()
+        for toks in runs:
+            unique.update(toks)
+        # Set operations run in C: most of the work for one-word terms.
+        single = self._single
+        found = {single[t] for t in unique & self._single_keys}
+        stems, short = self._prefix_stem, self._prefix_short
+        if stems:
+            for t in unique:
+                for head, tid in stems.get(t[:_STEM], ()):
+                    if t.startswith(head):
+                        found.add(tid)
+        if short:
+            for n in self._short_lens:
+                for t in unique:
+                    hit = short.get(t[:n])
+                    if hit is not None:
+                        found.add(hit)
+        if not unique & self._multi_keys:
+            return found
+        multi = self._multi
+        for toks in runs:
+            n_toks = len(toks)
             for i, tok in enumerate(toks):
-                for term in by_first.get(tok, ()):
+                for term in multi.get(tok, ()):
                     k = len(term.tokens)
-                    if i + k > n:
+                    if i + k > n_toks or term.id in found:
                         continue
-                    if k > 1:
-                        body_ok = all(toks[i + j] == term.tokens[j] for j in range(1, k - 1))
-                        last = toks[i + k - 1]
-                        end = term.tokens[-1]
-                        if not body_ok or not (
-                            last.startswith(end) if term.prefix else last == end
-                        ):
-                            continue
-                    found.add(term.id)
-                if prefixes:
-                    for cut in range(1, len(tok) + 1):
-                        for term in prefixes.get(tok[:cut], ()):
-                            found.add(term.id)
+                    if k > 2 and tuple(toks[i + 1 : i + k - 1]) != term.tokens[1:-1]:
+                        continue
+                    last, end = toks[i + k - 1], term.tokens[-1]
+                    if last.startswith(end) if term.prefix else last == end:
+                        found.add(term.id)
         return found
 
     def match(self, paper: Paper) -> list[TopicMatch]:
         """Return the topics `paper` belongs to, in config order, with the terms that hit."""
-        field_hits: dict[str, set[int]] = {}
-        for name in self._fields_needed:
-            field_hits[name] = self._hits(_segments(paper, name))
-        author_hits = self._hits(paper.authors) if self._need_authors else set()
-        org_hits = self._hits([paper.organization or ""]) if self._need_orgs else set()
+        hit_terms: dict[int, dict[int, str]] = {}  # topic index -> {rank: term text}
+        vetoed: set[int] = set()
+        for f in self._fields:
+            found = self.hits(_segments(paper, f))
+            if not found:
+                continue
+            exc = self._exclude[f]
+            inc = self._include[f]
+            for tid in found:
+                if tid in exc:
+                    vetoed.update(exc[tid])
+                for i, rank, text in inc.get(tid, ()):
+                    d = hit_terms.get(i)
+                    if d is None:
+                        hit_terms[i] = {rank: text}
+                    else:
+                        d[rank] = text
+        for table, segments in (
+            (self._authors, paper.authors),
+            (self._orgs, (paper.organization or "",)),
+        ):
+            if table:
+                for tid in self.hits(segments):
+                    for i, rank, text in table.get(tid, ()):
+                        hit_terms.setdefault(i, {})[rank] = text
         out: list[TopicMatch] = []
-        for plan in self._plans:
-            t = plan.config
-            if t.has_code and not paper.github_repo:
+        stars = paper.github_stars or 0
+        for i in sorted(hit_terms.keys() - vetoed):
+            name, has_code, min_upvotes, min_stars = self._filters[i]
+            if (has_code and not paper.github_repo) or paper.upvotes < min_upvotes:
                 continue
-            if paper.upvotes < t.min_upvotes or (paper.github_stars or 0) < t.min_stars:
+            if stars < min_stars:
                 continue
-            in_fields: set[int] = set()
-            for f in plan.fields:
-                in_fields |= field_hits.get(f, set())
-            if plan.exclude & in_fields:
-                continue
-            terms = [text for tid, text in plan.include.items() if tid in in_fields]
-            terms += [text for tid, text in plan.authors.items() if tid in author_hits]
-            terms += [text for tid, text in plan.organizations.items() if tid in org_hits]
-            if terms:
-                out.append(TopicMatch(t.name, tuple(terms)))
+            d = hit_terms[i]
+            terms = tuple(d.values()) if len(d) == 1 else tuple(d[r] for r in sorted(d))
+            out.append(TopicMatch(name, terms))
         return out
 
 
-def _segments(paper: Paper, field: str) -> list[str]:
+def _segments(paper: Paper, field: str) -> Sequence[str]:
     if field == "title":
-        return [paper.title]
+        return (paper.title,)
     if field == "abstract":
-        return [paper.abstract]
+        return (paper.abstract,)
     if field == "authors":
-        return list(paper.authors)
+        return paper.authors
     if field == "ai_keywords":
-        return list(paper.ai_keywords)
+        return paper.ai_keywords
     if field == "ai_summary":
-        return [paper.ai_summary or ""]
+        return (paper.ai_summary or "",)
     raise ValueError(f"unknown field {field!r}")
 
 
 def match_topics(
     papers: Iterable[Paper], topics: Sequence[TopicConfig]
 ) -> dict[str, list[TopicMatch]]:
-    """Return {paper id: its topic matches} for the papers in at least one topic."""
+    """Return {paper id: its topic matches} for the papers in at least one topic.
+
+    Raises ConfigError for a term with no letters or digits.
+    """
     matcher = Matcher(topics)
     out: dict[str, list[TopicMatch]] = {}
     for paper in papers:
@@ -180,3 +272,82 @@ def match_topics(
         if matches:
             out[paper.id] = matches
     return out
+
+
+# -- trying a topic out (`digest topics test`) ---------------------------------------
+
+_PART_RE = re.compile(r'\s*(?:"([^"]*)"|([^,"]*?))\s*(?:,|$)')
+
+
+def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
+    """Return an unsaved topic from free text: comma-separated keywords, "quoted phrases".
+
+    `agent*, "tool use", RL` -> keywords agent*, RL and phrase "tool use".
+    Raises DigestError on an unbalanced quote or when no term has letters or digits.
+    """
+    if text.count('"') % 2:
+        raise DigestError(f"--keywords {text!r}: a quote is not closed")
+    keywords: list[str] = []
+    phrases: list[str] = []
+    pos = 0
+    while pos < len(text):
+        m = _PART_RE.match(text, pos)
+        if not m or m.end() == pos:
+            raise DigestError(f"--keywords {text!r}: cannot read from {text[pos:]!r}")
+        pos = m.end()
+        phrase, keyword = m.group(1), m.group(2)
+        if phrase is not None and phrase.strip():
+            phrases.append(phrase.strip())
+        elif keyword:
+            keywords.append(keyword)
+    bad = [t for t in [*keywords, *phrases] if not term_words(t)[0]]
+    if bad or not (keywords or phrases):
+        why = f"{bad[0]!r} has no letters or digits" if bad else "no terms"
+        raise DigestError(f"--keywords {text!r}: {why}")
+    return TopicConfig(name=name, keywords=keywords, phrases=phrases)
+
+
+@dataclass(frozen=True)
+class TopicTrial:
+    """What a topic would have taken from the stored papers of the last `days` days."""
+
+    topic: TopicConfig
+    days: int
+    since: date
+    total: int  # papers in the window
+    matches: list[tuple[StoredPaper, TopicMatch]]
+    label: str = ""  # how the summary names the topic; default "topic 'name'"
+
+    def summary(self) -> str:
+        """One line: how many of the window's papers the topic would match."""
+        return (
+            f"{len(self.matches)} of {self.total} papers in the last {self.days} days "
+            f"would match {self.label or f'topic {self.topic.name!r}'}"
+        )
+
+
+def try_topic(
+    store: Store,
+    topic: TopicConfig,
+    *,
+    days: int = 30,
+    today: date | None = None,
+    label: str = "",
+) -> TopicTrial:
+    """Return the stored papers of the last `days` days that `topic` matches, with terms.
+
+    The window takes a paper whose daily-list day OR first-seen time falls in it, so
+    papers just stored from an old capture count as recent (they are new to us).
+    Raises DigestError for days < 1 and ConfigError for a term with no letters or digits.
+    """
+    if days < 1:
+        raise DigestError(f"--days must be at least 1, not {days}")
+    today = today or now_utc().date()
+    since = today - timedelta(days=days - 1)  # today counts as one of the days
+    matcher = Matcher([topic])
+    stored = store.papers(since=since)
+    matches: list[tuple[StoredPaper, TopicMatch]] = []
+    for sp in stored:
+        for m in matcher.match(sp.paper):
+            matches.append((sp, m))
+    return TopicTrial(topic, days, since, len(stored), matches, label)
