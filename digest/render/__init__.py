@@ -1,0 +1,1 @@
+"""Renderers: stored papers -> feed files (`feed`) and emails (`email`)."""

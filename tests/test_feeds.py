@@ -1,0 +1,361 @@
+"""Feed files: every feed parsed by feedparser against the database, hostile text, stable
+bytes, the window, OPML, and `digest run` writing them.
+
+The store is filled from real captures in ../shared/fixtures/real; hostile papers are
+built by hand. The shared helpers here are used by test_newsboat.py too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import feedparser
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import main
+from digest.config import Config, FeedsConfig, TopicConfig
+from digest.errors import ConfigError
+from digest.ingest import ingest_file
+from digest.models import Listing, Paper, StoredPaper
+from digest.render.feed import EMPTY_UPDATED, clean, papers_in_window, write_feeds
+from digest.store import Store
+from digest.topics import match_topics
+
+from .conftest import PAGE_2024_08_01, REAL
+
+CAPTURES = [
+    REAL / "api-daily_papers-2024-03-12.json",
+    REAL / "api-daily_papers-2025-03-04.reserialised.json",
+    REAL / "api-daily_papers-2025-10-03.reserialised.json",
+]
+TOPICS = [
+    TopicConfig(name="agents", title="LLM agents", keywords=["agent*", "tool use"]),
+    TopicConfig(name="vision", keywords=["image*", "video*", "vision"], exclude=["survey"]),
+    TopicConfig(name="nothing", keywords=["zzyzx-no-such-word"]),  # an empty feed
+]
+JSONFEED_TOP_KEYS = {"version", "title", "items"}
+
+
+def feed_config(tmp_path: Path, **feeds: Any) -> Config:
+    feeds.setdefault("dir", str(tmp_path / "feeds"))
+    feeds.setdefault("base_url", "https://papers.example.org/")
+    return Config(feeds=FeedsConfig(**feeds), topics=list(TOPICS))
+
+
+def fill_store(store: Store) -> None:
+    for capture in CAPTURES:
+        assert ingest_file(store, capture).status == "ok"
+
+
+def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]:
+    """Feed name -> the stored papers it must hold, in order, computed from the database."""
+    window = papers_in_window(store, config.feeds.days)
+    limit = config.feeds.max_items
+    out = {"all": window[:limit]}
+    matches = match_topics([sp.paper for sp in window], config.topics)
+    for topic in config.topics:
+        hits = [
+            sp for sp in window if any(m.topic == topic.name for m in matches.get(sp.paper.id, []))
+        ]
+        out[topic.name] = hits[:limit]
+    return out
+
+
+def parse_ok(path: Path) -> Any:
+    parsed = feedparser.parse(path.read_bytes())
+    assert parsed.bozo == 0, f"{path.name}: {parsed.get('bozo_exception')}"
+    return parsed
+
+
+def check_jsonfeed(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    assert doc.keys() >= JSONFEED_TOP_KEYS
+    assert doc["version"] == "https://jsonfeed.org/version/1.1"
+    for item in doc["items"]:
+        assert isinstance(item["id"], str) and item["id"]
+        assert "content_html" in item or "content_text" in item
+    return doc
+
+
+# -- every feed against the database -------------------------------------------------
+
+
+def test_every_feed_parses_and_holds_the_database_papers(tmp_path: Path, store: Store) -> None:
+    fill_store(store)
+    config = feed_config(tmp_path)
+    report = write_feeds(config, store)
+    expected = expected_items(config, store)
+    folder = tmp_path / "feeds"
+
+    assert set(report.items) == {"all", "agents", "vision", "nothing"}
+    assert report.items["all"] == store.count_papers()  # fresh store: all within 7 days
+    assert 0 < report.items["agents"] < report.items["all"]
+    assert report.items["nothing"] == 0
+    assert sorted(report.files) == sorted(p.name for p in folder.iterdir())
+    for name, papers in expected.items():
+        ids = [sp.paper.arxiv_url for sp in papers]
+        titles = [clean(sp.paper.title) for sp in papers]
+        assert report.items[name] == len(papers)
+        for ext in ("xml", "atom"):
+            parsed = parse_ok(folder / f"{name}.{ext}")
+            assert [e.id for e in parsed.entries] == ids, f"{name}.{ext}"
+            assert [e.title for e in parsed.entries] == titles, f"{name}.{ext}"
+            assert parsed.feed.links, f"{name}.{ext} has no links"
+        doc = check_jsonfeed(folder / f"{name}.json")
+        assert [i["id"] for i in doc["items"]] == ids
+        assert [i["title"] for i in doc["items"]] == titles
+        assert doc["feed_url"] == f"https://papers.example.org/feeds/{name}.json"
+
+
+def test_item_carries_links_people_votes_keywords_and_first_seen(
+    tmp_path: Path, store: Store
+) -> None:
+    fill_store(store)
+    config = feed_config(tmp_path)
+    write_feeds(config, store)
+    folder = tmp_path / "feeds"
+    # A real paper with a GitHub repo, a thumbnail and authors.
+    sp = next(
+        sp
+        for sp in store.papers()
+        if sp.paper.github_repo and sp.paper.thumbnail and sp.paper.authors
+    )
+    p = sp.paper
+
+    rss = parse_ok(folder / "all.xml")
+    entry = next(e for e in rss.entries if e.id == p.arxiv_url)
+    assert entry.link == p.hf_url
+    assert entry.published_parsed[:6] == sp.first_seen.timetuple()[:6]
+    assert p.github_repo in entry.summary and p.pdf_url in entry.summary
+    assert f"{p.upvotes} upvote" in entry.summary
+    assert [a["name"] for a in entry.authors] == list(p.authors)
+    assert [t.term for t in entry.get("tags", [])] == list(p.ai_keywords)
+    assert entry.media_thumbnail[0]["url"] == p.thumbnail
+    # The guid is an identity, not the link readers open.
+    channel = ET.parse(folder / "all.xml").getroot().find("channel")
+    assert channel is not None
+    guids = {g.text: g.get("isPermaLink") for g in channel.iter("guid")}
+    assert guids[p.arxiv_url] == "false"
+    assert channel.findtext("ttl") == str(config.feeds.ttl)
+
+    atom = parse_ok(folder / "all.atom")
+    entry = next(e for e in atom.entries if e.id == p.arxiv_url)
+    hrefs = {link.href for link in entry.links}
+    assert {p.hf_url, p.arxiv_url, p.pdf_url, p.github_repo} <= hrefs
+    assert entry.link == p.hf_url
+    assert atom.feed.updated_parsed[:6] == max(s.first_seen for s in store.papers()).timetuple()[:6]
+
+    item = next(i for i in check_jsonfeed(folder / "all.json")["items"] if i["id"] == p.arxiv_url)
+    assert item["url"] == p.hf_url and item["image"] == p.thumbnail
+    assert item["_papers_digest"]["upvotes"] == p.upvotes
+
+
+def test_topic_feed_items_say_which_terms_matched(tmp_path: Path, store: Store) -> None:
+    fill_store(store)
+    config = feed_config(tmp_path)
+    write_feeds(config, store)
+    matches = match_topics([sp.paper for sp in store.papers()], config.topics)
+    doc = check_jsonfeed(tmp_path / "feeds" / "agents.json")
+    assert doc["items"]
+    for item in doc["items"]:
+        (match,) = [m for m in matches[item["_papers_digest"]["arxiv_id"]] if m.topic == "agents"]
+        assert item["_papers_digest"]["matched_terms"] == list(match.terms)
+        assert "Matched: " + ", ".join(match.terms) in item["content_html"]
+
+
+def test_an_empty_store_gives_valid_empty_feeds(tmp_path: Path, store: Store) -> None:
+    write_feeds(feed_config(tmp_path), store)
+    for name in ("all", "agents"):
+        for ext in ("xml", "atom"):
+            parsed = parse_ok(tmp_path / "feeds" / f"{name}.{ext}")
+            assert parsed.entries == []
+        assert check_jsonfeed(tmp_path / "feeds" / f"{name}.json")["items"] == []
+    atom = parse_ok(tmp_path / "feeds" / "all.atom")
+    assert atom.feed.updated_parsed[:6] == EMPTY_UPDATED.timetuple()[:6]
+
+
+# -- hostile text ----------------------------------------------------------------------
+
+HOSTILE = [
+    '<script>alert("x")</script> & Friends',
+    'Tom & Jerry\'s "quoted" <b>bold</b> ]]> end',
+    "Emoji 🚀🧪 and CJK 大语言模型的推理 and RTL العربية עברית",
+    r"LaTeX $\alpha < \beta$ & $O(n^2)$ \textbf{x}",
+]
+
+
+def _hostile_papers() -> list[Paper]:
+    papers = [
+        Paper(
+            id=f"2501.0000{i}",
+            title=t,
+            abstract=f"Abstract: {t}",
+            authors=('Zoë <b>O\'Brien</b> & "co"', "李 & 王"),
+            ai_keywords=("a<b", "c&d"),
+            organization="R&D <Lab>",
+        )
+        for i, t in enumerate(HOSTILE)
+    ]
+    # Characters XML 1.0 cannot carry: dropped, the rest kept.
+    papers.append(Paper(id="2501.00009", title="Ctrl\x00\x07\x1b chars\x0b ok", abstract="x\x01y"))
+    return papers
+
+
+@pytest.mark.parametrize("ext", ["xml", "atom", "json"])
+def test_hostile_titles_and_abstracts_come_out_intact(
+    tmp_path: Path, store: Store, ext: str
+) -> None:
+    papers = _hostile_papers()
+    store.store_listing(Listing(papers=tuple(papers), url="hand-made", source="file"))
+    write_feeds(feed_config(tmp_path), store)
+    path = tmp_path / "feeds" / f"all.{ext}"
+    if ext == "json":
+        items = {i["id"]: i for i in check_jsonfeed(path)["items"]}
+        got = {
+            k: (i["title"], i["summary"], [a["name"] for a in i["authors"]])
+            for k, i in items.items()
+        }
+    else:
+        parsed = parse_ok(path)
+        got = {}
+        for e in parsed.entries:
+            # The abstract sits escaped in the HTML body: unescape the first paragraph.
+            body = ET.fromstring(f"<div>{e.summary}</div>").findtext("p") or ""
+            got[e.id] = (e.title, body, [a["name"] for a in e.get("authors", [])])
+    for p in papers[:-1]:
+        title, abstract, authors = got[p.arxiv_url]
+        assert title == p.title
+        assert abstract == p.abstract
+        assert authors == list(p.authors)
+    title, abstract, _ = got["https://arxiv.org/abs/2501.00009"]
+    assert title == "Ctrl chars ok"
+    assert abstract == "xy"
+
+
+# -- stable output ---------------------------------------------------------------------
+
+
+def test_nothing_new_leaves_every_file_byte_identical_and_untouched(
+    tmp_path: Path, store: Store
+) -> None:
+    fill_store(store)
+    config = feed_config(tmp_path)
+    first = write_feeds(config, store)
+    folder = tmp_path / "feeds"
+    old = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
+    for path in folder.iterdir():
+        os.utime(path, (old, old))  # a rewrite would move the mtime to now
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    assert ingest_file(store, CAPTURES[-1]).new == 0  # the same capture again: nothing new
+    second = write_feeds(config, store)
+
+    assert second.written == ()
+    assert sorted(second.unchanged) == sorted(first.written)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert all(p.stat().st_mtime == old for p in folder.iterdir())
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left
+
+    # A new paper does change the main feed, and its date.
+    store.store_listing(
+        Listing(papers=(Paper(id="2999.00001", title="A new one"),), url="x", source="file")
+    )
+    third = write_feeds(config, store)
+    assert {"all.xml", "all.atom", "all.json"} <= set(third.written)
+    assert "nothing.xml" in third.unchanged
+    assert "A new one" in [e.title for e in parse_ok(folder / "all.xml").entries]
+
+
+def test_window_is_the_last_days_before_the_newest_paper_and_max_items(
+    tmp_path: Path, store: Store
+) -> None:
+    fill_store(store)
+    everything = store.papers()
+    newest = everything[0].first_seen
+    old_ids = [sp.paper.id for sp in everything[::2]]
+    marks = ",".join("?" * len(old_ids))
+    # Seen 8 days before the newest: out of a 7-day window.
+    store.db.execute(
+        f"UPDATE papers SET first_seen = ? WHERE id IN ({marks})",
+        [(newest - timedelta(days=8)).strftime("%Y-%m-%dT%H:%M:%SZ"), *old_ids],
+    )
+    store.db.conn.commit()
+
+    report = write_feeds(feed_config(tmp_path), store)
+    parsed = parse_ok(tmp_path / "feeds" / "all.xml")
+    got = {e.id for e in parsed.entries}
+    assert report.items["all"] == len(everything) - len(old_ids) == len(got)
+    assert not got & {f"https://arxiv.org/abs/{i}" for i in old_ids}
+
+    write_feeds(feed_config(tmp_path, days=30, max_items=5), store)
+    parsed = parse_ok(tmp_path / "feeds" / "all.xml")
+    assert [e.id for e in parsed.entries] == [sp.paper.arxiv_url for sp in store.papers()[:5]]
+
+
+# -- OPML and config ----------------------------------------------------------------
+
+
+def test_opml_lists_every_feed_with_its_url(tmp_path: Path, store: Store) -> None:
+    write_feeds(feed_config(tmp_path), store)
+    root = ET.parse(tmp_path / "feeds" / "feeds.opml").getroot()
+    assert root.tag == "opml"
+    outlines = root.findall("./body/outline")
+    urls = [o.get("xmlUrl") for o in outlines]
+    names = ["all", *(t.name for t in TOPICS)]
+    assert urls == [f"https://papers.example.org/feeds/{n}.xml" for n in names]
+    assert all(o.get("type") == "rss" and o.get("text") for o in outlines)
+    assert "LLM agents" in outlines[1].get("title", "")
+    for url in urls:
+        assert url is not None
+        assert (tmp_path / "feeds" / url.rsplit("/", 1)[1]).is_file()
+
+
+def test_a_topic_named_all_is_refused(tmp_path: Path, store: Store) -> None:
+    config = Config(
+        feeds=FeedsConfig(dir=str(tmp_path / "feeds")),
+        topics=[TopicConfig(name="all", keywords=["x"])],
+    )
+    with pytest.raises(ConfigError, match=r"topics\.all\.name"):
+        write_feeds(config, store)
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def test_digest_run_writes_the_feeds_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_FEEDS_DIR", "DIGEST_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--from", str(PAGE_2024_08_01)])
+    assert result.exit_code == 0, result.output
+    feed_line = [line for line in result.output.splitlines() if line.startswith("feeds:")]
+    assert len(feed_line) == 1
+    store = Store.open(tmp_path / "papers-digest.db")
+    try:
+        count = store.count_papers()
+    finally:
+        store.close()
+    assert count > 0
+    assert f"all {count}" in feed_line[0]
+    assert len(parse_ok(tmp_path / "feeds" / "all.xml").entries) == count
+    assert (tmp_path / "feeds" / "all.atom").is_file()
+    assert (tmp_path / "feeds" / "feeds.opml").is_file()
+
+    # A fetch that fails: exit 1, and the feeds are rebuilt from the database anyway.
+    (tmp_path / "feeds" / "all.xml").unlink()
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><p>no papers here</p></body></html>")
+    result = runner.invoke(main, ["run", "--from", str(broken)])
+    assert result.exit_code == 1
+    assert "failed" in result.output
+    assert "feeds:" in result.output
+    assert len(parse_ok(tmp_path / "feeds" / "all.xml").entries) == count
