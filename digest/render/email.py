@@ -1,0 +1,482 @@
+"""The daily email: the day's new papers, per subscriber's topics, as one MIME message.
+
+Data flow: `DigestRenderer(config, papers, day)` matches every paper against the topics
+once; `render(subscriber)` picks the papers of the subscriber's topics and returns a
+multipart/alternative EmailMessage (a text part, then an HTML part).
+
+Speed: most subscribers share a set of topics, so both bodies are rendered, and the
+HTML's CSS inlined, once per distinct set of topics, with placeholders where the
+subscriber's link token and address go. Per subscriber only those placeholders are
+replaced and the headers set.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import html
+import re
+import secrets
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import css_inline
+import jinja2
+
+from digest.config import Config, TopicConfig
+from digest.errors import DigestError
+from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
+from digest.store import Store
+from digest.topics import Matcher
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+ALL_PAPERS = "All new papers"
+MAX_AUTHORS = 4  # more than this: the first three, "et al." and the count
+SHOWN_AUTHORS = 3
+TEXT_WIDTH = 72
+
+_SPACE_RE = re.compile(r"\s+")
+# A sentence ends at . ! or ? (maybe closed by a quote or bracket) before a space and
+# a capital, digit or opening bracket; "e.g. the" and "et al. show" do not end one.
+_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s+[\"'(\[]?[A-Z0-9])")
+_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "etc.", "vs.", "Fig.", "Eq.", "Sec.", "cf.", "No.")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=jinja2.select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+# Inline the stylesheet into style attributes; the dark-mode @media block cannot be
+# inlined and is kept in a <style> of its own. Nothing remote is ever loaded.
+_inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+class RenderError(DigestError):
+    """The email could not be rendered (a template is missing or broken)."""
+
+
+# -- the pieces of one paper ----------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    """Return `text` with every run of whitespace (newlines too) made one space."""
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+def shorten_authors(authors: Sequence[str]) -> str:
+    """Return the authors for display: all of up to four, else the first three, et al.
+    and the count."""
+    names = [one_line(a) for a in authors if a.strip()]
+    if len(names) <= MAX_AUTHORS:
+        return ", ".join(names)
+    return f"{', '.join(names[:SHOWN_AUTHORS])} et al. ({len(names)} authors)"
+
+
+def trim_sentences(text: str, limit: int) -> tuple[str, bool]:
+    """Return (text cut at the last sentence end within `limit` characters, was it cut).
+
+    When no sentence ends in the first third of the limit (one very long sentence), the
+    cut is at a word boundary instead and marked with an ellipsis.
+    """
+    text = one_line(text)
+    if limit <= 0 or len(text) <= limit:
+        return text, False
+    cut = 0
+    for m in _SENTENCE_END_RE.finditer(text, 0, limit + 1):
+        head = text[: m.end()]
+        if head.endswith(_ABBREVIATIONS):
+            continue
+        cut = m.end()
+    if cut >= limit // 3:
+        return text[:cut], True
+    head = text[:limit]
+    space = head.rfind(" ")
+    if space > limit // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:-") + "…", True
+
+
+@dataclass
+class PaperView:
+    """One paper as both templates show it."""
+
+    id: str
+    title: str
+    hf_url: str
+    arxiv_url: str
+    pdf_url: str
+    github_url: str | None
+    project_url: str | None
+    authors: str
+    organization: str | None
+    upvotes: int
+    blurb: str
+    blurb_is_ai: bool
+    trimmed: bool
+    tags: list[str]  # display titles of the (subscriber's) topics it is in, best first
+    terms: list[str]  # the terms that hit, across those topics
+
+
+@dataclass
+class Group:
+    title: str
+    papers: list[PaperView] = field(default_factory=list)
+
+
+@dataclass
+class _Bodies:
+    """One topic set's message: parsed headers, and each body split in two at the first
+    line with a placeholder (the head already quoted-printable, the tail not yet)."""
+
+    headers: list[tuple[str, Any]]
+    text_headers: list[tuple[str, Any]]
+    html_headers: list[tuple[str, Any]]
+    text_head: str
+    text_tail: str
+    html_head: str
+    html_tail: str
+
+
+# -- the renderer ---------------------------------------------------------------------
+
+
+class DigestRenderer:
+    """The day's digest, ready to render for any subscriber.
+
+    Matching runs once here; bodies are cached per distinct set of topics.
+    """
+
+    def __init__(self, config: Config, papers: Sequence[StoredPaper], day: date) -> None:
+        self.config = config
+        self.day = day
+        self.topics: dict[str, tuple[int, TopicConfig]] = {
+            t.name: (i, t) for i, t in enumerate(config.topics)
+        }
+        matcher = Matcher(config.topics)
+        # Most upvoted first: every group keeps this order.
+        ordered = sorted(papers, key=lambda sp: (-sp.paper.upvotes, sp.paper.id))
+        self.papers: list[tuple[Paper, list[TopicMatch]]] = [
+            (sp.paper, matcher.match(sp.paper)) for sp in ordered
+        ]
+        sender = parseaddr(config.smtp.sender)[1] or config.smtp.sender
+        self.sender_address = sender
+        self.domain = config.email.domain or sender.rpartition("@")[2] or "localhost"
+        self.list_id = f"{_header_text(config.email.subject_prefix)} <daily.{self.domain}>"
+        self.base_url = config.feeds.base_url.rstrip("/")
+        # Placeholders for the per-subscriber parts: random, so no paper text can hold
+        # one by accident (and checked, so none can hold one on purpose).
+        mark = "pdx" + secrets.token_hex(12)
+        blob = "\n".join(_paper_text(p) for p, _ in self.papers)
+        while mark in blob:  # pragma: no cover - 96 random bits
+            mark = "pdx" + secrets.token_hex(12)
+        self._token_mark = mark + "t"
+        self._address_mark = mark + "a"
+        self._marks = (self._token_mark, self._address_mark)
+        self._cache: dict[tuple[str, ...], _Bodies | None] = {}
+
+    # -- per subscriber ---------------------------------------------------------------
+
+    def render(self, subscriber: Subscriber) -> EmailMessage | None:
+        """Return the subscriber's email for the day, or None when they get none today
+        (nothing matched and send_when_empty is off, or no topics and no_topics_gets is
+        "nothing").
+
+        Raises RenderError when a template is missing or broken.
+        """
+        key = tuple(sorted({t for t in subscriber.topics if t in self.topics}))
+        if subscriber.topics and not key:
+            # Every topic they chose is gone from the config: not the same as "no topics".
+            return None
+        if key not in self._cache:
+            self._cache[key] = self._bodies(key)
+        bodies = self._cache[key]
+        if bodies is None:
+            return None
+        token = quote(subscriber.token, safe="")
+        text = bodies.text_tail.replace(self._token_mark, token)
+        text = text.replace(self._address_mark, subscriber.email)
+        page = bodies.html_tail.replace(self._token_mark, html.escape(token))
+        page = page.replace(self._address_mark, html.escape(subscriber.email))
+        msg = EmailMessage()
+        # The headers every subscriber of this topic set shares were parsed once, into
+        # the template message; copying them as they are skips parsing them again.
+        for name, value in bodies.headers:
+            msg.set_raw(name, value)
+        msg["To"] = subscriber.email
+        msg["Date"] = formatdate(usegmt=True)
+        msg["Message-ID"] = self.message_id(subscriber)
+        msg["List-Unsubscribe"] = (
+            f"<{self.unsubscribe_mailto(subscriber)}>, <{self.unsubscribe_url(subscriber)}>"
+        )
+        for headers, head, tail in (
+            (bodies.text_headers, bodies.text_head, text),
+            (bodies.html_headers, bodies.html_head, page),
+        ):
+            part = EmailMessage()
+            for name, value in headers:
+                part.set_raw(name, value)
+            part.set_payload(head + _qp(tail))
+            msg.attach(part)
+        return msg
+
+    def message_id(self, subscriber: Subscriber) -> str:
+        """Return the Message-ID for (subscriber, day): the same on a resend after a crash."""
+        seed = f"{subscriber.email.casefold()}\n{self.day.isoformat()}".encode()
+        digest = hashlib.sha256(seed).hexdigest()[:32]
+        return f"<digest.{self.day.strftime('%Y%m%d')}.{digest}@{self.domain}>"
+
+    def unsubscribe_url(self, subscriber: Subscriber) -> str:
+        """Return the https unsubscribe link (GET page, RFC 8058 one-click POST)."""
+        return f"{self.base_url}/unsubscribe/{quote(subscriber.token, safe='')}"
+
+    def preferences_url(self, subscriber: Subscriber) -> str:
+        """Return the link to change the subscriber's topics."""
+        return f"{self.base_url}/preferences/{quote(subscriber.token, safe='')}"
+
+    def unsubscribe_mailto(self, subscriber: Subscriber) -> str:
+        """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
+        return f"mailto:{self.sender_address}?subject=unsubscribe%20{subscriber.token}"
+
+    # -- per set of topics ------------------------------------------------------------
+
+    def groups(self, topics: tuple[str, ...]) -> list[Group]:
+        """Return the papers for these topics, grouped: each paper once, under its best
+        topic (most terms hit, then config order); no topics: one group of every paper."""
+        if not topics:
+            group = Group(ALL_PAPERS)
+            for paper, matches in self.papers:
+                group.papers.append(self._view(paper, matches))
+            return [group] if group.papers else []
+        wanted = set(topics)
+        by_topic: dict[str, Group] = {}
+        for paper, matches in self.papers:
+            mine = [m for m in matches if m.topic in wanted]
+            if not mine:
+                continue
+            # Best topic first: most terms hit, then config order.
+            mine.sort(key=lambda m: (-len(m.terms), self.topics[m.topic][0]))
+            best = mine[0].topic
+            group = by_topic.setdefault(best, Group(self.topics[best][1].display_title))
+            group.papers.append(self._view(paper, mine))
+        return [by_topic[n] for n in sorted(by_topic, key=lambda n: self.topics[n][0])]
+
+    def _view(self, paper: Paper, matches: list[TopicMatch]) -> PaperView:
+        email = self.config.email
+        ai = bool(email.use_ai_summary and paper.ai_summary and paper.ai_summary.strip())
+        source = (paper.ai_summary or "") if ai else paper.abstract
+        blurb, trimmed = trim_sentences(source, email.abstract_chars)
+        terms: list[str] = []
+        for m in matches:
+            terms += [t for t in m.terms if t not in terms]
+        return PaperView(
+            id=paper.id,
+            title=one_line(paper.title) or paper.id,
+            hf_url=paper.hf_url,
+            arxiv_url=paper.arxiv_url,
+            pdf_url=paper.pdf_url,
+            github_url=_web_link(paper.github_repo),
+            project_url=_web_link(paper.project_page),
+            authors=shorten_authors(paper.authors),
+            organization=one_line(paper.organization) if paper.organization else None,
+            upvotes=paper.upvotes,
+            blurb=blurb,
+            blurb_is_ai=ai,
+            trimmed=trimmed,
+            tags=[self.topics[m.topic][1].display_title for m in matches],
+            terms=terms,
+        )
+
+    def _bodies(self, topics: tuple[str, ...]) -> _Bodies | None:
+        email = self.config.email
+        if not topics and email.no_topics_gets == "nothing":
+            return None
+        groups = self.groups(topics)
+        count = sum(len(g.papers) for g in groups)
+        if not count and not email.send_when_empty:
+            return None
+        in_order = sorted(topics, key=lambda n: self.topics[n][0])
+        followed = [self.topics[n][1].display_title for n in in_order]
+        context = {
+            "day": self.day,
+            "day_long": f"{self.day.strftime('%A')}, {self.day.day} {self.day:%B %Y}",
+            "count": count,
+            "total": len(self.papers),
+            "groups": groups,
+            "followed": followed,
+            "title": _header_text(email.subject_prefix),
+            "unsubscribe_url": f"{self.base_url}/unsubscribe/{self._token_mark}",
+            "preferences_url": f"{self.base_url}/preferences/{self._token_mark}",
+            "address": self._address_mark,
+            "feeds_url": f"{self.base_url}/feeds/",
+            "archive_url": f"{self.base_url}/archive",
+        }
+        try:
+            text = _env.get_template("email.txt").render(context)
+            page = _env.get_template("email.html").render(context)
+        except jinja2.TemplateError as e:
+            raise RenderError(f"{TEMPLATES}: email template: {e}") from e
+        noun = "paper" if count == 1 else "papers"
+        subject = (
+            f"{_header_text(email.subject_prefix)}, {self.day.isoformat()}: {count} new {noun}"
+        )
+        return self._template(subject, _wrap_text(text, self._marks), _inliner.inline(page))
+
+    def _template(self, subject: str, text: str, page: str) -> _Bodies:
+        """The message every subscriber of a topic set gets, placeholders still in, split
+        for cheap personalising: what comes before the first placeholder line is encoded
+        once, the rest per subscriber."""
+        template = EmailMessage()
+        template["Subject"] = subject
+        template["From"] = self.config.smtp.sender
+        template["List-Id"] = self.list_id
+        template["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        # Quoted-printable for both parts: readable source, no base64 text (spam
+        # filters frown on it), and safe for any line length the inliner produces.
+        template.set_content(text, cte="quoted-printable")
+        template.add_alternative(page, subtype="html", cte="quoted-printable")
+        # "=_" never occurs in quoted-printable text ("=" is always "=3D"), so this
+        # boundary needs no search through the bodies.
+        template.set_boundary("=_digest_" + secrets.token_hex(12))
+        text_part, html_part = template.iter_parts()
+        text_head, text_tail = self._split(text)
+        html_head, html_tail = self._split(page)
+        return _Bodies(
+            headers=list(template.raw_items()),
+            text_headers=list(text_part.raw_items()),
+            html_headers=list(html_part.raw_items()),
+            text_head=_qp(text_head),
+            text_tail=text_tail,
+            html_head=_qp(html_head),
+            html_tail=html_tail,
+        )
+
+    def _split(self, body: str) -> tuple[str, str]:
+        # At the start of the first line holding a placeholder. Quoted-printable encodes
+        # line by line, so the two halves encoded apart join into the whole, encoded.
+        first = min((i for i in (body.find(m) for m in self._marks) if i >= 0), default=len(body))
+        start = body.rfind("\n", 0, first) + 1
+        return body[:start], body[start:]
+
+
+def _qp(body: str) -> str:
+    """Return `body` as quoted-printable, lines kept (binascii: C speed, RFC 2045 soft
+    breaks at 76)."""
+    return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+
+
+def _paper_text(p: Paper) -> str:
+    fields = [p.title, p.abstract, p.ai_summary, p.organization, p.github_repo, p.project_page]
+    return " ".join([*(f or "" for f in fields), *p.authors])
+
+
+def _header_text(text: str) -> str:
+    # A header value must be one line: config text cannot break the Subject or List-Id.
+    return one_line(text).replace("<", "").replace(">", "") or "Daily Papers"
+
+
+def _web_link(url: str | None) -> str | None:
+    # Only http(s) links reach an href: a "javascript:" repo URL from the page is dropped.
+    if url and re.match(r"^https?://\S+$", url.strip(), re.IGNORECASE):
+        return url.strip()
+    return None
+
+
+def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
+    """Wrap the text body's long lines at TEXT_WIDTH, keeping each line's indent.
+
+    URLs are never broken (a word longer than the width stays whole on its line); lines
+    holding a `keep` placeholder stay whole (their length is not known yet).
+    """
+    out: list[str] = []
+    for line in text.splitlines():
+        if len(line) <= TEXT_WIDTH or any(k in line for k in keep):
+            out.append(line.rstrip())
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(
+            line.strip(),
+            TEXT_WIDTH,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(out) + "\n"
+
+
+# -- preview (`digest preview`) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Where `write_preview` put the message and its HTML part, or why there is none."""
+
+    day: date
+    address: str
+    eml: Path | None
+    html: Path | None
+    reason: str = ""  # why no email, when eml is None
+
+
+def latest_day(store: Store) -> date | None:
+    """Return the latest UTC day on which some paper was first seen, or None if none was."""
+    row = store.db.execute("SELECT max(first_seen) FROM papers").fetchone()
+    if not row or not row[0]:
+        return None
+    return datetime.fromisoformat(str(row[0]).replace("Z", "+00:00")).astimezone(UTC).date()
+
+
+def write_preview(
+    config: Config, store: Store, address: str, day: date | None, out_dir: Path
+) -> Preview:
+    """Return the Preview of `address`'s digest for `day` (default: the latest day with
+    new papers), written as <out_dir>/digest-<day>-<address>.eml and .html; sends nothing.
+
+    The subscriber's topics come from the config's [[subscribers]] when the address is
+    there, else they follow no topics. Raises DigestError when there are no papers at
+    all or out_dir cannot be written.
+    """
+    from digest.subscribers import make_token, secret_key  # the delivery side's tokens
+
+    if day is None:
+        day = latest_day(store)
+        if day is None:
+            raise DigestError(f"{store.path}: no papers stored yet (run `digest fetch` first)")
+    topics: tuple[str, ...] = ()
+    for sub in config.subscribers:
+        if sub.email.casefold() == address.casefold():
+            topics = tuple(sub.topics)
+            break
+    subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
+    papers = store.papers_of_day(day)
+    message = DigestRenderer(config, papers, day).render(subscriber)
+    if message is None:
+        why = (
+            f"no new papers on {day.isoformat()}"
+            if not papers
+            else "they follow no topics and email.no_topics_gets is 'nothing'"
+            if not topics and config.email.no_topics_gets == "nothing"
+            else f"none of the {len(papers)} new papers of {day.isoformat()} matched their topics"
+        )
+        return Preview(day, address, None, None, why)
+    safe = re.sub(r"[^A-Za-z0-9@._-]", "_", address)
+    stem = f"digest-{day.isoformat()}-{safe}"
+    eml, page = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
+    html_part = message.get_body(("html",))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        eml.write_bytes(message.as_bytes())
+        page.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    except OSError as e:
+        raise DigestError(f"{out_dir}: cannot write the preview: {e.strerror}") from None
+    return Preview(day, address, eml, page)
