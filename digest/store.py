@@ -18,6 +18,7 @@ import sqlite_utils
 
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, StoredPaper
+from digest.subscribers import migrate_subscribers
 
 SCHEMA_VERSION = 1
 
@@ -98,7 +99,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 
 # Each entry takes the file from version N-1 to N. Later issues append to this list.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, migrate_subscribers]
 
 
 class Store:

@@ -1,0 +1,217 @@
+"""Benchmark: the daily email to 10,000 subscribers over one reused SMTP connection.
+
+Run: .venv/bin/python bench/email.py [--subscribers 10000] [--baseline 1000]
+
+Stores a real day (../shared/fixtures/real/page-daily-2024-08-01.html), adds N
+subscribers with 1-5 of 8 topics each, and runs `send_digests` (render each email,
+deliver it, commit the ledger row) to an aiosmtpd server running in its own process.
+The baseline sends a sample the way most digest scripts do: one SMTP connection per
+message (connect, EHLO, MAIL/RCPT/DATA, QUIT), same messages, same server. Prints
+messages per second for both, their ratio, and the peak memory of this process.
+
+When digest/render/email.py is not there yet, a stand-in renderer builds the messages
+(plain MIME, no templates) and the output says so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is called email.py: drop its folder from the path so `import email` (used by
+# smtplib) finds the standard library, not this script.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+ROOT = HERE.parent
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import smtplib  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import date  # noqa: E402
+from email.message import EmailMessage  # noqa: E402
+
+from digest.config import Config, SmtpConfig, TopicConfig  # noqa: E402
+from digest.ingest import ingest_file  # noqa: E402
+from digest.models import StoredPaper, Subscriber  # noqa: E402
+from digest.send import Render, send_digests  # noqa: E402
+from digest.store import Store, now_utc  # noqa: E402
+from digest.topics import Matcher  # noqa: E402
+
+PAGE = ROOT.parent / "shared" / "fixtures" / "real" / "page-daily-2024-08-01.html"
+TOPICS = [
+    TopicConfig(name="agents", keywords=["agent*", "tool use", "web navigation"]),
+    TopicConfig(name="llm", keywords=["llm*", "language model*", "instruction tuning"]),
+    TopicConfig(name="vision", keywords=["image*", "video*", "visual", "segmentation"]),
+    TopicConfig(name="diffusion", keywords=["diffusion", "text-to-image", "generative"]),
+    TopicConfig(name="reasoning", keywords=["reasoning", "math*", "chain-of-thought"]),
+    TopicConfig(name="speech", keywords=["speech", "audio", "tts", "asr"]),
+    TopicConfig(name="robotics", keywords=["robot*", "embodied", "manipulation"]),
+    TopicConfig(name="efficiency", keywords=["quantization", "pruning", "distillation", "sparse"]),
+]
+
+
+def stand_in_renderer(config: Config, papers: list[StoredPaper], day: date) -> Render:
+    """Plain MIME messages listing each subscriber's matched papers (no templates)."""
+    matcher = Matcher(config.topics)
+    by_topic: dict[str, list[str]] = {t.name: [] for t in config.topics}
+    for sp in papers:
+        for m in matcher.match(sp.paper):
+            by_topic[m.topic].append(f"{sp.paper.title}\n{sp.paper.hf_url}\n{sp.paper.abstract}")
+
+    def render(sub: Subscriber) -> EmailMessage | None:
+        items = [i for t in sub.topics for i in by_topic[t]]
+        if not items:
+            return None
+        msg = EmailMessage()
+        msg["From"] = config.smtp.sender
+        msg["To"] = sub.email
+        msg["Subject"] = f"Daily Papers {day.isoformat()}: {len(items)} papers"
+        msg.set_content("\n\n".join(items))
+        msg.add_alternative("".join(f"<p>{i}</p>" for i in items), subtype="html")
+        return msg
+
+    return render
+
+
+def start_server() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.smtpserver"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "ready":
+        raise SystemExit(f"the SMTP server did not start: {line}")
+    return proc, int(line[1])
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of this process (or of `pid`), from /proc."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_count(proc: subprocess.Popen[str]) -> int:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("count\n")
+    proc.stdin.flush()
+    return int(proc.stdout.readline())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--baseline", type=int, default=1_000)
+    args = parser.parse_args()
+
+    proc, port = start_server()
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        config = Config(
+            topics=TOPICS,
+            smtp=SmtpConfig(
+                host="127.0.0.1",
+                port=port,
+                security="none",
+                rate_per_minute=0,  # no rate limit: we measure the machinery
+                sender="digest@example.org",
+            ),
+        )
+        store = Store.open(Path(tmp.name) / "bench.db")
+        ingest_file(store, PAGE)
+        day = now_utc().date()  # papers_of_day goes by first-seen day: today
+        papers = store.papers_of_day(day)
+        rng = random.Random(4)
+        stamp = now_utc().isoformat()
+        rows = [
+            (
+                f"reader{i}@example.org",
+                json.dumps(rng.sample([t.name for t in TOPICS], rng.randint(1, 5))),
+                stamp,
+                stamp,
+            )
+            for i in range(args.subscribers)
+        ]
+        with store.transaction() as conn:  # setup, not measured
+            conn.executemany(
+                "INSERT INTO subscribers (email, topics, status, created, updated) "
+                "VALUES (?, ?, 'active', ?, ?)",
+                rows,
+            )
+        real = importlib.util.find_spec("digest.render.email") is not None
+        if real:
+            renderer = importlib.import_module("digest.render.email").DigestRenderer
+            render: Render = renderer(config, papers, day).render
+            label = "digest.render.email.DigestRenderer"
+        else:
+            render = stand_in_renderer(config, papers, day)
+            label = "STAND-IN renderer (digest/render/email.py not present yet)"
+
+        print(f"day {day}: {len(papers)} papers, {args.subscribers} subscribers, 8 topics")
+        print(f"renderer: {label}")
+
+        before = server_count(proc)
+        cpu0, server0 = cpu_seconds(), cpu_seconds(proc.pid)
+        t0 = time.perf_counter()
+        report = send_digests(config, store, day, render=render)
+        elapsed = time.perf_counter() - t0
+        cpu, server_cpu = cpu_seconds() - cpu0, cpu_seconds(proc.pid) - server0
+        arrived = server_count(proc) - before
+        sent = len(report.sent)
+        rate = sent / elapsed
+        print(report.summary())
+        print(
+            f"reused connection: {sent} messages in {elapsed:.2f} s = {rate:.0f} messages/s "
+            f"(render + SMTP + ledger commit each; {report.connections} connection(s); "
+            f"server counted {arrived})"
+        )
+        print(
+            f"  CPU per message: sender {1000 * cpu / sent:.2f} ms, "
+            f"aiosmtpd server {1000 * server_cpu / sent:.2f} ms (2 cores here)"
+        )
+
+        # Baseline: same renderer and server, one connection per message, no ledger.
+        subs = [Subscriber(r[0], tuple(json.loads(r[1]))) for r in rows[: args.baseline]]
+        before = server_count(proc)
+        t0 = time.perf_counter()
+        n = 0
+        for sub in subs:
+            msg = render(sub)
+            if msg is None:
+                continue
+            with smtplib.SMTP("127.0.0.1", port) as conn:
+                conn.send_message(msg, config.smtp.sender, [sub.email])
+            n += 1
+        base_elapsed = time.perf_counter() - t0
+        base_rate = n / base_elapsed
+        arrived = server_count(proc) - before
+        print(
+            f"baseline, one connection per message: {n} messages in {base_elapsed:.2f} s = "
+            f"{base_rate:.0f} messages/s (server counted {arrived})"
+        )
+        print(f"ratio: {rate / base_rate:.1f}x the baseline")
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak memory (max RSS of this process): {peak_mb:.0f} MB")
+        targets = rate >= 300 and rate / base_rate >= 3 and peak_mb < 300
+        print(f"targets (>= 300/s, >= 3x, < 300 MB): {'met' if targets else 'NOT met'}")
+        store.close()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""SMTP delivery: one connection for many messages, reconnect and retry on temporary trouble.
+
+`Mailer.deliver(message, address)` returns only when the server has accepted the message
+(250 after DATA) and raises otherwise, telling temporary failures (4xx, a dropped
+connection; retried here with backoff) from permanent ones (5xx; not retried). The caller
+records the outcome in the ledger right after each call.
+
+What SMTP cannot promise: if the connection drops after the server took the message but
+before its "250" reached us, we cannot know it was taken, and the retry may deliver it
+twice. That window is one network round trip; everything else is exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.generator import BytesGenerator
+from email.message import EmailMessage
+from email.policy import EmailPolicy
+from email.utils import make_msgid
+from types import TracebackType
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from digest.config import SmtpConfig
+from digest.errors import DeliveryError
+
+
+class TemporaryFailure(Exception):
+    """The server said "try later" (4xx) or the connection broke; `reply` says which."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.attempts = 1  # set by Mailer.deliver to the attempts it made
+        super().__init__(reply)
+
+
+class PermanentFailure(Exception):
+    """The server refused this message for good (5xx); `reply` is its answer."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.attempts = 1  # set by Mailer.deliver to the attempts it made
+        super().__init__(reply)
+
+
+class _ConnectFailure(TemporaryFailure):
+    """Could not open a session at all: after the retries, the whole send stops."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The server took the message."""
+
+    reply: str  # e.g. "250 2.0.0 Ok: queued as 4F2A1"
+    attempts: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message ready for the wire."""
+
+    address: str
+    payload: bytes
+    utf8: bool  # needs SMTPUTF8 (a non-ASCII address)
+    message_id: str
+
+
+class RateLimiter:
+    """Spaces messages evenly so that at most `per_minute` go out in any minute.
+
+    `per_minute` <= 0 means no limit.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        """Return when the next message may go (sleeping if it is too early)."""
+        if not self.interval:
+            return
+        now = self.clock()
+        if self._next is not None and now < self._next:
+            self.sleep(self._next - now)
+            now = self._next
+        self._next = now + self.interval
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}".strip()
+
+
+def flatten(message: EmailMessage, utf8: bool = False) -> bytes:
+    """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted by smtplib)."""
+    buf = io.BytesIO()
+    policy = message.policy.clone(linesep="\r\n")
+    if utf8 and isinstance(policy, EmailPolicy):  # non-ASCII addresses go as SMTPUTF8
+        policy = policy.clone(utf8=True)
+    BytesGenerator(buf, policy=policy).flatten(message, linesep="\r\n")
+    return buf.getvalue()
+
+
+class Mailer:
+    """One SMTP session, opened on first use, reused for every message, reopened when lost.
+
+    Use as a context manager so the session ends with QUIT.
+    """
+
+    def __init__(
+        self,
+        smtp: SmtpConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.smtp = smtp
+        self.sleep = sleep
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.limiter = RateLimiter(smtp.rate_per_minute, clock=clock, sleep=sleep)
+        self.password = smtp.password if smtp.user else ""  # raises ConfigError early
+        self.connections = 0  # sessions opened, for reports and tests
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(TemporaryFailure),
+            stop=stop_after_attempt(max(smtp.retries, 0) + 1),
+            wait=wait_exponential(multiplier=backoff, max=max_backoff),
+            sleep=sleep,
+            reraise=True,
+        )
+        self._conn: smtplib.SMTP | None = None
+        domain = smtp.sender.rpartition("@")[2] or "localhost"
+        self.domain = domain
+
+    @property
+    def where(self) -> str:
+        return f"SMTP server {self.smtp.host}:{self.smtp.port}"
+
+    def __enter__(self) -> Mailer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the session politely (QUIT), ignoring a server that already left."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.smtp
+        context = ssl.create_default_context()
+        conn: smtplib.SMTP | None = None
+        try:
+            if s.security == "tls":
+                conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn.ehlo_or_helo_if_needed()
+            if s.security == "starttls":
+                conn.starttls(context=context)
+                conn.ehlo()
+            if s.user:
+                conn.login(s.user, self.password)
+        except smtplib.SMTPAuthenticationError as e:
+            _close_quietly(conn)
+            raise DeliveryError(
+                f"{self.where}: login as {s.user!r} refused: {_reply(e.smtp_code, e.smtp_error)}"
+            ) from None
+        except smtplib.SMTPNotSupportedError as e:
+            _close_quietly(conn)
+            raise DeliveryError(f"{self.where} (smtp.security = {s.security!r}): {e}") from None
+        except ssl.SSLError as e:
+            _close_quietly(conn)
+            raise DeliveryError(f"{self.where}: TLS failed: {e}") from None
+        except smtplib.SMTPResponseException as e:
+            _close_quietly(conn)
+            raise _ConnectFailure(_reply(e.smtp_code, e.smtp_error)) from None
+        except OSError as e:  # refused, unreachable, timeout, dropped during the greeting
+            _close_quietly(conn)
+            raise _ConnectFailure(f"cannot connect: {e}") from None
+        self.connections += 1
+        return conn
+
+    def prepare(self, message: EmailMessage, address: str) -> Outgoing:
+        """Return the message flattened for SMTP, to `address`; adds a Message-ID if it
+        has none. Pure CPU work: callers may do it ahead, in another thread."""
+        if not message["Message-ID"]:
+            message["Message-ID"] = make_msgid(domain=self.domain)
+        utf8 = not (self.smtp.sender.isascii() and address.isascii())
+        return Outgoing(address, flatten(message, utf8), utf8, str(message["Message-ID"]))
+
+    def deliver(self, message: EmailMessage, address: str) -> Accepted:
+        """Return Accepted once the server took `message` for `address` (see `send`)."""
+        return self.send(self.prepare(message, address))
+
+    def send(self, out: Outgoing) -> Accepted:
+        """Return Accepted once the server took the prepared message.
+
+        Raises PermanentFailure (5xx), TemporaryFailure (4xx or dropped connection, still
+        so after the configured retries) or DeliveryError when no session can be opened
+        at all (the whole send should stop).
+        """
+        attempts = 0
+
+        def attempt() -> str:
+            nonlocal attempts
+            attempts += 1
+            self.limiter.wait()
+            if self._conn is None:
+                self._conn = self._connect()
+            return self._transaction(self._conn, out.address, out.payload, out.utf8)
+
+        try:
+            reply = self._retrying(attempt)
+        except _ConnectFailure as e:
+            raise DeliveryError(f"{self.where}: {e.reply} (after {attempts} attempts)") from None
+        except (TemporaryFailure, PermanentFailure) as e:
+            e.attempts = attempts
+            raise
+        return Accepted(reply=reply, attempts=attempts, message_id=out.message_id)
+
+    def _transaction(self, conn: smtplib.SMTP, address: str, payload: bytes, utf8: bool) -> str:
+        """MAIL, RCPT, DATA; returns the final reply or raises a classified failure."""
+        options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
+        text: bytes | str
+        try:
+            code, text = conn.mail(self.smtp.sender, options)
+            if code == 250:
+                code, text = conn.rcpt(address)
+            if code in (250, 251):
+                code, text = conn.data(payload)
+            if code == 250:
+                return _reply(code, text)
+        except smtplib.SMTPNotSupportedError as e:
+            self._reset()
+            raise PermanentFailure(f"{self.where} cannot take this address: {e}") from None
+        except smtplib.SMTPResponseException as e:  # DATA refused before the body went
+            code, text = e.smtp_code, e.smtp_error
+        except OSError as e:  # SMTPServerDisconnected is one; so are resets and timeouts
+            self._drop()
+            raise TemporaryFailure(f"connection lost: {e or type(e).__name__}") from None
+        reply = _reply(code, text)
+        if code == 421:  # the server is closing this session
+            self._drop()
+            raise TemporaryFailure(reply)
+        self._reset()
+        if 400 <= code < 500:
+            raise TemporaryFailure(reply)
+        if 500 <= code < 600:
+            raise PermanentFailure(reply)
+        raise TemporaryFailure(f"unexpected reply: {reply}")
+
+    def _reset(self) -> None:
+        # After a refused transaction, RSET so the next one starts clean.
+        if self._conn is None:
+            return
+        try:
+            self._conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+
+def _close_quietly(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(OSError):
+            conn.close()

@@ -1,0 +1,378 @@
+"""Subscribers (config file + database), their link tokens, and the delivery ledger.
+
+Who gets the email: every `[[subscribers]]` entry of the config, plus every database
+subscriber whose status is "active" (`digest subscribers add`). A database record with
+status "unsubscribed" also silences a config entry with the same address: the person
+asked to stop, and a config file must not override that.
+
+Tokens: each subscriber carries a token for the unsubscribe / preferences links, an
+HMAC-SHA256 of the address. The key comes from the DIGEST_SECRET_KEY environment
+variable; without it, a random key is generated on first use and kept in the database
+(table `meta`, key "secret_key"), so links stay valid across restarts. Setting
+DIGEST_SECRET_KEY later invalidates the links already mailed.
+
+The ledger (table `deliveries`) has one row per (address, digest day): queued, sent,
+failed or skipped, with the server's last reply, the number of attempts and times. A row
+turns "sent" only after the SMTP server accepted the message, committed at once, so a
+re-run or a restart after a crash sends only what is not yet "sent".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import email_validator
+import sqlite_utils
+
+from digest.config import Config
+from digest.errors import ConfigError, DigestError
+from digest.models import Subscriber
+
+if TYPE_CHECKING:  # store.py imports this module for its migration step
+    from digest.store import Store
+
+SECRET_ENV = "DIGEST_SECRET_KEY"
+STATUSES = ("active", "unsubscribed")
+# Ledger states: "sent" is final; the others are retried by the next run of the day.
+QUEUED, SENT, FAILED, SKIPPED = "queued", "sent", "failed", "skipped"
+
+
+class SubscriberError(DigestError):
+    """An address or a topic we cannot accept; the message names it."""
+
+
+def migrate_subscribers(db: sqlite_utils.Database) -> None:
+    """Schema step: meta (settings), subscribers, deliveries (the ledger)."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE subscribers ("
+        " email TEXT PRIMARY KEY COLLATE NOCASE,"
+        " topics TEXT NOT NULL DEFAULT '[]',"
+        " status TEXT NOT NULL DEFAULT 'active',"
+        " created TEXT NOT NULL,"
+        " updated TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE deliveries ("
+        " email TEXT NOT NULL COLLATE NOCASE,"
+        " day TEXT NOT NULL,"
+        " status TEXT NOT NULL,"
+        " reply TEXT,"  # the server's last reply, e.g. "250 2.0.0 Ok: queued as 4F2"
+        " reason TEXT,"  # why skipped / failed, in words
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " message_id TEXT,"
+        " queued TEXT NOT NULL,"
+        " last_attempt TEXT,"
+        " sent TEXT,"
+        " PRIMARY KEY (email, day))"
+    )
+    db.execute("CREATE INDEX deliveries_day_status ON deliveries (day, status)")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- addresses and tokens ----------------------------------------------------------------
+
+
+def normalize_address(address: str) -> str:
+    """Return the address in normal form (domain lower-cased, IDN decoded).
+
+    Raises SubscriberError naming the address when its syntax is wrong. Syntax only:
+    no DNS lookups, so this works offline and in tests.
+    """
+    try:
+        info = email_validator.validate_email(address.strip(), check_deliverability=False)
+    except email_validator.EmailNotValidError as e:
+        raise SubscriberError(f"{address!r} is not a valid email address: {e}") from None
+    return str(info.normalized)
+
+
+def secret_key(store: Store) -> bytes:
+    """Return the token key: DIGEST_SECRET_KEY, else the one kept in the database
+    (generated on first use)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    with store.transaction() as conn:
+        # INSERT OR IGNORE then read: two processes starting at once agree on one key.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
+            (secrets.token_hex(32),),
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    return str(row[0]).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, address: str) -> str:
+    digest = hmac.new(key, address.casefold().encode(), hashlib.sha256).digest()
+    return _b64(digest)[:32]  # 192 bits is plenty and keeps links short
+
+
+def make_token(key: bytes, address: str) -> str:
+    """Return the link token of `address`: the address and its HMAC, URL-safe."""
+    return f"{_b64(address.encode())}.{_mac(key, address)}"
+
+
+def verify_token(key: bytes, token: str) -> str | None:
+    """Return the address a token was made for, or None if it is forged or mangled."""
+    encoded, _, mac = token.partition(".")
+    try:
+        address = _unb64(encoded).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not mac or not hmac.compare_digest(mac, _mac(key, address)):
+        return None
+    return address
+
+
+# -- subscribers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriberRow:
+    """One subscriber as `digest subscribers list` shows it."""
+
+    email: str
+    topics: tuple[str, ...]
+    source: str  # "config" or "database"
+    status: str  # "active" or "unsubscribed"
+
+
+def _check_topics(config: Config, topics: Iterable[str]) -> tuple[str, ...]:
+    known = [t.name for t in config.topics]
+    out: list[str] = []
+    for name in topics:
+        name = name.strip()
+        if not name:
+            continue
+        if name not in known:
+            raise SubscriberError(
+                f"no topic named {name!r} in {config.path or 'the config'} "
+                f"(topics: {', '.join(known) or 'none configured'})"
+            )
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _config_addresses(config: Config) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """casefolded address -> (normal form, topics), for the config's subscribers."""
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for i, sub in enumerate(config.subscribers):
+        try:
+            address = normalize_address(sub.email)
+        except SubscriberError as e:
+            raise ConfigError(str(e), path=config.path, key=f"subscribers[{i}].email") from None
+        out.setdefault(address.casefold(), (address, tuple(sub.topics)))
+    return out
+
+
+def add_subscriber(
+    config: Config, store: Store, address: str, topics: Sequence[str] = ()
+) -> SubscriberRow:
+    """Add (or re-activate, with new topics) a database subscriber; return its row.
+
+    Raises SubscriberError naming the address or the topic that is not acceptable.
+    """
+    address = normalize_address(address)
+    chosen = _check_topics(config, topics)
+    if address.casefold() in _config_addresses(config):
+        raise SubscriberError(
+            f"{address} is already a subscriber in {config.path or 'the config'}; "
+            "change its topics there"
+        )
+    stamp = _stamp()
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO subscribers (email, topics, status, created, updated) "
+            "VALUES (?, ?, 'active', ?, ?) ON CONFLICT (email) DO UPDATE SET "
+            "topics = excluded.topics, status = 'active', updated = excluded.updated",
+            (address, json.dumps(list(chosen)), stamp, stamp),
+        )
+    return SubscriberRow(address, chosen, "database", "active")
+
+
+def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberRow:
+    """Mark a database subscriber unsubscribed (the row and its ledger stay); return it.
+
+    Raises SubscriberError when the address is not a subscriber, or is one only
+    through the config file (which we do not edit).
+    """
+    address = normalize_address(address)
+    stamp = _stamp()
+    with store.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE subscribers SET status = 'unsubscribed', updated = ? WHERE email = ?",
+            (stamp, address),
+        )
+        found = cur.rowcount
+    in_config = address.casefold() in _config_addresses(config)
+    if not found:
+        if in_config:
+            raise SubscriberError(
+                f"{address} is a subscriber in {config.path or 'the config'}; remove it there"
+            )
+        raise SubscriberError(f"{address} is not a subscriber")
+    row = store.db.execute(
+        "SELECT email, topics FROM subscribers WHERE email = ?", [address]
+    ).fetchone()
+    return SubscriberRow(row[0], tuple(json.loads(row[1])), "database", "unsubscribed")
+
+
+def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
+    """Return every subscriber, config ones first, then the database's by address."""
+    db_rows: dict[str, dict[str, Any]] = {
+        r["email"].casefold(): r
+        for r in store.db.query("SELECT email, topics, status FROM subscribers ORDER BY email")
+    }
+    out: list[SubscriberRow] = []
+    for key, (address, topics) in _config_addresses(config).items():
+        status = (
+            "unsubscribed" if db_rows.get(key, {}).get("status") == "unsubscribed" else "active"
+        )
+        out.append(SubscriberRow(address, topics, "config", status))
+        db_rows.pop(key, None)
+    for r in db_rows.values():
+        out.append(
+            SubscriberRow(r["email"], tuple(json.loads(r["topics"])), "database", r["status"])
+        )
+    return out
+
+
+def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
+    """Return who gets today's email, each with their link token.
+
+    Topics a database subscriber chose that are no longer in the config are dropped
+    here (see `unknown_topics`), never passed to the renderer.
+    """
+    key = secret_key(store)
+    known = {t.name for t in config.topics}
+    out: list[Subscriber] = []
+    for row in list_subscribers(config, store):
+        if row.status != "active":
+            continue
+        topics = tuple(t for t in row.topics if t in known) if row.topics else ()
+        out.append(Subscriber(row.email, topics, make_token(key, row.email)))
+    return out
+
+
+def unknown_topics(config: Config, store: Store) -> dict[str, tuple[str, ...]]:
+    """Return address -> its topics gone from the config, for active subscribers whose
+    topics are all gone (they would otherwise get every paper)."""
+    known = {t.name for t in config.topics}
+    out: dict[str, tuple[str, ...]] = {}
+    for row in list_subscribers(config, store):
+        if row.status == "active" and row.topics and not any(t in known for t in row.topics):
+            out[row.email] = row.topics
+    return out
+
+
+# -- the delivery ledger -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One ledger row: what became of one subscriber's digest of one day."""
+
+    email: str
+    day: date
+    status: str  # queued, sent, failed or skipped
+    reply: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+    message_id: str | None = None
+    queued: str | None = None
+    last_attempt: str | None = None
+    sent: str | None = None
+
+
+class Ledger:
+    """The `deliveries` table. Each write is its own committed transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def of_day(self, day: date) -> dict[str, Delivery]:
+        """Return casefolded address -> Delivery, for every row of `day`."""
+        rows = self.store.db.query("SELECT * FROM deliveries WHERE day = ?", [day.isoformat()])
+        return {
+            r["email"].casefold(): Delivery(**(r | {"day": date.fromisoformat(r["day"])}))
+            for r in rows
+        }
+
+    def queue(self, day: date, addresses: Iterable[str]) -> None:
+        """Record the day's batch as queued (rows already there keep their state)."""
+        stamp = _stamp()
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (email, day, status, queued) "
+                "VALUES (?, ?, 'queued', ?)",
+                [(a, day.isoformat(), stamp) for a in addresses],
+            )
+
+    def _finish(
+        self,
+        day: date,
+        address: str,
+        status: str,
+        *,
+        attempts: int,
+        reply: str | None = None,
+        reason: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        stamp = _stamp()
+        with self.store.transaction() as conn:
+            # Never downgrade a "sent" row: another run may have sent it meanwhile.
+            conn.execute(
+                "UPDATE deliveries SET status = ?, reply = ?, reason = ?, "
+                "attempts = attempts + ?, message_id = COALESCE(?, message_id), "
+                "last_attempt = CASE WHEN ? > 0 THEN ? ELSE last_attempt END, "
+                "sent = CASE WHEN ? = 'sent' THEN ? ELSE sent END "
+                "WHERE email = ? AND day = ? AND status != 'sent'",
+                (
+                    status,
+                    reply,
+                    reason,
+                    attempts,
+                    message_id,
+                    attempts,
+                    stamp,
+                    status,
+                    stamp,
+                    address,
+                    day.isoformat(),
+                ),
+            )
+
+    def sent(self, day: date, address: str, reply: str, attempts: int, message_id: str) -> None:
+        """Record that the server accepted the message (committed before returning)."""
+        self._finish(day, address, SENT, attempts=attempts, reply=reply, message_id=message_id)
+
+    def failed(self, day: date, address: str, reply: str, attempts: int, reason: str) -> None:
+        """Record that the server refused the message, with its reply."""
+        self._finish(day, address, FAILED, attempts=attempts, reply=reply, reason=reason)
+
+    def skipped(self, day: date, address: str, reason: str) -> None:
+        """Record that there was nothing to send; a later run of the day tries again."""
+        self._finish(day, address, SKIPPED, attempts=0, reason=reason)

@@ -1,0 +1,177 @@
+"""A real aiosmtpd server on 127.0.0.1 with programmable replies, for the mail tests.
+
+In a test:
+
+    with SmtpServer() as server:
+        server.rcpt_replies["bad@example.org"] = "550 5.1.1 no such user"
+        server.data_plan = ["accept", "421 4.3.2 try later", "drop"]  # then accept all
+        ... send to 127.0.0.1:server.port ...
+        server.received_by("a@example.org")  # Counter of recipients
+
+As a process (the benchmark runs it apart so it does not share the sender's GIL):
+
+    python -m tests.smtpserver        prints "ready PORT"; reads "count" lines on stdin
+                                      and answers the number of messages taken; EOF stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from digest.models import Subscriber
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    def message(self) -> EmailMessage:
+        msg = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+@dataclass
+class Handler:
+    """Keeps every accepted message; replies as programmed.
+
+    `data_plan`: one action per DATA command, in order, then "accept" for the rest:
+    "accept", "drop" (close the connection without answering: the message is not
+    taken), "accept-drop" (take it, answer 250, then close), or a reply like "421 ...".
+    """
+
+    keep: bool = True
+    messages: list[Received] = field(default_factory=list)
+    count: int = 0
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_plan: list[str] = field(default_factory=list)
+    sessions: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> Any:
+        session.host_name = hostname
+        self.sessions += 1
+        return responses
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        reply = self.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        action = self.data_plan.pop(0) if self.data_plan else "accept"
+        if action == "drop":
+            server.transport.close()  # type: ignore[union-attr]
+            return "421 closing"  # never reaches the client: the transport is closed
+        if action not in ("accept", "accept-drop"):
+            return action
+        with self.lock:
+            self.count += 1
+            if self.keep:
+                data = envelope.original_content or b""
+                self.messages.append(
+                    Received(str(envelope.mail_from), list(envelope.rcpt_tos), data)
+                )
+        if action == "accept-drop":
+            asyncio.get_running_loop().call_soon(server.transport.close)  # type: ignore[union-attr]
+        return "250 2.0.0 Ok: queued"
+
+
+class SmtpServer:
+    """aiosmtpd's Controller on 127.0.0.1, a free port, started and stopped by `with`."""
+
+    def __init__(self, *, keep: bool = True) -> None:
+        self.handler = Handler(keep=keep)
+        self.port = free_port()
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True
+        )
+
+    def __enter__(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    @property
+    def rcpt_replies(self) -> dict[str, str]:
+        return self.handler.rcpt_replies
+
+    @property
+    def data_plan(self) -> list[str]:
+        return self.handler.data_plan
+
+    @data_plan.setter
+    def data_plan(self, plan: list[str]) -> None:
+        self.handler.data_plan[:] = plan
+
+    @property
+    def sessions(self) -> int:
+        return self.handler.sessions
+
+    def received_by(self) -> Counter[str]:
+        """Recipient address -> number of messages it was sent."""
+        return Counter(r for m in self.messages for r in m.recipients)
+
+
+def simple_message(
+    subscriber: Subscriber, day: date, sender: str = "digest@example.org"
+) -> EmailMessage:
+    """A stand-in digest (for delivery tests that do not exercise the renderer)."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = subscriber.email
+    msg["Subject"] = f"Daily Papers {day.isoformat()}"
+    msg.set_content(f"Papers for {', '.join(subscriber.topics) or 'everything'}.\n.dot line\n")
+    msg.add_alternative(f"<p>Papers for {subscriber.email}</p>", subtype="html")
+    return msg
+
+
+def main() -> None:
+    handler = Handler(keep=False)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    print(f"ready {port}", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "count":
+                print(handler.count, flush=True)
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Mailer against a real aiosmtpd server on 127.0.0.1: reuse, retries, refusals, drops."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from digest.config import SmtpConfig
+from digest.deliver import Mailer, PermanentFailure, RateLimiter, TemporaryFailure
+from digest.errors import DeliveryError
+from digest.models import Subscriber
+from tests.smtpserver import SmtpServer, free_port, simple_message
+
+DAY = date(2024, 8, 1)
+ADDRESSES = [f"reader{i}@example.org" for i in range(6)]
+
+
+def smtp_for(port: int, **kw: object) -> SmtpConfig:
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "none",
+        "rate_per_minute": 0,
+        "timeout": 5.0,
+    }
+    values.update(kw)
+    return SmtpConfig(**values)  # type: ignore[arg-type]
+
+
+def send_all(mailer: Mailer, addresses: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for a in addresses:
+        try:
+            out[a] = mailer.deliver(simple_message(Subscriber(a), DAY), a).reply
+        except (PermanentFailure, TemporaryFailure) as e:
+            out[a] = f"refused {e.reply}"
+    return out
+
+
+def test_one_connection_for_many_messages() -> None:
+    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+        replies = send_all(mailer, ADDRESSES)
+    assert all(r.startswith("250") for r in replies.values())
+    assert server.received_by() == {a: 1 for a in ADDRESSES}
+    assert server.sessions == 1
+    assert mailer.connections == 1
+    msg = server.messages[0].message()
+    assert msg["To"] == ADDRESSES[0]
+    assert msg["Message-ID"]  # added when the message had none
+    # A body line starting with "." must survive SMTP's dot quoting.
+    assert ".dot line" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_421_mid_batch_is_retried_and_each_message_arrives_once() -> None:
+    sleeps: list[float] = []
+    with SmtpServer() as server:
+        server.data_plan = ["accept", "accept", "421 4.3.2 service shutting down"]
+        with Mailer(smtp_for(server.port), sleep=sleeps.append) as mailer:
+            replies = send_all(mailer, ADDRESSES)
+    assert all(r.startswith("250") for r in replies.values()), replies
+    assert server.received_by() == {a: 1 for a in ADDRESSES}
+    assert len(sleeps) == 1 and sleeps[0] > 0  # one backoff before the retry
+    assert server.sessions == 2  # 421 means the session is over: a new one was opened
+
+
+def test_550_for_one_address_fails_it_and_the_rest_arrive() -> None:
+    bad = ADDRESSES[2]
+    with SmtpServer() as server:
+        server.rcpt_replies[bad] = "550 5.1.1 <reader2@example.org>: no such user"
+        with Mailer(smtp_for(server.port), sleep=lambda _s: None) as mailer:
+            replies = send_all(mailer, ADDRESSES)
+    assert replies[bad] == "refused 550 5.1.1 <reader2@example.org>: no such user"
+    assert server.received_by() == {a: 1 for a in ADDRESSES if a != bad}
+    assert server.sessions == 1  # a refusal is not a reason to reconnect
+
+
+@pytest.mark.parametrize("action", ["drop", "accept-drop"])
+def test_dropped_connection_reconnects_and_continues(action: str) -> None:
+    with SmtpServer() as server:
+        server.data_plan = ["accept", action]
+        with Mailer(smtp_for(server.port), sleep=lambda _s: None) as mailer:
+            replies = send_all(mailer, ADDRESSES)
+    assert all(r.startswith("250") for r in replies.values()), replies
+    assert server.received_by() == {a: 1 for a in ADDRESSES}
+    assert mailer.connections == 2
+
+
+def test_temporary_refusal_gives_up_after_the_configured_retries() -> None:
+    sleeps: list[float] = []
+    with SmtpServer() as server:
+        server.rcpt_replies[ADDRESSES[0]] = "452 4.2.2 mailbox full"
+        with (
+            Mailer(smtp_for(server.port, retries=2), sleep=sleeps.append) as mailer,
+            pytest.raises(TemporaryFailure) as info,
+        ):
+            mailer.deliver(simple_message(Subscriber(ADDRESSES[0]), DAY), ADDRESSES[0])
+    assert info.value.reply == "452 4.2.2 mailbox full"
+    assert info.value.attempts == 3
+    assert sleeps == sorted(sleeps) and len(sleeps) == 2  # backoff grows
+
+
+def test_no_server_stops_with_an_error_naming_it() -> None:
+    port = free_port()  # nothing listens here
+    with (
+        Mailer(smtp_for(port, retries=1), sleep=lambda _s: None) as mailer,
+        pytest.raises(DeliveryError, match=rf"127\.0\.0\.1:{port}.*after 2 attempts"),
+    ):
+        mailer.deliver(simple_message(Subscriber("a@example.org"), DAY), "a@example.org")
+
+
+def test_international_address_uses_smtputf8() -> None:
+    address = "jürgen@example.org"
+    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+        mailer.deliver(simple_message(Subscriber(address), DAY), address)
+    assert server.received_by() == {address: 1}
+
+
+def test_rate_limiter_spaces_messages() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    limiter = RateLimiter(120, clock=lambda: now[0], sleep=sleep)  # one per 0.5 s
+    for _ in range(5):
+        limiter.wait()
+    assert slept == [0.5] * 4
+    assert now[0] == pytest.approx(102.0)
+    RateLimiter(0, clock=lambda: now[0], sleep=sleep).wait()  # 0: no limit
+    assert len(slept) == 4
