@@ -15,6 +15,7 @@ from digest.config import Config, config_path_from, load_config
 from digest.errors import DigestError
 from digest.ingest import backfill, ingest, ingest_file, make_fetcher
 from digest.models import RunResult
+from digest.source.listing import today_utc
 from digest.store import Store
 
 
@@ -159,7 +160,8 @@ def backfill_cmd(
     config = state.config
     with state.store() as store:
         fetcher = make_fetcher(config)
-        total = ((until or date.today()) - since).days + 1
+        today = today_utc()  # as backfill counts: UTC, never past today
+        total = (min(until or today, today) - since).days + 1
         with (
             fetcher.client,
             click.progressbar(
@@ -208,5 +210,174 @@ def papers(state: State, since: date | None, search: str | None, limit: int) -> 
 @click.pass_obj
 def run(state: State, from_path: str | None) -> None:
     """The daily job: fetch, store, rebuild the feeds, send the emails."""
+    from digest.render.feed import write_feeds
+
     result = _fetch(state, from_path, None, None)
-    _print_run(result)
+    click.echo(result.summary(), err=result.status == "failed")
+    # The feeds come from the database, not this fetch: rebuilt even when it failed.
+    with state.store() as store:
+        report = write_feeds(state.config, store)
+    click.echo(report.summary())
+    if result.status == "failed":
+        sys.exit(1)
+
+
+# -- subscribers and the email send (issue 4) -----------------------------------------
+
+
+@main.group()
+def subscribers() -> None:
+    """Add, list and remove the subscribers kept in the database."""
+
+
+@subscribers.command(name="add")
+@click.argument("address")
+@click.option("--topics", default="", metavar="A,B", help="Topic names (default: every paper).")
+@click.pass_obj
+def subscribers_add(state: State, address: str, topics: str) -> None:
+    """Subscribe ADDRESS (or re-subscribe it with new topics)."""
+    from digest.subscribers import add_subscriber
+
+    with state.store() as store:
+        row = add_subscriber(state.config, store, address, topics.split(","))
+    click.echo(f"subscribed {row.email}: {', '.join(row.topics) or 'every paper'}")
+
+
+@subscribers.command(name="list")
+@click.pass_obj
+def subscribers_list(state: State) -> None:
+    """List subscribers from the config and the database, with their topics and status."""
+    from digest.subscribers import list_subscribers
+
+    with state.store() as store:
+        rows = list_subscribers(state.config, store)
+    for r in rows:
+        click.echo(f"{r.email}\t{r.status}\t{r.source}\t{','.join(r.topics) or '*'}")
+    active = sum(1 for r in rows if r.status == "active")
+    click.echo(f"{active} active of {len(rows)} subscribers", err=True)
+
+
+@subscribers.command(name="remove")
+@click.argument("address")
+@click.pass_obj
+def subscribers_remove(state: State, address: str) -> None:
+    """Unsubscribe ADDRESS (its record and delivery history stay)."""
+    from digest.subscribers import remove_subscriber
+
+    with state.store() as store:
+        row = remove_subscriber(state.config, store, address)
+    click.echo(f"unsubscribed {row.email}")
+
+
+@main.command()
+@click.option("--date", "day", callback=_date, metavar="YYYY-MM-DD", help="Default: today (UTC).")
+@click.pass_obj
+def send(state: State, day: date | None) -> None:
+    """Email the day's digest to every subscriber not yet sent it; say what happened."""
+    from contextlib import ExitStack
+
+    from digest.send import send_digests
+
+    with ExitStack() as stack:
+        store = stack.enter_context(state.store())
+        bars: list[Any] = []
+
+        def progress(done: int, total: int, _address: str, _status: str) -> None:
+            if not bars:
+                bar = click.progressbar(length=total, label="send", file=sys.stderr, show_pos=True)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(1)
+
+        report = send_digests(state.config, store, day, progress=progress)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+# -- topics (issue 3) ------------------------------------------------------------------
+
+
+@main.group()
+def topics() -> None:
+    """Try keyword topics against the stored papers."""
+
+
+@topics.command(name="test")
+@click.argument("name", required=False)
+@click.option(
+    "--keywords",
+    metavar='"A, B*, \\"A PHRASE\\""',
+    help="Try these terms instead of a configured topic (a quoted part is a phrase).",
+)
+@click.option(
+    "--days",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Papers on the daily list, or first stored, in the last N days (today included).",
+)
+@click.pass_obj
+def topics_test(state: State, name: str | None, keywords: str | None, days: int) -> None:
+    """Show which stored papers topic NAME (or --keywords) would match, and why."""
+    from digest.topics import parse_keywords, try_topic
+
+    if (name is None) == (keywords is None):
+        raise click.UsageError("give either a topic NAME or --keywords (one of the two)")
+    topic = parse_keywords(keywords) if keywords is not None else state.config.topic(name or "")
+    with state.store() as store:
+        trial = try_topic(store, topic, days=days, label="--keywords" if keywords else "")
+    for sp, match in trial.matches:
+        p = sp.paper
+        day = p.daily_date.isoformat() if p.daily_date else "?"
+        click.echo(f"{p.id:<12} {day}  {p.upvotes:>4}^  {p.title}")
+        click.echo(f"{'':<12} matched: {', '.join(match.terms)}")
+    click.echo(trial.summary())
+
+
+# -- serve (issue 5) -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", metavar="H", help="Address to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: web.port, 8000).")
+@click.pass_obj
+def serve(state: State, host: str | None, port: int | None) -> None:
+    """Run the scheduler and the web server in one process, until SIGTERM or Ctrl-C."""
+    from digest.serve import serve as run_serve
+
+    sys.exit(run_serve(state.config, host=host, port=port))
+
+
+# -- email preview (issue 4) -----------------------------------------------------------
+
+
+@main.command()
+@click.option("--to", "address", required=True, metavar="ADDRESS", help="Whose digest to show.")
+@click.option(
+    "--date",
+    "day",
+    callback=_date,
+    metavar="YYYY-MM-DD",
+    help="Default: the latest day on which new papers were stored (UTC).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the .eml and .html files.",
+)
+@click.pass_obj
+def preview(state: State, address: str, day: date | None, out_dir: str) -> None:
+    """Write ADDRESS's digest as .eml and .html files without sending it; print their paths."""
+    from pathlib import Path
+
+    from digest.render.email import write_preview
+
+    with state.store() as store:
+        result = write_preview(state.config, store, address, day, Path(out_dir))
+    if result.eml is None:
+        _fail(f"no email for {address} on {result.day.isoformat()}: {result.reason}")
+    click.echo(str(result.eml))
+    click.echo(str(result.html))

@@ -131,6 +131,29 @@ class SubscriberConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    timezone: str = ""  # IANA name, e.g. "Europe/Berlin"; empty: the machine's (TZ, /etc/localtime)
+    fetch: str = "0 */2 * * *"  # crontab line (minute hour day month weekday), local time
+    send_time: str = "08:00"  # HH:MM, local time
+    send_days: list[str] = field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    jitter: int = 30  # seconds of random delay on each fire
+    misfire_grace: int = 3600  # seconds late a fire may still run (missed ones coalesce)
+    catch_up: bool = True  # on start, run what the downtime missed (once)
+    retries: int = 3  # more tries the same day when a run fails
+    retry_after: int = 15  # minutes between those tries
+    lock_wait: int = 600  # seconds to wait for another process's run to finish
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    stale_after: int = 24  # hours: /healthz answers 503 when the last success is older
+
+
+@dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -140,6 +163,8 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     subscribers: list[SubscriberConfig] = field(default_factory=list)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     path: str | None = None  # the file it came from, if any
 
     def topic(self, name: str) -> TopicConfig:
@@ -207,18 +232,22 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
             m = re.search(r"\(at line (\d+)", str(e))
             line = int(m.group(1)) if m else None
             msg = str(e).split(" (at line")[0]
-            raise ConfigError(f"not valid TOML: {msg}", path=where, line=line) from None
+            key = _Loader(where, text).key_at(line) if line else None
+            raise ConfigError(f"not valid TOML: {msg}", path=where, line=line, key=key) from None
+    from_env: dict[tuple[str, str], str] = {}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             value: Any = env[var]
             if key == "port":
-                if not value.isdigit():
+                # isascii: "²".isdigit() is true, but int("²") raises.
+                if not (value.isascii() and value.isdigit()):
                     raise ConfigError(
                         f"{var}={value!r} is not a port number", path="environment", key=var
                     )
                 value = int(value)
             data.setdefault(section, {})[key] = value
-    loader = _Loader(where, text)
+            from_env[(section, key)] = var
+    loader = _Loader(where, text, from_env)
     config = loader.build(Config, data, ())
     config = dataclasses.replace(config, path=where)
     _validate(config, loader)
@@ -228,15 +257,37 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
 class _Loader:
     """Turns nested TOML tables into the dataclasses above, checking names and types."""
 
-    def __init__(self, path: str | None, text: str) -> None:
+    def __init__(
+        self, path: str | None, text: str, from_env: Mapping[tuple[str, str], str] | None = None
+    ) -> None:
         self.path = path
         self.lines = text.splitlines()
+        self.from_env = dict(from_env or {})  # (section, key) -> the variable that set it
 
     def error(
         self, message: str, loc: tuple[str | int, ...], key: str | None = None
     ) -> ConfigError:
+        # A value a DIGEST_* variable set is blamed on the variable, not on a file line.
+        if key and len(loc) == 1 and (str(loc[0]), key) in self.from_env:
+            var = self.from_env[(str(loc[0]), key)]
+            return ConfigError(message, path="environment", key=var)
         dotted = _dotted(loc + ((key,) if key else ()))
         return ConfigError(message, path=self.path, key=dotted, line=self.find_line(loc, key))
+
+    def key_at(self, line: int) -> str | None:
+        """The dotted key set on `line` (1-based), for errors tomllib reports by line only."""
+        if not 0 < line <= len(self.lines):
+            return None
+        m = re.match(r'^\s*"?([A-Za-z0-9_-]+)"?\s*=', self.lines[line - 1])
+        if not m:
+            return None
+        table = ""
+        for raw in reversed(self.lines[: line - 1]):
+            h = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]", raw)
+            if h:
+                table = h.group(1).replace('"', "").replace(" ", "") + "."
+                break
+        return table + m.group(1)
 
     def find_line(self, loc: tuple[str | int, ...], key: str | None) -> int | None:
         """The line that sets `key` in table `loc` (e.g. ("topics", 1)), or the table header."""
@@ -312,6 +363,8 @@ class _Loader:
 
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that span keys or need the values, not only the types."""
+    from digest.topics import term_words  # here: digest.topics imports this module
+
     src = config.source
     if src.list not in LIST_WORDS and not re.match(r"^https?://", src.list):
         raise loader.error(
@@ -329,6 +382,8 @@ def _validate(config: Config, loader: _Loader) -> None:
         raise loader.error("must be at least 1", ("backfill",), "concurrency")
     if config.backfill.source not in ("page", "api"):
         raise loader.error("must be 'page' or 'api'", ("backfill",), "source")
+    if not 0 < config.smtp.port < 65536:
+        raise loader.error("must be a port number, 1 to 65535", ("smtp",), "port")
     if config.smtp.security not in ("starttls", "tls", "none"):
         raise loader.error("must be 'starttls', 'tls' or 'none'", ("smtp",), "security")
     if config.email.no_topics_gets not in ("everything", "nothing"):
@@ -350,6 +405,12 @@ def _validate(config: Config, loader: _Loader) -> None:
             for term in getattr(topic, key):
                 if not term.strip():
                     raise loader.error(f"topic {topic.name!r} has an empty term", loc, key)
+                if not term_words(term)[0]:
+                    raise loader.error(
+                        f"topic {topic.name!r}: term {term!r} has no letters or digits",
+                        loc,
+                        key,
+                    )
         if not (topic.keywords or topic.phrases or topic.authors or topic.organizations):
             raise loader.error(
                 f"topic {topic.name!r} has no terms: give keywords, phrases, "

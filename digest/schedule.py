@@ -1,0 +1,471 @@
+"""When the jobs run: fetch several times a day, send once a day, one run at a time.
+
+APScheduler 3.x (`BackgroundScheduler`, cron triggers in the configured time zone) fires
+the jobs; this module decides whether a fire may run and what follows it:
+
+- One run at a time: a thread lock inside the process, and the `RunLock` (flock on
+  `<database>.lock`) across processes, so two containers on one volume never overlap.
+- The send runs once per local day: each job's outcome goes into a small `job_runs`
+  table in the same SQLite file, and a send fire for a day that already has a
+  successful send is skipped. That covers a second process whose fire waited on the
+  lock, and the repeated 02:xx of the autumn DST change.
+- Catch-up on start: if today's send time has passed with no successful send today,
+  or no fetch succeeded since the last fetch time, that job runs now, once; missed fires
+  are never replayed one by one (coalesce=True, misfire_grace_time).
+- A failed run is tried again `retries` times that day, `retry_after` minutes apart,
+  then logged as given up (and /healthz shows it).
+
+The jobs are parameters (`fetch(config)`, `send(config, day)`) so tests hand in their own
+and the pipeline's are the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+from digest.config import Config
+from digest.errors import ConfigError, DigestError
+from digest.lock import RunLock, lock_path_for
+
+log = logging.getLogger("digest.schedule")
+
+FetchJob = Callable[[Config], Any]
+SendJob = Callable[[Config, date], Any]
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+LOOK_BACK = timedelta(days=8)  # how far back `previous_fire` searches: a week of downtime
+
+
+# -- triggers --------------------------------------------------------------------------
+
+
+def schedule_timezone(config: Config) -> tzinfo:
+    """Return the configured time zone, or the machine's when none is set.
+
+    Raises ConfigError naming schedule.timezone for an unknown zone name.
+    """
+    name = config.schedule.timezone
+    if not name:
+        import tzlocal  # APScheduler 3's own dependency: TZ, else /etc/localtime
+
+        return tzlocal.get_localzone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {name!r} (use a name like 'Europe/Berlin' or 'UTC')",
+            path=config.path,
+            key="schedule.timezone",
+        ) from None
+
+
+def fetch_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:
+    """Return the fetch job's cron trigger. Raises ConfigError naming schedule.fetch."""
+    s = config.schedule
+    tz = schedule_timezone(config)
+    try:
+        trigger = CronTrigger.from_crontab(s.fetch, timezone=tz)
+    except ValueError as e:
+        raise ConfigError(
+            f"{s.fetch!r} is not a crontab line like '0 */2 * * *': {e}",
+            path=config.path,
+            key="schedule.fetch",
+        ) from None
+    trigger.jitter = (s.jitter if jitter is None else jitter) or None
+    return trigger
+
+
+def send_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:
+    """Return the daily send's cron trigger.
+
+    Raises ConfigError naming schedule.send_time or schedule.send_days.
+    """
+    s = config.schedule
+    hour, minute = parse_hhmm(config)
+    days = [d.strip().lower()[:3] for d in s.send_days]
+    if not days or any(d not in DAYS for d in days):
+        raise ConfigError(
+            f"{s.send_days!r}: give day names from {', '.join(DAYS)}",
+            path=config.path,
+            key="schedule.send_days",
+        )
+    return CronTrigger(
+        day_of_week=",".join(days),
+        hour=hour,
+        minute=minute,
+        timezone=schedule_timezone(config),
+        jitter=(s.jitter if jitter is None else jitter) or None,
+    )
+
+
+def parse_hhmm(config: Config) -> tuple[int, int]:
+    """Return (hour, minute) of schedule.send_time. Raises ConfigError naming the key."""
+    text = config.schedule.send_time
+    try:
+        hour, minute = (int(part) for part in text.split(":"))
+        if not (0 <= hour < 24 and 0 <= minute < 60):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not a time like '08:00'", path=config.path, key="schedule.send_time"
+        ) from None
+    return hour, minute
+
+
+def validate_schedule(config: Config) -> None:
+    """Check every [schedule] and [web] key that types alone do not.
+
+    Raises ConfigError naming the key.
+    """
+    fetch_trigger(config)
+    send_trigger(config)
+    s = config.schedule
+    for key in ("jitter", "misfire_grace", "retries", "retry_after", "lock_wait"):
+        if getattr(s, key) < 0:
+            raise ConfigError("must not be negative", path=config.path, key=f"schedule.{key}")
+    if not 0 <= config.web.port < 65536:
+        raise ConfigError("must be a port number, 0 to 65535", path=config.path, key="web.port")
+    if config.web.stale_after <= 0:
+        raise ConfigError("must be more than 0", path=config.path, key="web.stale_after")
+
+
+def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """Return the trigger's last fire time at or before `now` (within a week), or None."""
+    fire = trigger.get_next_fire_time(None, now - LOOK_BACK)
+    last = None
+    while fire is not None and fire <= now:
+        last = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return last
+
+
+# -- what ran: the job_runs table ------------------------------------------------------
+
+
+class JobLog:
+    """Each scheduled job's outcome, in the database beside the runs it made.
+
+    Kept out of the versioned schema on purpose: it is the scheduler's own bookkeeping,
+    created on first use, and safe to drop.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS job_runs (id INTEGER PRIMARY KEY, job TEXT NOT NULL, "
+                "day TEXT NOT NULL, started TEXT NOT NULL, finished TEXT NOT NULL, "
+                "status TEXT NOT NULL, summary TEXT)"
+            )
+        except sqlite3.Error as e:
+            raise DigestError(f"{self.database}: cannot record the job: {e}") from None
+        return conn
+
+    def record(self, job: str, day: date, started: datetime, status: str, summary: str) -> None:
+        conn = self._connect()
+        try:
+            conn.execute(
+                "INSERT INTO job_runs (job, day, started, finished, status, summary) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    job,
+                    day.isoformat(),
+                    _iso(started),
+                    _iso(datetime.now(started.tzinfo)),
+                    status,
+                    summary,
+                ),
+            )
+        finally:
+            conn.close()
+
+    def succeeded(self, job: str, day: date) -> bool:
+        """Return True if `job` has a successful run for local day `day`."""
+        return self._count(job, day, "ok") > 0
+
+    def failures(self, job: str, day: date) -> int:
+        return self._count(job, day, "failed")
+
+    def _count(self, job: str, day: date, status: str) -> int:
+        conn = self._connect()
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM job_runs WHERE job = ? AND day = ? AND status = ?",
+                (job, day.isoformat(), status),
+            ).fetchone()
+        finally:
+            conn.close()
+        return int(row[0])
+
+    def last(self, job: str) -> dict[str, Any] | None:
+        """Return the latest ok or failed row of `job` (skips and busy ones aside), or None."""
+        conn = self._connect()
+        conn.row_factory = sqlite3.Row
+        try:
+            row = conn.execute(
+                "SELECT * FROM job_runs WHERE job = ? AND status IN ('ok', 'failed') "
+                "ORDER BY id DESC LIMIT 1",
+                (job,),
+            ).fetchone()
+        finally:
+            conn.close()
+        return dict(row) if row else None
+
+
+def last_fetch_success(database: str) -> datetime | None:
+    """Return when the latest ok or empty ingest run started (UTC), or None."""
+    try:
+        conn = sqlite3.connect(database, timeout=30)
+        try:
+            row = conn.execute(
+                "SELECT max(started) FROM runs WHERE status IN ('ok', 'empty')"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # no runs table yet: nothing ever ran
+    return datetime.fromisoformat(row[0].replace("Z", "+00:00")) if row and row[0] else None
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat(timespec="seconds")
+
+
+def job_failure(result: Any) -> str | None:
+    """Return why a job's result counts as failed, or None when it succeeded.
+
+    A RunResult fails with status "failed"; a SendReport when not `ok`.
+    """
+    if getattr(result, "status", None) == "failed":
+        return str(getattr(result, "reason", None) or "failed")
+    if getattr(result, "ok", True) is False:
+        return _summary(result)
+    return None
+
+
+def _summary(result: Any) -> str:
+    summary = getattr(result, "summary", None)
+    return str(summary()) if callable(summary) else repr(result)
+
+
+# -- the scheduler ---------------------------------------------------------------------
+
+
+def _default_fetch(config: Config) -> Any:
+    from digest.pipeline import fetch_job
+
+    return fetch_job(config)
+
+
+def _default_send(config: Config, day: date) -> Any:
+    from digest import pipeline
+
+    send_job = getattr(pipeline, "send_job", None)
+    if send_job is not None:
+        return send_job(config, day)
+    # Until the pipeline has its send_job: the day's emails straight from the store.
+    from digest.send import send_digests
+    from digest.store import Store
+
+    store = Store.open(config.store.database)
+    try:
+        return send_digests(config, store, day)
+    finally:
+        store.close()
+
+
+class Scheduler:
+    """The fetch and send jobs on their cron triggers, one run at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        fetch: FetchJob | None = None,
+        send: SendJob | None = None,
+    ) -> None:
+        validate_schedule(config)
+        self.config = config
+        self.fetch = fetch or _default_fetch
+        self.send = send or _default_send
+        self.tz = schedule_timezone(config)
+        self.log = JobLog(config.store.database)
+        self.lock = RunLock(lock_path_for(config.store.database))
+        self._one_at_a_time = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stopping = threading.Event()
+        # One worker: fires that come while a job runs wait their turn (or coalesce).
+        self.aps = BackgroundScheduler(
+            timezone=self.tz,
+            executors={"default": {"type": "threadpool", "max_workers": 1}},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": config.schedule.misfire_grace or None,
+            },
+        )
+
+    # -- lifecycle
+
+    def start(self, *, catch_up: bool | None = None) -> list[str]:
+        """Start the triggers; return the job names queued to run now as catch-up."""
+        self.aps.add_job(self.run_fetch, fetch_trigger(self.config), id="fetch", name="fetch")
+        self.aps.add_job(self.run_send, send_trigger(self.config), id="send", name="send")
+        self.aps.start()
+        due = (
+            self.due_on_start()
+            if (self.config.schedule.catch_up if catch_up is None else catch_up)
+            else []
+        )
+        now = datetime.now(self.tz)
+        for name in due:
+            func = self.run_fetch if name == "fetch" else self.run_send
+            self.aps.add_job(
+                func, "date", run_date=now, id=f"{name}-catch-up", name=name, replace_existing=True
+            )
+            log.info("catch-up: %s missed while down, running it now", name)
+        return due
+
+    def shutdown(self, wait: float = 10.0) -> bool:
+        """Stop the triggers; wait up to `wait` seconds for a running job.
+
+        Returns True if no job is still running.
+        """
+        self._stopping.set()
+        if self.aps.running:
+            self.aps.shutdown(wait=False)
+        return self._idle.wait(wait)
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def next_runs(self) -> dict[str, datetime | None]:
+        """Return each job's next fire time (local), None when not scheduled."""
+        out: dict[str, datetime | None] = {"fetch": None, "send": None}
+        if not self.aps.running:
+            return out
+        for job in self.aps.get_jobs():
+            when = job.next_run_time
+            if job.name in out and when is not None:
+                current = out[job.name]
+                out[job.name] = when if current is None else min(current, when)
+        return out
+
+    def due_on_start(self) -> list[str]:
+        """Return the jobs the downtime missed: at most one fetch and one send.
+
+        Send: today's send time has passed and there is no successful send today.
+        Fetch: no ok or empty run started since the latest fetch time.
+        """
+        now = datetime.now(self.tz)
+        due = []
+        last_fetch = previous_fire(fetch_trigger(self.config, jitter=0), now)
+        done = last_fetch_success(self.config.store.database)
+        if last_fetch is not None and (done is None or done < last_fetch):
+            due.append("fetch")
+        last_send = previous_fire(send_trigger(self.config, jitter=0), now)
+        if (
+            last_send is not None
+            and last_send.date() == now.date()
+            and not self.log.succeeded("send", now.date())
+        ):
+            due.append("send")
+        return due
+
+    # -- the job bodies the triggers call
+
+    def run_fetch(self) -> str:
+        """Run the fetch job under the locks; return "ok", "failed", "busy" or "stopped"."""
+        return self._run("fetch", lambda day: self.fetch(self.config))
+
+    def run_send(self, day: date | None = None) -> str:
+        """Run the send for local `day` (default today) unless it already succeeded.
+
+        Returns "ok", "failed", "skipped", "busy" or "stopped".
+        """
+        return self._run("send", lambda d: self.send(self.config, d), day)
+
+    def _run(self, job: str, call: Callable[[date], Any], day: date | None = None) -> str:
+        if self._stopping.is_set():
+            return "stopped"
+        started = datetime.now(self.tz)
+        day = day or started.date()
+        with self._one_at_a_time:
+            self._idle.clear()
+            try:
+                if not self.lock.acquire(wait=self.config.schedule.lock_wait):
+                    holder = self.lock.holder() or "holder unknown"
+                    log.warning("%s %s: another run holds the lock (%s); not run", job, day, holder)
+                    self.log.record(job, day, started, "busy", f"lock held by {holder}")
+                    if job == "send":  # the holder may be a fetch: the send still has to go
+                        self._retry(job, day, "lock busy")
+                    return "busy"
+                try:
+                    # Checked under the lock: another process may have just sent today's.
+                    if job == "send" and self.log.succeeded("send", day):
+                        log.info("send %s: already sent today; skipped", day)
+                        self.log.record(job, day, started, "skipped", "already sent")
+                        return "skipped"
+                    return self._call(job, call, day, started)
+                finally:
+                    self.lock.release()
+            finally:
+                self._idle.set()
+
+    def _call(self, job: str, call: Callable[[date], Any], day: date, started: datetime) -> str:
+        try:
+            result = call(day)
+        except Exception as e:  # a job must never kill the scheduler thread
+            log.exception("%s %s raised", job, day)
+            why: str | None = f"{type(e).__name__}: {e}"
+            summary = f"raised {why}"
+        else:
+            why = job_failure(result)
+            summary = _summary(result)
+        status = "failed" if why else "ok"
+        self.log.record(job, day, started, status, summary)
+        if why:
+            log.error("%s %s failed: %s", job, day, summary)
+            self._retry(job, day, why)
+        else:
+            log.info("%s %s: %s", job, day, summary)
+            self._drop_retry(job)
+        return status
+
+    def _drop_retry(self, job: str) -> None:
+        if self.aps.running and self.aps.get_job(f"{job}-retry") is not None:
+            self.aps.remove_job(f"{job}-retry")
+
+    def _retry(self, job: str, day: date, why: str) -> None:
+        s = self.config.schedule
+        tries = self.log.failures(job, day)
+        if tries > s.retries or self._stopping.is_set() or not self.aps.running:
+            log.error("%s %s: giving up after %d failed tries: %s", job, day, tries, why)
+            self._drop_retry(job)
+            return
+        when = datetime.now(self.tz) + timedelta(minutes=s.retry_after)
+        if when.date() != day:
+            log.error("%s %s: no time left today for another try: %s", job, day, why)
+            self._drop_retry(job)
+            return
+        func = self.run_fetch if job == "fetch" else self.run_send
+        self.aps.add_job(
+            func, "date", run_date=when, id=f"{job}-retry", name=job, replace_existing=True
+        )
+        log.warning(
+            "%s %s: try %d of %d at %s", job, day, tries + 1, s.retries + 1, when.strftime("%H:%M")
+        )

@@ -1,0 +1,111 @@
+"""`digest serve`: the scheduler and the web server in one process, stopped by SIGTERM.
+
+Order of shutdown: uvicorn stops taking requests and finishes the ones in flight, then
+the scheduler stops firing and we wait (up to `grace` seconds) for a running job to
+finish its current step. Every step of a job commits on its own (a run is one
+transaction, each delivery is committed before the next), so a job cut short by the
+grace running out loses nothing already done: its open transaction is rolled back when
+the process ends, and the next run picks up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from digest.config import Config
+from digest.schedule import FetchJob, Scheduler, SendJob
+from digest.store import Store
+from digest.web import create_app
+
+log = logging.getLogger("digest.serve")
+GRACE = 8.0  # seconds; below Docker's 10 s between SIGTERM and SIGKILL
+
+
+def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    fetch: FetchJob | None = None,
+    send: SendJob | None = None,
+    grace: float = GRACE,
+) -> int:
+    """Run until SIGTERM / SIGINT; return the exit code (0 on a clean stop).
+
+    Raises DigestError (ConfigError for [schedule] / [web] keys, or naming the database)
+    before anything starts.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    # APScheduler says "Running job ..." at INFO for every fire; our jobs log what they did.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    Store.open(config.store.database).close()  # create or migrate it before anyone reads
+    scheduler = Scheduler(config, fetch=fetch, send=send)
+    app = create_app(config, next_runs=scheduler.next_runs)
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=host or config.web.host,
+            port=config.web.port if port is None else port,
+            lifespan="off",
+            access_log=False,  # one line per feed poll is noise; runs log what they did
+            timeout_graceful_shutdown=max(1, int(grace / 2)),
+            log_config=None,
+        ),
+        on_started=lambda: _start(scheduler),
+    )
+    # uvicorn re-raises the signal it caught to the handlers it found once it has
+    # stopped; these make that a no-op, so we get to shut the scheduler down and exit 0.
+    caught: list[int] = []
+
+    def note(sig: int, _frame: FrameType | None) -> None:
+        caught.append(sig)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()  # uvicorn exits 1 itself when it cannot bind (port taken, ...)
+    finally:
+        finished = scheduler.shutdown(wait=grace)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not finished:
+        log.warning("a job was still running after %.0f s; stopping it mid-step", grace)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)  # its thread would keep the interpreter alive until it ends
+    log.info("stopped")
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling `on_started` once it listens: no job runs (and no
+    catch-up sends mail) from a process that could not bind its port."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.on_started()
+
+
+def _start(scheduler: Scheduler) -> None:
+    due = scheduler.start()
+    log.info(
+        "scheduler started (%s); next: %s%s",
+        scheduler.tz,
+        ", ".join(f"{k} {v:%Y-%m-%d %H:%M %Z}" for k, v in scheduler.next_runs().items() if v),
+        f"; catching up: {', '.join(due)}" if due else "",
+    )

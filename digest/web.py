@@ -1,0 +1,274 @@
+"""The web front (Starlette): a landing page, the feed files, and /healthz.
+
+Feeds are files `render.feed.write_feeds` wrote into `config.feeds.dir`; only names like
+`all.xml` or `agents.atom` are served (a fixed pattern, no path joins of user text, so no
+traversal). Each file is read once per version (inode, mtime, size) and kept in memory
+with its gzip form and validators, so a request costs a `stat` and a write: that is what
+lets one Python process answer feed readers at a useful rate (bench/serve.py).
+
+Caching: a strong ETag from the bytes (so it is the same in every process and after a
+restart), Last-Modified from the file, 304 for If-None-Match (which wins) or
+If-Modified-Since. The gzip form has its own ETag, as RFC 9110 asks of a different
+representation; an If-None-Match naming either form answers 304.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from digest.config import Config
+
+FEED_NAME = re.compile(r"^[a-z0-9_-]+\.(xml|atom|json|opml)$")
+CONTENT_TYPES = {
+    "xml": "application/rss+xml; charset=utf-8",
+    "atom": "application/atom+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+    "opml": "text/x-opml; charset=utf-8",
+}
+FORMAT_LABELS = (("xml", "RSS"), ("atom", "Atom"), ("json", "JSON Feed"))
+NextRuns = Callable[[], Mapping[str, datetime | None]]
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("digest", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+
+
+# -- feed files ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedFile:
+    """One feed file's bytes in both forms, and its validators."""
+
+    key: tuple[int, int, int]  # (inode, mtime_ns, size): a rewrite changes at least one
+    body: bytes
+    gzipped: bytes
+    etag: str
+    etag_gz: str
+    modified: datetime  # whole seconds, as Last-Modified can say it
+    content_type: str
+
+    def headers(self, gz: bool) -> dict[str, str]:
+        h = {
+            "etag": self.etag_gz if gz else self.etag,
+            "last-modified": format_datetime(self.modified, usegmt=True),
+            # Readers revalidate every poll; the 304 is cheap.
+            "cache-control": "no-cache",
+            "vary": "Accept-Encoding",
+            "content-type": self.content_type,
+        }
+        if gz:
+            h["content-encoding"] = "gzip"
+        return h
+
+
+class FeedCache:
+    """Feed files by name, re-read only when the file on disk changed."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._files: dict[str, FeedFile] = {}
+
+    def get(self, name: str) -> FeedFile | None:
+        """Return the current version of feed file `name`, or None if it is not there.
+
+        `name` must already match FEED_NAME.
+        """
+        path = self.folder / name
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        cached = self._files.get(name)
+        if cached is not None and cached.key == (st.st_ino, st.st_mtime_ns, st.st_size):
+            return cached
+        loaded = self._load(path, name)
+        if loaded is not None:
+            self._files[name] = loaded
+        return loaded
+
+    def _load(self, path: Path, name: str) -> FeedFile | None:
+        try:
+            # fstat on the open file: a rename in between cannot pair new bytes with old stats.
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                body = f.read()
+        except OSError:
+            return None
+        digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+        return FeedFile(
+            key=(st.st_ino, st.st_mtime_ns, st.st_size),
+            body=body,
+            gzipped=gzip.compress(body, compresslevel=6, mtime=0),
+            etag=f'"{digest}"',
+            etag_gz=f'"{digest}-gz"',
+            modified=datetime.fromtimestamp(int(st.st_mtime), UTC),
+            content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]],
+        )
+
+
+def accepts_gzip(header: str) -> bool:
+    """Return True if an Accept-Encoding value allows gzip (q=0 refuses it)."""
+    for part in header.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            q = params.strip()
+            return not re.fullmatch(r"q\s*=\s*0(\.0*)?", q)
+    return False
+
+
+def not_modified(feed: FeedFile, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    """Return True when the request's validators say the client's copy is current."""
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        # Weak comparison (RFC 9110 13.1.2): W/ does not matter for a GET.
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return feed.etag in tags or feed.etag_gz in tags
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return feed.modified <= since
+    return False
+
+
+# -- health ----------------------------------------------------------------------------
+
+
+def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict[str, Any]]:
+    """Return (HTTP status, body) for /healthz: 503 if the last run failed or is stale."""
+    database = config.store.database
+    body: dict[str, Any] = {
+        "status": "ok",
+        "last_run": None,
+        "last_success": None,
+        "papers": 0,
+        "last_send": None,
+        "next_runs": {},
+    }
+    problems: list[str] = []
+    if next_runs is not None:
+        body["next_runs"] = {k: v.isoformat() if v else None for k, v in next_runs().items()}
+    try:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            last = conn.execute(
+                "SELECT id, started, finished, status, reason FROM runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            ok = conn.execute(
+                "SELECT id, started, finished, status FROM runs "
+                "WHERE status IN ('ok', 'empty') ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            body["papers"] = conn.execute("SELECT count(*) FROM papers").fetchone()[0]
+            send = _last_send(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        return 503, body | {"status": "failing", "problems": [f"{database}: {e}"]}
+    body["last_run"] = dict(last) if last else None
+    body["last_success"] = dict(ok) if ok else None
+    body["last_send"] = send
+    if last is None:
+        problems.append("no run yet")
+    elif last["status"] == "failed":
+        problems.append(f"the last run failed: {last['reason']}")
+    if ok is not None:
+        age = datetime.now(UTC) - datetime.fromisoformat(ok["started"].replace("Z", "+00:00"))
+        if age > timedelta(hours=config.web.stale_after):
+            hours = age.total_seconds() / 3600
+            problems.append(
+                f"the last successful run is {hours:.0f} hours old "
+                f"(more than web.stale_after = {config.web.stale_after})"
+            )
+    elif last is not None:
+        problems.append("no run has succeeded yet")
+    if send is not None and send["status"] == "failed":
+        problems.append(f"the last send failed: {send['summary']}")
+    if problems:
+        body["status"] = "failing"
+        body["problems"] = problems
+        return 503, body
+    return 200, body
+
+
+def _last_send(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    try:
+        row = conn.execute(
+            "SELECT day, started, finished, status, summary FROM job_runs "
+            "WHERE job = 'send' AND status IN ('ok', 'failed') ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no job_runs table: the scheduler never ran here
+    return dict(row) if row else None
+
+
+# -- the app ---------------------------------------------------------------------------
+
+
+def create_app(config: Config, *, next_runs: NextRuns | None = None) -> Starlette:
+    """Return the Starlette app serving `config`'s feeds, landing page and /healthz."""
+    feeds = FeedCache(config.feeds.dir)
+
+    async def feed(request: Request) -> Response:
+        name = request.path_params["name"]
+        if not FEED_NAME.match(name):
+            return PlainTextResponse("not found\n", status_code=404)
+        found = feeds.get(name)
+        if found is None:
+            return PlainTextResponse("not found\n", status_code=404)
+        h = request.headers
+        gz = accepts_gzip(h.get("accept-encoding", ""))
+        headers = found.headers(gz)
+        if not_modified(found, h.get("if-none-match"), h.get("if-modified-since")):
+            del headers["content-type"]
+            headers.pop("content-encoding", None)
+            return Response(status_code=304, headers=headers)
+        return Response(found.gzipped if gz else found.body, headers=headers)
+
+    async def landing(request: Request) -> Response:
+        page = _templates.get_template("web_index.html").render(
+            title=config.feeds.title,
+            topics=[("all", "Every paper")] + [(t.name, t.display_title) for t in config.topics],
+            formats=FORMAT_LABELS,
+        )
+        return HTMLResponse(page)
+
+    async def healthz(request: Request) -> Response:
+        status, body = await run_in_threadpool(health, config, next_runs)
+        return JSONResponse(body, status_code=status)
+
+    # Pages and health JSON go through GZipMiddleware; feeds come compressed already
+    # (and it would gzip a feed for "gzip;q=0", which it does not parse).
+    gz = [Middleware(GZipMiddleware, minimum_size=500)]
+    return Starlette(
+        routes=[
+            Route("/", landing, methods=["GET", "HEAD"], middleware=gz),
+            Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
+            Route("/healthz", healthz, methods=["GET", "HEAD"], middleware=gz),
+        ]
+    )

@@ -1,0 +1,168 @@
+"""`digest serve` as a real process: it answers HTTP, and SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT
+from tests.webserver import free_port
+
+
+def write_config(tmp: Path) -> Path:
+    path = tmp / "config.toml"
+    # The source is a closed loopback port: the catch-up fetch fails fast, offline.
+    path.write_text(
+        f"""
+[source]
+list = "http://127.0.0.1:9/papers"
+retries = 0
+[store]
+database = "{tmp / "data" / "digest.db"}"
+[feeds]
+dir = "{tmp / "feeds"}"
+[schedule]
+timezone = "Europe/Berlin"
+"""
+    )
+    return path
+
+
+def wait_healthz(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "digest serve exited early"
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> tuple[int, float]:
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout)
+    return code, time.monotonic() - start
+
+
+def test_digest_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "--config",
+            str(write_config(tmp_path)),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        health = wait_healthz(base, proc)
+        assert health.status_code in (200, 503)
+        body = health.json()
+        assert set(body["next_runs"]) == {"fetch", "send"}
+        assert body["next_runs"]["send"] is not None
+        landing = httpx.get(f"{base}/")
+        assert landing.status_code == 200
+        # The catch-up fetch failed (nothing listens on port 9): healthz says so.
+        deadline = time.monotonic() + 10
+        while body["last_run"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            body = httpx.get(f"{base}/healthz").json()
+        assert body["last_run"]["status"] == "failed"
+        assert httpx.get(f"{base}/healthz").status_code == 503
+    finally:
+        code, took = stop(proc)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, output
+    assert took < 5, output
+    assert "stopped" in output
+
+
+SLOW_JOB = """
+import sys, time
+from pathlib import Path
+from digest.config import load_config
+from digest.serve import serve
+
+marks = Path(sys.argv[2])
+
+def fetch(config):
+    marks.joinpath("started").touch()
+    time.sleep(1.5)  # a step in progress when SIGTERM comes
+    marks.joinpath("finished").touch()
+    return None
+
+def send(config, day):
+    return None
+
+sys.exit(serve(load_config(sys.argv[1]), port=int(sys.argv[3]), fetch=fetch, send=send))
+"""
+
+
+def test_sigterm_waits_for_the_running_job(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_JOB, str(write_config(tmp_path)), str(tmp_path), str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        wait_healthz(f"http://127.0.0.1:{port}", proc)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "started").exists():  # the catch-up fetch
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert not (tmp_path / "finished").exists()
+    finally:
+        code, took = stop(proc)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, output
+    assert (tmp_path / "finished").exists(), output  # the job was let finish
+    assert took < 5, output
+
+
+def test_port_taken_exits_non_zero(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "digest",
+                "--config",
+                str(write_config(tmp_path)),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+    assert result.returncode != 0
+    assert str(port) in result.stderr
