@@ -179,8 +179,12 @@ def backfill(
                     )
                 else:
                     listing = dataclasses.replace(listing, list_date=listing.list_date or day)
+                    # A past day's papers are archive, not news: no email, no feed item.
                     result = store.store_listing(
-                        listing, started=started, reason_if_empty=empty_reason(day, today)
+                        listing,
+                        started=started,
+                        reason_if_empty=empty_reason(day, today),
+                        backfilled=day < today,
                     )
                 runs.append(result)
                 if progress:

@@ -62,6 +62,7 @@ class StoredPaper:
 
     paper: Paper
     first_seen: datetime  # UTC
+    backfilled: bool = False  # stored by a backfill of a past day: archive, not news
 
 
 @dataclass(frozen=True)

@@ -121,9 +121,10 @@ def send_digests(
     gone = {a.casefold(): t for a, t in unknown_topics(config, store).items()}
     nothing_today = ""
     if render is None:
-        papers = store.papers_of_day(day)
+        # The day's edition: claimed once, so a re-run mails what the first attempt did.
+        papers = store.claim_digest(day)
         if not papers:
-            nothing_today = f"no new papers on {day.isoformat()}"
+            nothing_today = f"no new papers for {day.isoformat()}"
         # Imported here: sending to a test renderer must not need the templates.
         renderer = importlib.import_module("digest.render.email").DigestRenderer
         render = renderer(config, papers, day).render

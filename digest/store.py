@@ -20,7 +20,9 @@ from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, StoredPaper
 from digest.subscribers import migrate_subscribers
 
-SCHEMA_VERSION = 1
+# A digest claims the papers first seen at most this many days before its send: a first send
+# after weeks without one (no SMTP server yet, no subscribers) mails a week, not an archive.
+CLAIM_DAYS = 7
 
 
 def now_utc() -> datetime:
@@ -98,8 +100,39 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-# Each entry takes the file from version N-1 to N. Later issues append to this list.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, migrate_subscribers]
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Digest editions, backfilled papers, personal keywords, cheaper refreshes.
+
+    - papers.digest_day: the daily email that carried the paper (NULL: none yet). A paper
+      belongs to exactly one edition, so one fetched after the morning send goes out in the
+      next morning's email instead of falling between two days.
+    - papers.backfilled: stored by `digest backfill` for a past day: archive and search
+      only, never "new" in an email or a feed.
+    - subscribers.keywords: free keywords typed on the subscribe form (a personal topic).
+    - The FTS update trigger fires only when an indexed column changes: every run touches
+      last_seen and the vote counts of the day's papers, which must not rewrite the index.
+    """
+    db.execute("ALTER TABLE papers ADD COLUMN digest_day TEXT")
+    db.execute("ALTER TABLE papers ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX papers_digest_day ON papers (digest_day)")
+    db.execute("ALTER TABLE subscribers ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
+    db.execute("DROP TRIGGER IF EXISTS papers_au")
+    db.execute(
+        "CREATE TRIGGER papers_au AFTER UPDATE OF title, abstract, authors ON papers BEGIN\n"
+        "  INSERT INTO papers_fts (papers_fts, rowid, title, abstract, authors) "
+        "VALUES ('delete', old.rowid, old.title, old.abstract, old.authors);\n"
+        "  INSERT INTO papers_fts (rowid, title, abstract, authors) "
+        "VALUES (new.rowid, new.title, new.abstract, new.authors);\n"
+        "END"
+    )
+
+
+# Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migrate_1,
+    migrate_subscribers,
+    _migrate_3,
+]
 
 
 class Store:
@@ -170,11 +203,14 @@ class Store:
         *,
         started: datetime | None = None,
         reason_if_empty: str | None = None,
+        backfilled: bool = False,
         before_commit: Callable[[], None] | None = None,
     ) -> RunResult:
         """Record a run of `listing`: insert unseen papers, refresh known ones, snapshot votes.
 
         Returns the RunResult. One transaction: on any error nothing is stored.
+        `backfilled` marks the new papers as archive only (a past day's list): they are
+        never mailed nor put in the feeds as new.
         `before_commit` is a hook for tests that simulate a crash.
         """
         started = started or now_utc()
@@ -195,7 +231,13 @@ class Store:
             known = self._known_ids([p.id for p in papers])
             stamp = _iso(finished)
             new_rows = [
-                _paper_row(p) | {"first_seen": stamp, "first_run": run_id, "last_seen": stamp}
+                _paper_row(p)
+                | {
+                    "first_seen": stamp,
+                    "first_run": run_id,
+                    "last_seen": stamp,
+                    "backfilled": int(backfilled),
+                }
                 for p in papers
                 if p.id not in known
             ]
@@ -370,14 +412,18 @@ class Store:
         search: str | None = None,
         ids: Iterable[str] | None = None,
         first_seen_since: datetime | None = None,
+        new_only: bool = False,
         limit: int | None = None,
     ) -> list[StoredPaper]:
         """Return stored papers, newest first (by first seen, then upvotes).
 
         `search` is full-text over title, abstract and authors (FTS5 syntax is escaped).
+        `new_only` leaves out backfilled papers (what the feeds show).
         """
         where: list[str] = []
         args: list[Any] = []
+        if new_only:
+            where.append("backfilled = 0")
         if since:
             where.append("(daily_date >= ? OR first_seen >= ?)")
             args += [since.isoformat(), since.isoformat()]
@@ -408,9 +454,66 @@ class Store:
         return [row_to_stored(r) for r in rows]
 
     def papers_of_day(self, day: date) -> list[StoredPaper]:
-        """Papers first seen on `day` (UTC): what was new that day."""
+        """Papers first seen on `day` (UTC), backfilled ones included."""
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return self.papers_first_seen_between(start, start + timedelta(days=1))
+
+    # -- digest editions -------------------------------------------------------------
+
+    def claim_digest(self, day: date, *, now: datetime | None = None) -> list[StoredPaper]:
+        """Return the papers of `day`'s email, claiming them on the first call for that day.
+
+        The first call takes every paper not yet in an edition, not backfilled, first
+        seen at most CLAIM_DAYS ago; later calls for the same day return the same papers,
+        so a re-run after a crash or a retry mails what the first attempt mailed. Papers
+        fetched after the claim belong to the next day's email.
+        """
+        now = now or now_utc()
+        with self.transaction() as conn:
+            claimed = conn.execute(
+                "SELECT 1 FROM papers WHERE digest_day = ? LIMIT 1", (day.isoformat(),)
+            ).fetchone()
+            if not claimed:
+                conn.execute(
+                    "UPDATE papers SET digest_day = ? WHERE digest_day IS NULL "
+                    "AND backfilled = 0 AND first_seen <= ? AND first_seen >= ?",
+                    (day.isoformat(), _iso(now), _iso(now - timedelta(days=CLAIM_DAYS))),
+                )
+        return self.digest_papers(day, now=now)
+
+    def digest_papers(self, day: date, *, now: datetime | None = None) -> list[StoredPaper]:
+        """Return `day`'s email papers without claiming anything (previews, the archive).
+
+        The edition when one was sent; for today or later, what a send now would take;
+        for a past day without an edition, the papers first seen that day.
+        """
+        rows = list(
+            self.db.query(
+                "SELECT * FROM papers WHERE digest_day = ? ORDER BY upvotes DESC, id",
+                [day.isoformat()],
+            )
+        )
+        now = now or now_utc()
+        if not rows and day < now.date():
+            return [sp for sp in self.papers_of_day(day) if not sp.backfilled]
+        if not rows:
+            rows = list(
+                self.db.query(
+                    "SELECT * FROM papers WHERE digest_day IS NULL AND backfilled = 0 "
+                    "AND first_seen <= ? AND first_seen >= ? ORDER BY upvotes DESC, id",
+                    [_iso(now), _iso(now - timedelta(days=CLAIM_DAYS))],
+                )
+            )
+        return [row_to_stored(r) for r in rows]
+
+    def digest_days(self, limit: int = 60) -> list[tuple[date, int]]:
+        """Return (day, papers) of the latest editions, newest first."""
+        rows = self.db.execute(
+            "SELECT digest_day, count(*) FROM papers WHERE digest_day IS NOT NULL "
+            "GROUP BY digest_day ORDER BY digest_day DESC LIMIT ?",
+            [limit],
+        )
+        return [(date.fromisoformat(d), int(n)) for d, n in rows]
 
 
 def _fts_query(text: str) -> str:
@@ -469,5 +572,7 @@ def row_to_stored(r: dict[str, Any]) -> StoredPaper:
         submitted_by=r["submitted_by"],
     )
     return StoredPaper(
-        paper=paper, first_seen=datetime.fromisoformat(r["first_seen"].replace("Z", "+00:00"))
+        paper=paper,
+        first_seen=datetime.fromisoformat(r["first_seen"].replace("Z", "+00:00")),
+        backfilled=bool(r.get("backfilled")),
     )

@@ -458,7 +458,7 @@ def write_preview(
             topics = tuple(sub.topics)
             break
     subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
-    papers = store.papers_of_day(day)
+    papers = store.digest_papers(day)
     message = DigestRenderer(config, papers, day).render(subscriber)
     if message is None:
         why = (

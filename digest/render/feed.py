@@ -137,12 +137,15 @@ def write_feeds(config: Config, store: Store) -> FeedReport:
 
 
 def papers_in_window(store: Store, days: int) -> list[StoredPaper]:
-    """Return the papers first seen within `days` days of the newest one, newest first."""
-    newest = store.papers(limit=1)
+    """Return the papers first seen within `days` days of the newest one, newest first.
+
+    Backfilled papers are left out: a past day's list is archive, not news for a reader.
+    """
+    newest = store.papers(limit=1, new_only=True)
     if not newest:
         return []
     since = newest[0].first_seen - timedelta(days=days)
-    return store.papers(first_seen_since=since)
+    return store.papers(first_seen_since=since, new_only=True)
 
 
 def _feeds(config: Config, window: list[StoredPaper]) -> list[_Feed]:
