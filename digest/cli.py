@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from typing import Any, NoReturn
 
@@ -13,7 +13,7 @@ import click
 from digest import __version__
 from digest.config import Config, config_path_from, load_config
 from digest.errors import DigestError
-from digest.ingest import backfill, ingest, ingest_file, make_fetcher
+from digest.ingest import backfill, make_fetcher
 from digest.models import RunResult
 from digest.source.listing import today_utc
 from digest.store import Store
@@ -127,24 +127,14 @@ def _print_run(result: RunResult) -> None:
 )
 @click.pass_obj
 def fetch(state: State, from_path: str | None, url: str | None, list_date: date | None) -> None:
-    """Fetch the list once, store the papers not seen before, and say what happened."""
-    result = _fetch(state, from_path, url, list_date)
-    _print_run(result)
+    """Fetch the list once, store the papers not seen before, rebuild the feeds."""
+    from digest.pipeline import fetch_job
 
-
-def _fetch(
-    state: State, from_path: str | None, url: str | None, list_date: date | None
-) -> RunResult:
-    from digest.config import LIST_WORDS
-
-    with state.store() as store:
-        if from_path:
-            return ingest_file(store, from_path, list_date=list_date)
-        fetcher = make_fetcher(state.config)
-        with fetcher.client:
-            return ingest(
-                state.config, store, fetcher, url=LIST_WORDS.get(url, url) if url else None
-            )
+    report = fetch_job(state.config, from_path=from_path, url=url, list_date=list_date)
+    failed = report.status == "failed"
+    click.echo(report.summary(), err=failed)
+    if failed:
+        sys.exit(1)
 
 
 @main.command(name="backfill")
@@ -210,16 +200,28 @@ def papers(state: State, since: date | None, search: str | None, limit: int) -> 
 @click.pass_obj
 def run(state: State, from_path: str | None) -> None:
     """The daily job: fetch, store, rebuild the feeds, send the emails."""
-    from digest.render.feed import write_feeds
+    from digest.pipeline import run_job
 
-    result = _fetch(state, from_path, None, None)
-    click.echo(result.summary(), err=result.status == "failed")
-    # The feeds come from the database, not this fetch: rebuilt even when it failed.
-    with state.store() as store:
-        report = write_feeds(state.config, store)
-    click.echo(report.summary())
-    if result.status == "failed":
+    with _send_progress() as progress:
+        report = run_job(state.config, from_path=from_path, progress=progress)
+    click.echo(report.summary(), err=not report.ok)
+    if not report.ok:
         sys.exit(1)
+
+
+@contextmanager
+def _send_progress() -> Iterator[Callable[[int, int, str, str], None]]:
+    """A progress bar on stderr for a send, shown once there is something to send."""
+    with ExitStack() as stack:
+        bars: list[Any] = []
+
+        def progress(done: int, total: int, _address: str, _status: str) -> None:
+            if not bars:
+                bar = click.progressbar(length=total, label="send", file=sys.stderr, show_pos=True)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(1)
+
+        yield progress
 
 
 # -- subscribers and the email send (issue 4) -----------------------------------------
@@ -274,20 +276,9 @@ def subscribers_remove(state: State, address: str) -> None:
 @click.pass_obj
 def send(state: State, day: date | None) -> None:
     """Email the day's digest to every subscriber not yet sent it; say what happened."""
-    from contextlib import ExitStack
-
     from digest.send import send_digests
 
-    with ExitStack() as stack:
-        store = stack.enter_context(state.store())
-        bars: list[Any] = []
-
-        def progress(done: int, total: int, _address: str, _status: str) -> None:
-            if not bars:
-                bar = click.progressbar(length=total, label="send", file=sys.stderr, show_pos=True)
-                bars.append(stack.enter_context(bar))
-            bars[0].update(1)
-
+    with state.store() as store, _send_progress() as progress:
         report = send_digests(state.config, store, day, progress=progress)
     click.echo(report.summary())
     if not report.ok:

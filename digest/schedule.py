@@ -270,20 +270,10 @@ def _default_fetch(config: Config) -> Any:
 
 
 def _default_send(config: Config, day: date) -> Any:
-    from digest import pipeline
+    from digest.pipeline import send_job
 
-    send_job = getattr(pipeline, "send_job", None)
-    if send_job is not None:
-        return send_job(config, day)
-    # Until the pipeline has its send_job: the day's emails straight from the store.
-    from digest.send import send_digests
-    from digest.store import Store
-
-    store = Store.open(config.store.database)
-    try:
-        return send_digests(config, store, day)
-    finally:
-        store.close()
+    # Held back (and so retried) while the latest fetch failed: never an empty digest.
+    return send_job(config, day)
 
 
 class Scheduler:

@@ -1,0 +1,133 @@
+"""`digest run` end to end: a real capture in, feeds on disk, mail at a real SMTP server.
+
+Each test drives the CLI in-process against a config file in a temporary folder and an
+aiosmtpd server on 127.0.0.1, and reads the one line every run ends with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from digest.cli import main
+from digest.store import Store
+from tests.conftest import PAGE_2024_08_01
+from tests.smtpserver import SmtpServer
+
+READERS = ["ada@example.org", "alan@example.org"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in (
+        "DIGEST_CONFIG",
+        "DIGEST_DB",
+        "DIGEST_FEEDS_DIR",
+        "DIGEST_BASE_URL",
+        "DIGEST_SMTP_HOST",
+        "DIGEST_SMTP_PORT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+
+
+def write_config(tmp_path: Path, port: int | None, operator: str = "") -> Path:
+    smtp = (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        'sender = "digest@example.org"\nrate_per_minute = 0\ntimeout = 5.0\n'
+        if port
+        else ""
+    )
+    subs = "".join(f'[[subscribers]]\nemail = "{a}"\n' for a in READERS)
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[store]\ndatabase = "{tmp_path / "d.db"}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
+        f'[email]\noperator = "{operator}"\n{smtp}{subs}'
+    )
+    return path
+
+
+def run(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--config", str(config), *args])
+
+
+def last_line(result: Result) -> str:
+    return result.output.strip().splitlines()[-1]
+
+
+def test_run_fetches_builds_feeds_and_mails_each_reader_once(tmp_path: Path) -> None:
+    with SmtpServer() as server:
+        config = write_config(tmp_path, server.port)
+        first = run(config, "run", "--from", str(PAGE_2024_08_01))
+        assert first.exit_code == 0, first.output
+        line = last_line(first)
+        store = Store.open(tmp_path / "d.db")
+        try:
+            stored = store.count_papers()
+        finally:
+            store.close()
+        assert stored > 0 and f"seen {stored}, new {stored}" in line
+        assert "feeds: all" in line
+        assert "sent 2, failed 0" in line
+        assert (tmp_path / "feeds" / "all.xml").is_file()
+        assert server.received_by() == {a: 1 for a in READERS}
+
+        again = run(config, "run", "--from", str(PAGE_2024_08_01))
+        assert again.exit_code == 0, again.output
+        assert "new 0" in last_line(again)
+        assert "already sent 2" in last_line(again)
+        assert server.received_by() == {a: 1 for a in READERS}, "never sent twice"
+
+
+def test_without_smtp_the_feeds_are_built_and_the_send_is_skipped(tmp_path: Path) -> None:
+    result = run(write_config(tmp_path, None), "run", "--from", str(PAGE_2024_08_01))
+    assert result.exit_code == 0, result.output
+    line = last_line(result)
+    assert "feeds: all" in line
+    assert "skipped: no SMTP server is configured" in line
+    assert (tmp_path / "feeds" / "all.atom").is_file()
+
+
+def test_a_broken_page_holds_the_send_and_tells_the_operator_once(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><p>We are updating the site</p></body></html>")
+    with SmtpServer() as server:
+        config = write_config(tmp_path, server.port, operator="ops@example.org")
+        # A good day first, so the database has papers the held send could have mailed.
+        run(config, "fetch", "--from", str(PAGE_2024_08_01))
+        for _ in range(2):
+            result = run(config, "run", "--from", str(broken))
+            assert result.exit_code == 1
+            line = last_line(result)
+            assert "failed" in line and "held back: the last fetch failed" in line
+        # No digest went out, and the operator heard about it exactly once.
+        assert server.received_by() == {"ops@example.org": 1}
+        note = server.messages[0].message()
+        assert "held back" in str(note["Subject"])
+        assert "last fetch failed" in note.get_content()
+
+        # The list is readable again: the papers go out, nothing was lost.
+        ok = run(config, "run", "--from", str(PAGE_2024_08_01))
+        assert ok.exit_code == 0, ok.output
+        assert "sent 2" in last_line(ok)
+    store = Store.open(tmp_path / "d.db")
+    try:
+        assert store.digest_days(), "the edition was claimed by the send that went out"
+    finally:
+        store.close()
+
+
+def test_fetch_rebuilds_the_feeds_too(tmp_path: Path) -> None:
+    result = run(write_config(tmp_path, None), "fetch", "--from", str(PAGE_2024_08_01))
+    assert result.exit_code == 0, result.output
+    assert "feeds: all" in last_line(result)
+    assert (tmp_path / "feeds" / "all.json").is_file()
+
+
+def test_bad_operator_address_is_pointed_at(tmp_path: Path) -> None:
+    config = write_config(tmp_path, None, operator="not an address")
+    result = run(config, "check")
+    assert result.exit_code == 1
+    assert "operator" in result.output and "not an address" in result.output
