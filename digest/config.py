@@ -122,6 +122,7 @@ class EmailConfig:
     no_topics_gets: str = "everything"  # "everything" or "nothing"
     send_when_empty: bool = False  # mail a subscriber whose topics matched nothing today
     domain: str = ""  # Message-ID and List-Id domain; default: the sender's domain
+    operator: str = ""  # mailed once a day when the send is held back by a failed fetch
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,9 @@ def _validate(config: Config, loader: _Loader) -> None:
         raise loader.error("must be 'starttls', 'tls' or 'none'", ("smtp",), "security")
     if config.email.no_topics_gets not in ("everything", "nothing"):
         raise loader.error("must be 'everything' or 'nothing'", ("email",), "no_topics_gets")
+    operator = config.email.operator
+    if operator and ("@" not in operator or any(c.isspace() for c in operator.strip())):
+        raise loader.error(f"{operator!r} is not an email address", ("email",), "operator")
     seen: set[str] = set()
     for i, topic in enumerate(config.topics):
         loc = ("topics", i)
