@@ -33,6 +33,9 @@ Render = Callable[[Subscriber], EmailMessage | None]
 T = TypeVar("T")
 READ_AHEAD = 8  # messages rendered ahead of the one being sent; bounds the memory held
 NO_SMTP = "no SMTP server is configured (set smtp.host or DIGEST_SMTP_HOST)"
+# Set by `digest serve` on SIGTERM: a send finishes the message in hand and stops; the
+# ledger keeps the rest queued for the next start.
+STOP = threading.Event()
 
 
 @dataclass
@@ -151,6 +154,10 @@ def send_digests(
         # Rendering runs one step ahead in a helper thread while this one waits on the
         # server; the ledger is written here only, in order.
         for n, (sub, out) in enumerate(_ahead(prepared(), READ_AHEAD), start=1):
+            if STOP.is_set():
+                report.stopped = "the process is stopping (SIGTERM)"
+                report.left = len(todo) - n + 1
+                break
             if isinstance(out, str):
                 ledger.skipped(day, sub.email, out)
                 report.skipped.append((sub.email, out.split(" (")[0]))

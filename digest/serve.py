@@ -20,6 +20,7 @@ from types import FrameType
 
 import uvicorn
 
+from digest import send as send_module
 from digest.config import Config
 from digest.schedule import FetchJob, Scheduler, SendJob
 from digest.store import Store
@@ -75,7 +76,9 @@ def serve(
     try:
         server.run()  # uvicorn exits 1 itself when it cannot bind (port taken, ...)
     finally:
+        send_module.STOP.set()  # a send in progress stops after the message in hand
         finished = scheduler.shutdown(wait=grace)
+        send_module.STOP.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not finished:

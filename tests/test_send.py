@@ -160,6 +160,28 @@ def test_unreachable_server_stops_and_leaves_the_rest_queued(store: Store) -> No
     assert {r.status for r in Ledger(store).of_day(DAY).values()} == {"queued"}
 
 
+def test_sigterm_finishes_the_message_in_hand_and_keeps_the_rest_queued(store: Store) -> None:
+    from digest import send as send_module
+
+    def stop_after_three(done: int, _total: int, _address: str, _status: str) -> None:
+        if done == 3:
+            send_module.STOP.set()  # what `digest serve` does on SIGTERM
+
+    with SmtpServer() as server:
+        try:
+            report = send(make_config(server.port), store, progress=stop_after_three)
+        finally:
+            send_module.STOP.clear()
+        assert len(report.sent) == 3 and not report.ok
+        assert "STOPPED: the process is stopping" in report.summary()
+        assert "5 left queued" in report.summary()
+        statuses = [d.status for d in Ledger(store).of_day(DAY).values()]
+        assert statuses.count("sent") == 3 and statuses.count("queued") == 5
+        # The next start sends the rest, and only the rest.
+        assert len(send(make_config(server.port), store).sent) == 5
+        assert server.received_by() == {a: 1 for a in ADDRESSES}
+
+
 KILLED_RUN = """
 import os, signal, sys
 from datetime import date
