@@ -98,6 +98,14 @@ def check(state: State) -> None:
     )
     click.echo(f"  smtp:      {smtp}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
+    from digest.schedule import schedule_timezone, validate_schedule
+
+    validate_schedule(config)  # cron lines and times: what `digest serve` would refuse
+    s = config.schedule
+    click.echo(
+        f"  schedule:  fetch '{s.fetch}', send {s.send_time} {','.join(s.send_days)} "
+        f"({schedule_timezone(config)})"
+    )
     click.echo("all is well")
 
 

@@ -404,6 +404,9 @@ def _validate(config: Config, loader: _Loader) -> None:
             )
         if topic.name in seen:
             raise loader.error(f"topic {topic.name!r} is named twice", loc, "name")
+        if topic.name in ("all", "feeds"):
+            # feeds/all.xml is every paper and feeds/feeds.opml the list of feeds.
+            raise loader.error(f"topic name {topic.name!r} is reserved", loc, "name")
         seen.add(topic.name)
         for key in ("keywords", "phrases", "exclude", "authors", "organizations"):
             for term in getattr(topic, key):

@@ -176,3 +176,23 @@ def test_bad_env_values_name_the_variable(tmp_path: Path, var: str, value: str, 
     assert err.value.line is None
     assert str(err.value).startswith(f"environment, {var}: ")
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["all", "feeds"])
+def test_reserved_topic_names_are_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[[topics]]\nname = "{name}"\nkeywords = ["agent*"]\n')
+    with pytest.raises(ConfigError, match=f"line 2, topics\\[0\\].name: topic name '{name}'"):
+        load_config(path)
+
+
+def test_check_points_at_a_bad_schedule_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    path = tmp_path / "config.toml"
+    path.write_text('[schedule]\nsend_time = "25:00"\n')
+    result = CliRunner().invoke(main, ["--config", str(path), "check"])
+    assert result.exit_code == 1
+    assert "schedule.send_time: '25:00' is not a time like '08:00'" in result.output
