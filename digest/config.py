@@ -152,6 +152,8 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     stale_after: int = 24  # hours: /healthz answers 503 when the last success is older
+    confirm_hours: int = 48  # a confirmation link works this long; then the pending entry goes
+    subscribe_per_hour: int = 5  # subscribe requests per client address and hour
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,4 @@ class Subscriber:
     email: str
     topics: tuple[str, ...] = ()
     token: str = ""  # signed token for the unsubscribe / preferences links
+    keywords: str = ""  # free keywords from the subscribe form: a personal topic

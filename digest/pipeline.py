@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 
 from digest.config import LIST_WORDS, Config
-from digest.deliver import Mailer
 from digest.errors import DigestError
 from digest.ingest import ingest, ingest_file, make_fetcher
 from digest.models import RunResult
+from digest.notices import send_notice
 from digest.render.feed import FeedReport, write_feeds
 from digest.send import Progress, SendReport, send_digests, today_utc
 from digest.store import Store
@@ -173,17 +172,9 @@ def notify_operator(config: Config, store: Store, key: str, subject: str, text: 
     with store.transaction() as conn:
         if conn.execute("SELECT 1 FROM meta WHERE key = ?", (f"operator:{key}",)).fetchone():
             return False
-    message = EmailMessage()
-    message["From"] = config.smtp.sender
-    message["To"] = config.email.operator
-    message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=config.smtp.sender.rpartition("@")[2] or None)
-    message.set_content(text)
     try:
-        with Mailer(config.smtp) as mailer:
-            mailer.deliver(message, config.email.operator)
-    except Exception as e:  # any SMTP trouble: log, keep the key unset, try next time
+        send_notice(config, config.email.operator, subject, text)
+    except DigestError as e:  # SMTP trouble: log, keep the key unset, try next time
         log.warning("could not mail the operator %s: %s", config.email.operator, e)
         return False
     with store.transaction() as conn:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # store.py imports this module for its migration step
     from digest.store import Store
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
-STATUSES = ("active", "unsubscribed")
+# "pending": signed up on the web, confirmation link not followed yet (gets no email).
+STATUSES = ("active", "unsubscribed", "pending")
 # Ledger states: "sent" is final; the others are retried by the next run of the day.
 QUEUED, SENT, FAILED, SKIPPED = "queued", "sent", "failed", "skipped"
 
@@ -155,10 +156,11 @@ class SubscriberRow:
     email: str
     topics: tuple[str, ...]
     source: str  # "config" or "database"
-    status: str  # "active" or "unsubscribed"
+    status: str  # "active", "unsubscribed" or "pending"
+    keywords: str = ""  # a personal topic typed on the subscribe form
 
 
-def _check_topics(config: Config, topics: Iterable[str]) -> tuple[str, ...]:
+def check_topics(config: Config, topics: Iterable[str]) -> tuple[str, ...]:
     known = [t.name for t in config.topics]
     out: list[str] = []
     for name in topics:
@@ -195,7 +197,7 @@ def add_subscriber(
     Raises SubscriberError naming the address or the topic that is not acceptable.
     """
     address = normalize_address(address)
-    chosen = _check_topics(config, topics)
+    chosen = check_topics(config, topics)
     if address.casefold() in _config_addresses(config):
         raise SubscriberError(
             f"{address} is already a subscriber in {config.path or 'the config'}; "
@@ -243,18 +245,29 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
     """Return every subscriber, config ones first, then the database's by address."""
     db_rows: dict[str, dict[str, Any]] = {
         r["email"].casefold(): r
-        for r in store.db.query("SELECT email, topics, status FROM subscribers ORDER BY email")
+        for r in store.db.query(
+            "SELECT email, topics, status, keywords FROM subscribers ORDER BY email"
+        )
     }
     out: list[SubscriberRow] = []
     for key, (address, topics) in _config_addresses(config).items():
-        status = (
-            "unsubscribed" if db_rows.get(key, {}).get("status") == "unsubscribed" else "active"
-        )
-        out.append(SubscriberRow(address, topics, "config", status))
-        db_rows.pop(key, None)
+        row = db_rows.pop(key, {})
+        if row.get("status") == "unsubscribed":
+            out.append(SubscriberRow(address, topics, "config", "unsubscribed"))
+        elif row.get("status") == "active":
+            # Changed on the web preferences page: the database row has the last word.
+            out.append(
+                SubscriberRow(
+                    address, tuple(json.loads(row["topics"])), "config", "active", row["keywords"]
+                )
+            )
+        else:
+            out.append(SubscriberRow(address, topics, "config", "active"))
     for r in db_rows.values():
         out.append(
-            SubscriberRow(r["email"], tuple(json.loads(r["topics"])), "database", r["status"])
+            SubscriberRow(
+                r["email"], tuple(json.loads(r["topics"])), "database", r["status"], r["keywords"]
+            )
         )
     return out
 
@@ -272,7 +285,7 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
         if row.status != "active":
             continue
         topics = tuple(t for t in row.topics if t in known) if row.topics else ()
-        out.append(Subscriber(row.email, topics, make_token(key, row.email)))
+        out.append(Subscriber(row.email, topics, make_token(key, row.email), row.keywords))
     return out
 
 

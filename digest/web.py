@@ -1,4 +1,4 @@
-"""The web front (Starlette): a landing page, the feed files, and /healthz.
+"""The web front (Starlette): the feed files and /healthz; the pages are in web_pages.py.
 
 Feeds are files `render.feed.write_feeds` wrote into `config.feeds.dir`; only names like
 `all.xml` or `agents.atom` are served (a fixed pattern, no path joins of user text, so no
@@ -26,16 +26,16 @@ from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from digest.config import Config
+from digest.web_pages import page_routes
 
 FEED_NAME = re.compile(r"^[a-z0-9_-]+\.(xml|atom|json|opml)$")
 CONTENT_TYPES = {
@@ -44,13 +44,7 @@ CONTENT_TYPES = {
     "json": "application/feed+json; charset=utf-8",
     "opml": "text/x-opml; charset=utf-8",
 }
-FORMAT_LABELS = (("xml", "RSS"), ("atom", "Atom"), ("json", "JSON Feed"))
 NextRuns = Callable[[], Mapping[str, datetime | None]]
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("digest", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
 
 
 # -- feed files ------------------------------------------------------------------------
@@ -250,14 +244,6 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> Starlett
             return Response(status_code=304, headers=headers)
         return Response(found.gzipped if gz else found.body, headers=headers)
 
-    async def landing(request: Request) -> Response:
-        page = _templates.get_template("web_index.html").render(
-            title=config.feeds.title,
-            topics=[("all", "Every paper")] + [(t.name, t.display_title) for t in config.topics],
-            formats=FORMAT_LABELS,
-        )
-        return HTMLResponse(page)
-
     async def healthz(request: Request) -> Response:
         status, body = await run_in_threadpool(health, config, next_runs)
         return JSONResponse(body, status_code=status)
@@ -267,8 +253,8 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> Starlett
     gz = [Middleware(GZipMiddleware, minimum_size=500)]
     return Starlette(
         routes=[
-            Route("/", landing, methods=["GET", "HEAD"], middleware=gz),
             Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"], middleware=gz),
+            *page_routes(config, gz),
         ]
     )

@@ -13,6 +13,7 @@ replaced and the headers set.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import hashlib
 import html
 import re
@@ -34,7 +35,7 @@ from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.store import Store
-from digest.topics import Matcher
+from digest.topics import Matcher, parse_keywords
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 ALL_PAPERS = "All new papers"
@@ -183,6 +184,10 @@ class DigestRenderer:
         self._address_mark = mark + "a"
         self._marks = (self._token_mark, self._address_mark)
         self._cache: dict[tuple[str, ...], _Bodies | None] = {}
+        # Personal topics (keywords typed on the subscribe form): topic name -> paper id
+        # -> match, computed once per distinct keyword text, kept apart from the config
+        # topics' matches so they never tag another subscriber's papers.
+        self._personal: dict[str, dict[str, TopicMatch]] = {}
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -193,10 +198,12 @@ class DigestRenderer:
 
         Raises RenderError when a template is missing or broken.
         """
-        key = tuple(sorted({t for t in subscriber.topics if t in self.topics}))
-        if subscriber.topics and not key:
+        chosen = {t for t in subscriber.topics if t in self.topics}
+        if subscriber.topics and not chosen and not subscriber.keywords:
             # Every topic they chose is gone from the config: not the same as "no topics".
             return None
+        personal = self._personal_topic(subscriber.keywords)
+        key = tuple(sorted(chosen | ({personal} if personal else set())))
         if key not in self._cache:
             self._cache[key] = self._bodies(key)
         bodies = self._cache[key]
@@ -247,6 +254,23 @@ class DigestRenderer:
         """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
         return f"mailto:{self.sender_address}?subject=unsubscribe%20{subscriber.token}"
 
+    def _personal_topic(self, keywords: str) -> str | None:
+        """Return the name of the topic made of `keywords` (matched on first use), or
+        None when there are none or they cannot be read (checked when they were typed)."""
+        if not keywords.strip():
+            return None
+        name = "~" + keywords.strip()  # "~" never starts a config topic's name
+        if name not in self._personal:
+            try:
+                topic = parse_keywords(keywords, name=name)
+            except DigestError:
+                return None
+            topic = dataclasses.replace(topic, title=f"Your keywords: {keywords.strip()}")
+            self.topics[name] = (len(self.topics), topic)
+            matcher = Matcher([topic])
+            self._personal[name] = {p.id: m[0] for p, _ in self.papers if (m := matcher.match(p))}
+        return name
+
     # -- per set of topics ------------------------------------------------------------
 
     def groups(self, topics: tuple[str, ...]) -> list[Group]:
@@ -259,8 +283,10 @@ class DigestRenderer:
             return [group] if group.papers else []
         wanted = set(topics)
         by_topic: dict[str, Group] = {}
+        personal = [self._personal[n] for n in topics if n in self._personal]
         for paper, matches in self.papers:
             mine = [m for m in matches if m.topic in wanted]
+            mine += [found[paper.id] for found in personal if paper.id in found]
             if not mine:
                 continue
             # Best topic first: most terms hit, then config order.
@@ -296,6 +322,37 @@ class DigestRenderer:
             terms=terms,
         )
 
+    def archive_page(self) -> str:
+        """Return the day's digest as a web page: every paper, as a subscriber with no
+        topics got it, with a footer for the archive instead of the subscriber's links."""
+        groups = self.groups(())
+        context = self._context((), groups) | {"archive": True}
+        try:
+            return _inliner.inline(_env.get_template("email.html").render(context))
+        except jinja2.TemplateError as e:
+            raise RenderError(f"{TEMPLATES}: email template: {e}") from e
+
+    def _context(self, topics: tuple[str, ...], groups: list[Group]) -> dict[str, Any]:
+        in_order = sorted(topics, key=lambda n: self.topics[n][0])
+        followed = [self.topics[n][1].display_title for n in in_order]
+        count = sum(len(g.papers) for g in groups)
+        return {
+            "day": self.day,
+            "day_long": f"{self.day.strftime('%A')}, {self.day.day} {self.day:%B %Y}",
+            "count": count,
+            "total": len(self.papers),
+            "groups": groups,
+            "followed": followed,
+            "title": _header_text(self.config.email.subject_prefix),
+            "unsubscribe_url": f"{self.base_url}/unsubscribe/{self._token_mark}",
+            "preferences_url": f"{self.base_url}/preferences/{self._token_mark}",
+            "address": self._address_mark,
+            "feeds_url": f"{self.base_url}/feeds/",
+            "archive_url": f"{self.base_url}/archive",
+            "home_url": f"{self.base_url}/",
+            "archive": False,
+        }
+
     def _bodies(self, topics: tuple[str, ...]) -> _Bodies | None:
         email = self.config.email
         if not topics and email.no_topics_gets == "nothing":
@@ -304,22 +361,7 @@ class DigestRenderer:
         count = sum(len(g.papers) for g in groups)
         if not count and not email.send_when_empty:
             return None
-        in_order = sorted(topics, key=lambda n: self.topics[n][0])
-        followed = [self.topics[n][1].display_title for n in in_order]
-        context = {
-            "day": self.day,
-            "day_long": f"{self.day.strftime('%A')}, {self.day.day} {self.day:%B %Y}",
-            "count": count,
-            "total": len(self.papers),
-            "groups": groups,
-            "followed": followed,
-            "title": _header_text(email.subject_prefix),
-            "unsubscribe_url": f"{self.base_url}/unsubscribe/{self._token_mark}",
-            "preferences_url": f"{self.base_url}/preferences/{self._token_mark}",
-            "address": self._address_mark,
-            "feeds_url": f"{self.base_url}/feeds/",
-            "archive_url": f"{self.base_url}/archive",
-        }
+        context = self._context(topics, groups)
         try:
             text = _env.get_template("email.txt").render(context)
             page = _env.get_template("email.html").render(context)

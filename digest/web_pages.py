@@ -1,0 +1,290 @@
+"""The web front's pages: landing with the subscribe form, the subscription steps, the
+archive. The rules of each step live in subscribe_flow.py; this module is HTTP only.
+
+Database work runs in Starlette's thread pool, one short-lived Store per request (SQLite
+connections are cheap, and this keeps the event loop free for feed requests).
+Forms are parsed from the urlencoded body with the standard library, capped in size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote
+
+import jinja2
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from digest import subscribe_flow as flow
+from digest.config import Config
+from digest.errors import DigestError
+from digest.render.email import DigestRenderer
+from digest.store import Store
+from digest.subscribers import SubscriberError, make_token, secret_key
+
+log = logging.getLogger("digest.web")
+CSRF_COOKIE = "digest_csrf"
+MAX_FORM = 16 * 1024  # bytes: an address, some checkboxes and keywords
+FORMATS = (("xml", "RSS"), ("atom", "Atom"), ("json", "JSON Feed"))
+T = TypeVar("T")
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("digest", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+
+
+def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[Route]:
+    """Return the routes of the landing page, the subscription steps and the archive."""
+    limiter = flow.RateLimiter(config.web.subscribe_per_hour)
+    keys: list[bytes] = []
+    title = config.feeds.title
+    choices = [(t.name, t.display_title) for t in config.topics]
+
+    def with_store(work: Callable[[Store], T]) -> T:
+        store = Store.open(config.store.database)
+        try:
+            return work(store)
+        finally:
+            store.close()
+
+    async def db(work: Callable[[Store], T]) -> T:
+        return await run_in_threadpool(with_store, work)
+
+    async def key() -> bytes:
+        if not keys:  # DIGEST_SECRET_KEY, or the one kept in the database
+            keys.append(await db(secret_key))
+        return keys[0]
+
+    def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:
+        body = _templates.get_template(name).render(title=title, **context)
+        return HTMLResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+    def message(heading: str, *lines: str, status: int = 200, **extra: Any) -> HTMLResponse:
+        return render("web_message.html", status, heading=heading, lines=lines, **extra)
+
+    def bad_link() -> HTMLResponse:
+        return message(
+            "This link does not work",
+            "It is not a link we sent, it was cut short by the mail program, or it has "
+            "expired. Nothing was changed.",
+            status=400,
+            links=[("/", "Subscribe again")],
+        )
+
+    async def form(request: Request) -> dict[str, list[str]] | None:
+        body = await request.body()
+        if len(body) > MAX_FORM:
+            return None
+        return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+    async def csrf_pair(request: Request) -> tuple[str, str]:
+        cookie = request.cookies.get(CSRF_COOKIE)
+        k = await key()
+        if cookie and len(cookie) < 64:
+            return cookie, flow.csrf_token(k, cookie)
+        return flow.new_csrf(k)
+
+    def set_csrf(response: Response, cookie: str) -> Response:
+        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def csrf_checked(request: Request, fields: dict[str, list[str]]) -> bool:
+        token = (fields.get("csrf") or [""])[0]
+        return flow.csrf_ok(await key(), request.cookies.get(CSRF_COOKIE), token)
+
+    # -- landing and subscribe -----------------------------------------------------------
+
+    async def landing(request: Request) -> Response:
+        cookie, token = await csrf_pair(request)
+        response = render(
+            "web_index.html",
+            topics=[("all", "Every paper"), *choices],
+            formats=FORMATS,
+            choices=choices,
+            csrf=token,
+            can_mail=bool(config.smtp.host),
+        )
+        return set_csrf(response, cookie)
+
+    async def subscribe(request: Request) -> Response:
+        if not config.smtp.host:
+            return message(
+                "Email is not available here",
+                "This server has no mail server configured, so it cannot send the daily "
+                "email. The feeds have every new paper.",
+                status=503,
+                links=[("/", "Back to the feeds")],
+            )
+        fields = await form(request)
+        if fields is None:
+            return message("That form is too large", status=413)
+        if not await csrf_checked(request, fields):
+            return message(
+                "Please use the form on our page",
+                "The form was sent without the token our page puts in it (or your browser "
+                "blocked our cookie). Open the page again and resend it.",
+                status=403,
+                links=[("/", "Back to the form")],
+            )
+        client = request.client.host if request.client else "unknown"
+        if not limiter.allow(client):
+            return message(
+                "Too many requests",
+                "Please wait a while before subscribing again.",
+                status=429,
+            )
+        address = (fields.get("email") or [""])[0]
+        try:
+            choice = flow.check_choice(
+                config, fields.get("topics", []), (fields.get("keywords") or [""])[0]
+            )
+            mailed = await db(lambda s: flow.request_subscription(config, s, address, choice))
+        except SubscriberError as e:
+            return message("Please check the form", str(e), status=400, links=[("/", "Back")])
+        except DigestError as e:
+            log.warning("subscribe: could not send the confirmation mail: %s", e)
+            return message(
+                "We could not send the mail",
+                "The mail server did not take our message just now. Please try again later.",
+                status=503,
+            )
+        # The same answer for a new, a pending and a known address.
+        return message(
+            "Check your inbox",
+            f"We sent a mail to {mailed}. Open the link in it to confirm your subscription "
+            f"(it works for {config.web.confirm_hours} hours).",
+            "No mail? Look in the spam folder, or subscribe again.",
+        )
+
+    async def confirm(request: Request) -> Response:
+        token = request.path_params["token"]
+        address = await db(lambda s: flow.confirm(config, s, token))
+        if address is None:
+            return bad_link()
+        manage = f"/preferences/{quote(make_token(await key(), address), safe='')}"
+        return message(
+            "You are subscribed",
+            f"{address} gets the next daily email.",
+            links=[(manage, "Change your topics"), ("/", "Home")],
+        )
+
+    # -- unsubscribe and preferences -------------------------------------------------------
+
+    async def unsubscribe_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        address = await db(lambda s: flow.token_address(s, token))
+        if address is None:
+            return bad_link()
+        return message(
+            "Unsubscribe",
+            f"Stop the daily email to {address}?",
+            button={"action": f"/unsubscribe/{quote(token, safe='')}", "label": "Unsubscribe"},
+        )
+
+    async def unsubscribe(request: Request) -> Response:
+        # Also the RFC 8058 one-click POST a mail program sends (List-Unsubscribe=One-Click):
+        # the signed token in the URL is the authority, no cookie or form token exists.
+        token = request.path_params["token"]
+        address = await db(lambda s: flow.unsubscribe(config, s, token))
+        if address is None:
+            return bad_link()
+        return message(
+            "You are unsubscribed",
+            f"{address} gets no more daily emails.",
+            links=[(f"/preferences/{quote(token, safe='')}", "Changed your mind? Subscribe again")],
+        )
+
+    async def preferences(request: Request) -> Response:
+        token = request.path_params["token"]
+        error = ""
+        if request.method == "POST":
+            fields = await form(request)
+            if fields is None or not await csrf_checked(request, fields):
+                return message("Please use the form on our page", status=403)
+            try:
+                choice = flow.check_choice(
+                    config, fields.get("topics", []), (fields.get("keywords") or [""])[0]
+                )
+            except SubscriberError as e:
+                error = str(e)
+            else:
+                saved = await db(lambda s: flow.save_preferences(config, s, token, choice))
+                if saved is None:
+                    return bad_link()
+                return message(
+                    "Saved",
+                    f"{saved} follows: "
+                    + (", ".join(choice.topics) or ("" if choice.keywords else "every paper"))
+                    + (
+                        f" {'and ' if choice.topics else ''}keywords {choice.keywords}"
+                        if choice.keywords
+                        else ""
+                    )
+                    + ".",
+                    links=[(f"/preferences/{quote(token, safe='')}", "Change again")],
+                )
+        prefs = await db(lambda s: flow.preferences(config, s, token))
+        if prefs is None:
+            return bad_link()
+        cookie, csrf = await csrf_pair(request)
+        response = render(
+            "web_preferences.html",
+            400 if error else 200,
+            address=prefs.address,
+            status=prefs.status,
+            choices=choices,
+            chosen=set(prefs.topics),
+            keywords=prefs.keywords,
+            csrf=csrf,
+            error=error,
+            action=f"/preferences/{quote(token, safe='')}",
+            unsubscribe=f"/unsubscribe/{quote(token, safe='')}",
+        )
+        return set_csrf(response, cookie)
+
+    # -- archive -----------------------------------------------------------------------
+
+    async def archive(request: Request) -> Response:
+        days = await db(lambda s: s.digest_days(limit=366))
+        return render("web_archive.html", days=days)
+
+    async def archive_day(request: Request) -> Response:
+        try:
+            day = date.fromisoformat(request.path_params["day"])
+        except ValueError:
+            return message("Not found", status=404)
+
+        def build(store: Store) -> str | None:
+            editions = dict(store.digest_days(limit=10_000))
+            if day not in editions:
+                return None
+            papers = store.digest_papers(day)
+            return DigestRenderer(config, papers, day).archive_page()
+
+        page = await db(build)
+        if page is None:
+            return message(
+                "No digest that day",
+                "No email went out on that day.",
+                status=404,
+                links=[("/archive", "Past digests")],
+            )
+        return HTMLResponse(page)
+
+    return [
+        Route("/", landing, methods=["GET", "HEAD"], middleware=middleware),
+        Route("/subscribe", subscribe, methods=["POST"]),
+        Route("/confirm/{token}", confirm, methods=["GET"]),
+        Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
+        Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+        Route("/archive", archive, methods=["GET", "HEAD"]),
+        Route("/archive/{day}", archive_day, methods=["GET", "HEAD"], middleware=middleware),
+    ]

@@ -1,0 +1,90 @@
+"""A person subscribing in a real browser: headless Chromium driven by Playwright.
+
+Open the landing page, fill and submit the form, follow the link from the mail that
+arrived at aiosmtpd, see the confirmation page. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from digest.config import Config
+from digest.store import Store
+from digest.subscribers import list_subscribers
+from digest.web import create_app
+from tests.smtpserver import SmtpServer
+from tests.test_subscribe_flow import config as config  # the fixtures, shared
+from tests.test_subscribe_flow import smtp as smtp
+from tests.webserver import serving
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Without the background-networking flags Chromium knocks on Google's hosts at start.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="chromium is not installed (apt install chromium)"
+    ),
+]
+
+
+@pytest.fixture
+def browser_page() -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 375, "height": 900})
+        finally:
+            browser.close()
+
+
+def test_subscribe_in_the_browser_and_confirm_from_the_mail(
+    config: Config,
+    smtp: SmtpServer,
+    browser_page,
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    Store.open(config.store.database).close()
+    page = browser_page
+    with serving(create_app(config)) as site:
+        page.goto(f"{site}/")
+        page.fill("#email", "browser@example.org")
+        page.check("input[name=topics][value=agents]")
+        page.fill("#keywords", 'humanoid*, "tool use"')
+        page.screenshot(path=str(ARTIFACTS / "subscribe-form-375.png"), full_page=True)
+        page.click("button[type=submit]")
+        page.wait_for_selector("h1")
+        assert page.inner_text("h1") == "Check your inbox"
+        page.screenshot(path=str(ARTIFACTS / "subscribe-sent-375.png"), full_page=True)
+
+        (mail,) = [m.message() for m in smtp.messages if "browser@example.org" in m.recipients]
+        link = re.search(r"https?://\S+/confirm/\S+", mail.get_content())
+        assert link, mail.get_content()
+        page.goto(site + urlsplit(link.group(0)).path)
+        assert page.inner_text("h1") == "You are subscribed"
+        page.screenshot(path=str(ARTIFACTS / "subscribe-confirmed-375.png"), full_page=True)
+
+    store = Store.open(config.store.database)
+    try:
+        row = next(r for r in list_subscribers(config, store) if r.email == "browser@example.org")
+    finally:
+        store.close()
+    assert row.status == "active"
+    assert row.topics == ("agents",) and row.keywords == 'humanoid*, "tool use"'

@@ -1,0 +1,284 @@
+"""Subscribing through the web front, end to end: real uvicorn, real aiosmtpd, real sends.
+
+subscribe -> confirmation mail -> confirm link -> the next send includes the reader ->
+one-click unsubscribe (RFC 8058 POST) -> the send after that does not. Around it: forged,
+altered and expired tokens, CSRF, the rate limit, no enumeration, the archive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from digest.config import Config, SmtpConfig, SubscriberConfig
+from digest.send import send_digests
+from digest.source.parse import parse_api, parse_page
+from digest.store import Store
+from digest.subscribe_flow import make_confirm_token
+from digest.subscribers import list_subscribers, secret_key
+from digest.web import create_app
+from tests.conftest import PAGE_2024_08_01, REAL
+from tests.smtpserver import SmtpServer
+from tests.webserver import make_config, raw_get, serving
+
+KNOWN = "known@example.org"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path: Path, smtp: SmtpServer) -> Config:
+    base = make_config(tmp_path, subscribe_per_hour=50)
+    return replace(
+        base,
+        smtp=SmtpConfig(
+            host="127.0.0.1",
+            port=smtp.port,
+            security="none",
+            sender="digest@example.org",
+            rate_per_minute=0,
+            timeout=5.0,
+        ),
+        subscribers=[SubscriberConfig(KNOWN, [])],
+    )
+
+
+@pytest.fixture
+def site(config: Config) -> Iterator[str]:
+    Store.open(config.store.database).close()
+    with serving(create_app(config)) as base:
+        yield base
+
+
+def path_of(url: str) -> str:
+    return urlsplit(url).path
+
+
+def form_token(client: httpx.Client, base: str, path: str = "/") -> str:
+    page = client.get(f"{base}{path}")
+    assert page.status_code == 200
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, "the form carries a CSRF token"
+    return found.group(1)
+
+
+def subscribe(
+    client: httpx.Client, base: str, address: str, topics: tuple[str, ...] = (), keywords: str = ""
+) -> httpx.Response:
+    data = {"csrf": form_token(client, base), "email": address, "keywords": keywords}
+    return client.post(f"{base}/subscribe", data={**data, "topics": list(topics)})
+
+
+def mail_to(smtp: SmtpServer, address: str) -> list:
+    return [m.message() for m in smtp.messages if address in m.recipients]
+
+
+def link_in(message, prefix: str) -> str:
+    text = message.get_body(("plain",)).get_content()
+    found = re.search(rf"https?://\S+/{prefix}/\S+", text)
+    assert found, text
+    return found.group(0)
+
+
+def store_day(config: Config, path: Path) -> None:
+    store = Store.open(config.store.database)
+    try:
+        body = path.read_bytes()
+        listing = (
+            parse_page(body, "https://huggingface.co/papers")
+            if path.suffix == ".html"
+            else parse_api(body, "https://huggingface.co/api/daily_papers")
+        )
+        store.store_listing(listing)
+    finally:
+        store.close()
+
+
+def send(config: Config, day: date):
+    store = Store.open(config.store.database)
+    try:
+        return send_digests(config, store, day, sleep=lambda _s: None)
+    finally:
+        store.close()
+
+
+def statuses(config: Config) -> dict[str, str]:
+    store = Store.open(config.store.database)
+    try:
+        return {r.email: r.status for r in list_subscribers(config, store)}
+    finally:
+        store.close()
+
+
+def test_subscribe_confirm_send_one_click_unsubscribe(
+    config: Config, site: str, smtp: SmtpServer
+) -> None:
+    reader = "reader@example.org"
+    with httpx.Client() as client:
+        answer = subscribe(client, site, reader, ("agents",))
+        assert answer.status_code == 200 and "Check your inbox" in answer.text
+    assert statuses(config)[reader] == "pending"
+    (confirmation,) = mail_to(smtp, reader)
+    assert "confirm" in str(confirmation["Subject"]).lower()
+
+    # Pending readers get nothing.
+    store_day(config, PAGE_2024_08_01)
+    today = datetime.now(UTC).date()
+    first = send(config, today)
+    assert reader not in first.sent and KNOWN in first.sent
+
+    confirmed = httpx.get(site + path_of(link_in(confirmation, "confirm")))
+    assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
+    assert statuses(config)[reader] == "active"
+
+    second = send(config, today)  # the same day's edition, for the newly confirmed reader
+    assert second.sent == [reader]
+    digest = mail_to(smtp, reader)[-1]
+    assert "Daily Papers" in str(digest["Subject"])
+    assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https = re.search(r"<(https?://[^>]+)>", str(digest["List-Unsubscribe"]))
+    assert https
+
+    # What a mail program does for RFC 8058: POST the body, no cookie, no form token.
+    one_click = httpx.post(
+        site + path_of(https.group(1)),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert one_click.status_code == 200 and "unsubscribed" in one_click.text
+    assert statuses(config)[reader] == "unsubscribed"
+
+    store_day(config, REAL / "api-daily_papers-2024-03-12.json")
+    later = send(config, today + timedelta(days=1))
+    assert reader not in later.sent and KNOWN in later.sent
+    assert len(mail_to(smtp, reader)) == 2  # the confirmation and one digest, nothing after
+
+
+def test_the_answer_does_not_tell_who_is_subscribed(
+    config: Config, site: str, smtp: SmtpServer
+) -> None:
+    with httpx.Client() as client:
+        new = subscribe(client, site, "fresh@example.org")
+        known = subscribe(client, site, KNOWN)
+    assert new.status_code == known.status_code == 200
+    assert new.text.replace("fresh@example.org", "X") == known.text.replace(KNOWN, "X")
+    # The known reader is not set back to pending; they get a note with their link.
+    assert statuses(config)[KNOWN] == "active"
+    (note,) = mail_to(smtp, KNOWN)
+    assert "already subscribed" in str(note["Subject"])
+    assert "/preferences/" in note.get_content()
+
+
+def test_forged_altered_and_expired_tokens_change_nothing(
+    config: Config, site: str, smtp: SmtpServer
+) -> None:
+    reader = "careful@example.org"
+    with httpx.Client() as client:
+        subscribe(client, site, reader)
+    link = path_of(link_in(mail_to(smtp, reader)[0], "confirm"))
+    altered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+    for path in ("/confirm/forged", altered, "/confirm/" + "x" * 40):
+        answer = httpx.get(site + path)
+        assert answer.status_code == 400 and "does not work" in answer.text
+    store = Store.open(config.store.database)
+    try:
+        key = secret_key(store)
+    finally:
+        store.close()
+    stale = make_confirm_token(key, reader, datetime.now(UTC) - timedelta(hours=49))
+    assert httpx.get(f"{site}/confirm/{stale}").status_code == 400
+    assert statuses(config)[reader] == "pending"
+
+    # An unsubscribe token that is not ours, or one character off, does nothing.
+    for token in ("a.b", "Zm9vQGV4YW1wbGUub3Jn.notthemac", "x"):
+        assert httpx.post(f"{site}/unsubscribe/{token}").status_code == 400
+        assert httpx.get(f"{site}/preferences/{token}").status_code == 400
+    assert statuses(config)[KNOWN] == "active"
+
+
+def test_csrf_rate_limit_and_bad_input(config: Config, tmp_path: Path, smtp: SmtpServer) -> None:
+    limited = replace(config, web=replace(config.web, subscribe_per_hour=2))
+    Store.open(limited.store.database).close()
+    with serving(create_app(limited)) as site, httpx.Client() as client:
+        no_token = client.post(f"{site}/subscribe", data={"email": "a@example.org"})
+        assert no_token.status_code == 403
+        forged = client.post(f"{site}/subscribe", data={"email": "a@example.org", "csrf": "x"})
+        assert forged.status_code == 403
+        bad = subscribe(client, site, "not-an-address")
+        assert bad.status_code == 400 and "not a valid email address" in bad.text
+        unclosed = subscribe(client, site, "b@example.org", keywords='"tool use')
+        assert unclosed.status_code == 400 and "quote is not closed" in unclosed.text
+        # Two requests passed the CSRF check this hour (both refused for their input).
+        assert subscribe(client, site, "c@example.org").status_code == 429
+    assert smtp.messages == []  # nothing was mailed for any of these
+
+
+def test_preferences_and_personal_keywords(config: Config, site: str, smtp: SmtpServer) -> None:
+    reader = "kw@example.org"
+    with httpx.Client() as client:
+        subscribe(client, site, reader, keywords='humanoid*, "mixture of experts"')
+    httpx.get(site + path_of(link_in(mail_to(smtp, reader)[0], "confirm")))
+    store_day(config, PAGE_2024_08_01)
+    report = send(config, datetime.now(UTC).date())
+    assert reader in report.sent
+    digest = mail_to(smtp, reader)[-1]
+    text = digest.get_body(("plain",)).get_content()
+    assert "Your keywords" in text and "Berkeley Humanoid" in text
+    assert "Llama 3 Herd" not in text  # only what the keywords matched
+
+    prefs = path_of(link_in(digest, "preferences"))
+    with httpx.Client() as client:
+        page = client.get(site + prefs)
+        assert page.status_code == 200 and "humanoid*" in page.text
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        no_csrf = client.post(site + prefs, data={"topics": ["vision"]})
+        saved = client.post(
+            site + prefs, data={"csrf": token.group(1), "topics": ["vision"], "keywords": ""}
+        )
+    assert no_csrf.status_code == 403
+    assert saved.status_code == 200 and "Saved" in saved.text
+    store = Store.open(config.store.database)
+    try:
+        row = next(r for r in list_subscribers(config, store) if r.email == reader)
+    finally:
+        store.close()
+    assert row.topics == ("vision",) and row.keywords == ""
+
+
+def test_archive_pages(config: Config, site: str) -> None:
+    assert "No digest was sent yet" in httpx.get(f"{site}/archive").text
+    store_day(config, PAGE_2024_08_01)
+    today = datetime.now(UTC).date()
+    send(config, today)
+    index = httpx.get(f"{site}/archive")
+    assert f"/archive/{today.isoformat()}" in index.text
+    page = httpx.get(f"{site}/archive/{today.isoformat()}")
+    assert page.status_code == 200
+    assert "The Llama 3 Herd of Models" in page.text and "All past digests" in page.text
+    assert "unsubscribe" not in page.text.lower()
+    assert httpx.get(f"{site}/archive/2020-01-01").status_code == 404
+    assert httpx.get(f"{site}/archive/not-a-date").status_code == 404
+    for target in ("/feeds/../digest.db", "/archive/../digest.db", "/feeds/%2e%2e/digest.db"):
+        assert raw_get(site, target) == 404
+
+
+def test_without_smtp_the_form_says_mail_is_unavailable(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    Store.open(config.store.database).close()
+    with serving(create_app(config)) as site:
+        landing = httpx.get(f"{site}/")
+        assert "does not send email" in landing.text
+        answer = httpx.post(f"{site}/subscribe", data={"email": "a@example.org"})
+        assert answer.status_code == 503
