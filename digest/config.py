@@ -96,6 +96,7 @@ class SmtpConfig:
     timeout: float = 30.0
     rate_per_minute: int = 600
     retries: int = 3
+    ca_file: str = ""  # PEM bundle to trust for the server's certificate (a private CA)
 
     @property
     def password(self) -> str:

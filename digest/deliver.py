@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -182,13 +183,21 @@ class Mailer:
 
     def _connect(self) -> smtplib.SMTP:
         s = self.smtp
-        context = ssl.create_default_context()
+        try:
+            context = ssl.create_default_context(cafile=s.ca_file or None)
+        except (OSError, ssl.SSLError) as e:
+            raise DeliveryError(f"smtp.ca_file {s.ca_file!r}: cannot load: {e}") from None
         conn: smtplib.SMTP | None = None
         try:
             if s.security == "tls":
                 conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
             else:
                 conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            # A message over TLS goes out as several records, i.e. several writes, and
+            # then waits for the reply: with Nagle on, the last write waits for the
+            # server's delayed ACK (40 ms per message here, 26 messages/s instead of 400).
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo_or_helo_if_needed()
             if s.security == "starttls":
                 conn.starttls(context=context)

@@ -20,12 +20,15 @@ import asyncio
 import email
 import email.policy
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -107,11 +110,13 @@ class Handler:
 class SmtpServer:
     """aiosmtpd's Controller on 127.0.0.1, a free port, started and stopped by `with`."""
 
-    def __init__(self, *, keep: bool = True) -> None:
+    def __init__(self, *, keep: bool = True, tls: ssl.SSLContext | None = None) -> None:
         self.handler = Handler(keep=keep)
         self.port = free_port()
+        # With `tls`: STARTTLS offered and required before MAIL, as real relays do.
+        extra: dict[str, Any] = {"tls_context": tls, "require_starttls": True} if tls else {}
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True, **extra
         )
 
     def __enter__(self) -> SmtpServer:
@@ -159,10 +164,36 @@ def simple_message(
     return msg
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """Write a throwaway certificate for 127.0.0.1 and its key (openssl); return paths."""
+    cert, key = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def main() -> None:
+    # `--starttls CERT KEY`: offer and require STARTTLS with that certificate.
+    args = sys.argv[1:]
+    extra: dict[str, Any] = {}
+    if args[:1] == ["--starttls"]:
+        extra = {"tls_context": server_tls(Path(args[1]), Path(args[2])), "require_starttls": True}
     handler = Handler(keep=False)
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **extra)
     controller.start()
     print(f"ready {port}", flush=True)
     try:

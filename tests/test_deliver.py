@@ -131,3 +131,37 @@ def test_rate_limiter_spaces_messages() -> None:
     assert now[0] == pytest.approx(102.0)
     RateLimiter(0, clock=lambda: now[0], sleep=sleep).wait()  # 0: no limit
     assert len(slept) == 4
+
+
+def test_starttls_with_a_private_ca_file(tmp_path) -> None:
+    # A relay that requires STARTTLS, with a certificate no system CA signed.
+    from tests.smtpserver import self_signed, server_tls
+
+    cert, key = self_signed(tmp_path)
+    with SmtpServer(tls=server_tls(cert, key)) as server:
+        trusted = smtp_for(server.port, security="starttls", ca_file=str(cert))
+        with Mailer(trusted) as mailer:
+            replies = send_all(mailer, ADDRESSES[:2])
+        assert all(r.startswith("250") for r in replies.values())
+        assert server.received_by() == {a: 1 for a in ADDRESSES[:2]}
+
+        # Without the CA file the certificate is not trusted: a clear error, nothing sent.
+        with (
+            Mailer(smtp_for(server.port, security="starttls", retries=0)) as mailer,
+            pytest.raises(DeliveryError, match=r"TLS failed.*certificate verify failed"),
+        ):
+            send_all(mailer, ADDRESSES[2:3])
+        # Plain text to a relay that requires STARTTLS is refused, never sent in clear.
+        with Mailer(smtp_for(server.port, retries=0)) as mailer:
+            assert send_all(mailer, ADDRESSES[3:4])[ADDRESSES[3]].startswith("refused 530")
+    assert len(server.messages) == 2
+
+
+def test_unreadable_ca_file_is_named(tmp_path) -> None:
+    missing = tmp_path / "nope.pem"
+    with (
+        SmtpServer() as server,
+        Mailer(smtp_for(server.port, security="starttls", ca_file=str(missing))) as mailer,
+        pytest.raises(DeliveryError, match=r"smtp\.ca_file.*nope\.pem"),
+    ):
+        send_all(mailer, ADDRESSES[:1])
