@@ -280,7 +280,13 @@ def subscribers_remove(state: State, address: str) -> None:
 
 
 @main.command()
-@click.option("--date", "day", callback=_date, metavar="YYYY-MM-DD", help="Default: today (UTC).")
+@click.option(
+    "--date",
+    "day",
+    callback=_date,
+    metavar="YYYY-MM-DD",
+    help="Default: today in schedule.timezone.",
+)
 @click.pass_obj
 def send(state: State, day: date | None) -> None:
     """Email the day's digest to every subscriber not yet sent it; say what happened."""

@@ -15,10 +15,11 @@ from email.utils import formatdate
 from digest.config import LIST_WORDS, Config
 from digest.errors import DigestError
 from digest.ingest import ingest, ingest_file, make_fetcher
+from digest.localtime import local_today
 from digest.models import RunResult
 from digest.notices import send_notice
 from digest.render.feed import FeedReport, write_feeds
-from digest.send import Progress, SendReport, send_digests, today_utc
+from digest.send import Progress, SendReport, send_digests
 from digest.store import Store
 
 log = logging.getLogger("digest.pipeline")
@@ -122,13 +123,14 @@ def fetch_job(
 def send_job(
     config: Config, day: date | None = None, *, progress: Progress | None = None
 ) -> SendOutcome:
-    """Send `day`'s digests (default today, UTC), unless the list cannot be read now.
+    """Send `day`'s digests (default today in schedule.timezone), unless the list
+    cannot be read now.
 
     A failed latest fetch (network down, page layout changed) holds the send back rather
     than mailing a thin or empty digest; the operator, if configured, hears of it once a
     day. The held send counts as failed, so the scheduler tries it again later.
     """
-    day = day or today_utc()
+    day = day or local_today(config)
     store = Store.open(config.store.database)
     try:
         last = store.last_run()

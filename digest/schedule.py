@@ -25,15 +25,15 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
 from digest.config import Config
 from digest.errors import ConfigError, DigestError
+from digest.localtime import schedule_timezone
 from digest.lock import RunLock, lock_path_for
 
 log = logging.getLogger("digest.schedule")
@@ -45,26 +45,6 @@ LOOK_BACK = timedelta(days=8)  # how far back `previous_fire` searches: a week o
 
 
 # -- triggers --------------------------------------------------------------------------
-
-
-def schedule_timezone(config: Config) -> tzinfo:
-    """Return the configured time zone, or the machine's when none is set.
-
-    Raises ConfigError naming schedule.timezone for an unknown zone name.
-    """
-    name = config.schedule.timezone
-    if not name:
-        import tzlocal  # APScheduler 3's own dependency: TZ, else /etc/localtime
-
-        return tzlocal.get_localzone()
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"unknown time zone {name!r} (use a name like 'Europe/Berlin' or 'UTC')",
-            path=config.path,
-            key="schedule.timezone",
-        ) from None
 
 
 def fetch_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:

@@ -16,13 +16,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
 from digest.config import Config
 from digest.deliver import Mailer, Outgoing, PermanentFailure, TemporaryFailure
 from digest.errors import DeliveryError
+from digest.localtime import local_today
 from digest.models import Subscriber
 from digest.store import Store
 from digest.subscribers import Ledger, active_subscribers, unknown_topics
@@ -78,10 +79,6 @@ class SendReport:
         return line
 
 
-def today_utc() -> date:
-    return datetime.now(UTC).date()
-
-
 def send_digests(
     config: Config,
     store: Store,
@@ -93,14 +90,15 @@ def send_digests(
     clock: Callable[[], float] = time.monotonic,
     backoff: float = 1.0,
 ) -> SendReport:
-    """Return the SendReport of sending `day`'s digest (default: today, UTC) to everyone
+    """Return the SendReport of sending `day`'s digest (default: today in
+    schedule.timezone) to everyone
     not yet sent it.
 
     `render` defaults to digest.render.email.DigestRenderer over the day's papers.
     Never raises for one address; an SMTP server that cannot be reached at all stops
     the send and is reported in `stopped`. Raises ConfigError for a bad config address.
     """
-    day = day or today_utc()
+    day = day or local_today(config)
     report = SendReport(day=day)
     subscribers = active_subscribers(config, store)
     report.subscribers = len(subscribers)

@@ -6,7 +6,9 @@ aiosmtpd server on 127.0.0.1, and reads the one line every run ends with.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -33,7 +35,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def write_config(tmp_path: Path, port: int | None, operator: str = "") -> Path:
+def write_config(
+    tmp_path: Path, port: int | None, operator: str = "", timezone: str = "UTC"
+) -> Path:
     smtp = (
         f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
         'sender = "digest@example.org"\nrate_per_minute = 0\ntimeout = 5.0\n'
@@ -44,7 +48,7 @@ def write_config(tmp_path: Path, port: int | None, operator: str = "") -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f'[store]\ndatabase = "{tmp_path / "d.db"}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
-        f'[email]\noperator = "{operator}"\n{smtp}{subs}'
+        f'[email]\noperator = "{operator}"\n[schedule]\ntimezone = "{timezone}"\n{smtp}{subs}'
     )
     return path
 
@@ -79,6 +83,27 @@ def test_run_fetches_builds_feeds_and_mails_each_reader_once(tmp_path: Path) -> 
         assert "new 0" in last_line(again)
         assert "already sent 2" in last_line(again)
         assert server.received_by() == {a: 1 for a in READERS}, "never sent twice"
+
+
+def test_the_day_sent_is_today_in_the_configured_time_zone(tmp_path: Path) -> None:
+    # The scheduler sends at 08:00 local time; `digest run` from a reader's own cron must
+    # name the same day. Pick a zone whose date differs from UTC's right now: UTC+14
+    # from 10:00 UTC on, UTC-12 before noon UTC (one of them always does).
+    utc = datetime.now(UTC)
+    zone = "Etc/GMT-14" if utc.hour >= 10 else "Etc/GMT+12"  # POSIX signs are inverted
+    local = datetime.now(ZoneInfo(zone)).date()
+    assert local != utc.date()
+    with SmtpServer() as server:
+        config = write_config(tmp_path, server.port, timezone=zone)
+        result = run(config, "run", "--from", str(PAGE_2024_08_01))
+        assert result.exit_code == 0, result.output
+        assert f"send {local.isoformat()}: sent 2" in last_line(result)
+        subjects = {m.message()["Subject"] for m in server.messages}
+        assert len(subjects) == 1 and f", {local.isoformat()}: " in subjects.pop()
+        again = run(config, "send")
+        assert f"send {local.isoformat()}:" in last_line(again)
+        assert "already sent 2" in last_line(again)
+    assert server.received_by() == {a: 1 for a in READERS}
 
 
 def test_without_smtp_the_feeds_are_built_and_the_send_is_skipped(tmp_path: Path) -> None:
