@@ -91,8 +91,7 @@ def send_digests(
     backoff: float = 1.0,
 ) -> SendReport:
     """Return the SendReport of sending `day`'s digest (default: today in
-    schedule.timezone) to everyone
-    not yet sent it.
+    schedule.timezone) to everyone not yet sent it.
 
     `render` defaults to digest.render.email.DigestRenderer over the day's papers.
     Never raises for one address; an SMTP server that cannot be reached at all stops
