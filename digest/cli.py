@@ -14,6 +14,7 @@ from digest import __version__
 from digest.config import Config, config_path_from, load_config
 from digest.errors import DigestError
 from digest.ingest import backfill, make_fetcher
+from digest.lock import RunLock, lock_path_for
 from digest.models import RunResult
 from digest.source.listing import today_utc
 from digest.store import Store
@@ -210,11 +211,17 @@ def run(state: State, from_path: str | None) -> None:
     """The daily job: fetch, store, rebuild the feeds, send the emails."""
     from digest.pipeline import run_job
 
-    with _send_progress() as progress:
+    with _one_run(state.config), _send_progress() as progress:
         report = run_job(state.config, from_path=from_path, progress=progress)
     click.echo(report.summary(), err=not report.ok)
     if not report.ok:
         sys.exit(1)
+
+
+def _one_run(config: Config) -> RunLock:
+    """The run lock `digest serve` takes too: a send by hand while the scheduled one is
+    under way would mail the same readers twice. Busy: LockBusy, one line, exit 1."""
+    return RunLock(lock_path_for(config.store.database))
 
 
 @contextmanager
@@ -292,7 +299,7 @@ def send(state: State, day: date | None) -> None:
     """Email the day's digest to every subscriber not yet sent it; say what happened."""
     from digest.send import send_digests
 
-    with state.store() as store, _send_progress() as progress:
+    with _one_run(state.config), state.store() as store, _send_progress() as progress:
         report = send_digests(state.config, store, day, progress=progress)
     click.echo(report.summary())
     if not report.ok:

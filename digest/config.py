@@ -155,6 +155,8 @@ class WebConfig:
     stale_after: int = 24  # hours: /healthz answers 503 when the last success is older
     confirm_hours: int = 48  # a confirmation link works this long; then the pending entry goes
     subscribe_per_hour: int = 5  # subscribe requests per client address and hour
+    # Proxies whose X-Forwarded-For names the client (for the rate limit); "*" trusts all.
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1"])
 
 
 @dataclass(frozen=True)

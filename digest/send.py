@@ -26,7 +26,7 @@ from digest.errors import DeliveryError
 from digest.localtime import local_today
 from digest.models import Subscriber
 from digest.store import Store
-from digest.subscribers import Ledger, active_subscribers, unknown_topics
+from digest.subscribers import Ledger, active_subscribers, address_key, unknown_topics
 
 # (messages done, messages to do, address, "sent" | "failed" | "skipped")
 Progress = Callable[[int, int, str, str], None]
@@ -53,11 +53,14 @@ class SendReport:
     stopped: str | None = None  # why the send stopped part-way; the rest stay queued
     left: int = 0  # not attempted because the send stopped
     connections: int = 0
+    deferred: list[str] = field(default_factory=list)  # in `failed`, but only for now (4xx)
 
     @property
     def ok(self) -> bool:
-        """True unless the send stopped part-way (a refused address is not a stop)."""
-        return self.stopped is None
+        """False when the send stopped part-way or some server said "later" (4xx) even
+        after our retries: both want another run (the scheduler retries a failed send
+        that day). A permanent refusal (5xx) is final and does not count."""
+        return self.stopped is None and not self.deferred
 
     def summary(self) -> str:
         """One line: sent, failed (addresses), skipped (why), already sent."""
@@ -74,6 +77,8 @@ class SendReport:
             reasons = Counter(why for _, why in self.skipped)
             line += " (" + "; ".join(f"{n} {why}" for why, n in reasons.most_common()) + ")"
         line += f", already sent {self.already_sent}"
+        if self.deferred:
+            line += f"; {len(self.deferred)} refused for now (4xx), to be tried again later"
         if self.stopped:
             line += f"; STOPPED: {self.stopped}; {self.left} left queued for the next run"
         return line
@@ -111,14 +116,16 @@ def send_digests(
     ledger = Ledger(store)
     done = ledger.of_day(day)
     todo = [
-        s for s in subscribers if (d := done.get(s.email.casefold())) is None or d.status != "sent"
+        s
+        for s in subscribers
+        if (d := done.get(address_key(s.email))) is None or d.status != "sent"
     ]
     report.already_sent = len(subscribers) - len(todo)
     if not todo:
         return report
     ledger.queue(day, [s.email for s in todo])
 
-    gone = {a.casefold(): t for a, t in unknown_topics(config, store).items()}
+    gone = {address_key(a): t for a, t in unknown_topics(config, store).items()}
     nothing_today = ""
     if render is None:
         # The day's edition: claimed once, so a re-run mails what the first attempt did.
@@ -138,8 +145,8 @@ def send_digests(
 
         def prepared() -> Iterator[tuple[Subscriber, Outgoing | str]]:
             for sub in todo:
-                if sub.email.casefold() in gone:
-                    topics = ", ".join(gone[sub.email.casefold()])
+                if address_key(sub.email) in gone:
+                    topics = ", ".join(gone[address_key(sub.email)])
                     yield sub, f"their topics are no longer in the config ({topics})"
                     continue
                 message = render_one(sub)
@@ -170,6 +177,7 @@ def send_digests(
             except TemporaryFailure as e:
                 ledger.failed(day, sub.email, e.reply, e.attempts, "still refused after retries")
                 report.failed.append((sub.email, e.reply))
+                report.deferred.append(sub.email)
                 note(n, sub.email, "failed")
                 continue
             except DeliveryError as e:

@@ -59,6 +59,10 @@ def serve(
             host=host or config.web.host,
             port=config.web.port if port is None else port,
             lifespan="off",
+            # The client address the subscribe rate limit counts: behind a reverse proxy,
+            # the one the proxy names, but only from proxies the config trusts.
+            proxy_headers=True,
+            forwarded_allow_ips=config.web.trusted_proxies,
             access_log=False,  # one line per feed poll is noise; runs log what they did
             timeout_graceful_shutdown=max(1, int(grace / 2)),
             log_config=None,

@@ -33,6 +33,7 @@ from digest.notices import send_notice
 from digest.store import Store
 from digest.subscribers import (
     SubscriberError,
+    address_key,
     check_topics,
     list_subscribers,
     make_token,
@@ -63,13 +64,17 @@ def _stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _parse_stamp(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 # -- tokens ------------------------------------------------------------------------------
 
 
 def make_confirm_token(key: bytes, address: str, now: datetime) -> str:
     """Return a confirmation token for `address`, issued at `now`."""
     issued = str(int(now.timestamp()))
-    return f"{_b64(address.encode())}.{issued}.{_sign(key, CONFIRM, address.casefold(), issued)}"
+    return f"{_b64(address.encode())}.{issued}.{_sign(key, CONFIRM, address_key(address), issued)}"
 
 
 def verify_confirm_token(key: bytes, token: str, max_age: timedelta, now: datetime) -> str | None:
@@ -80,7 +85,9 @@ def verify_confirm_token(key: bytes, token: str, max_age: timedelta, now: dateti
         age = now.timestamp() - int(issued)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not hmac.compare_digest(mac, _sign(key, CONFIRM, address.casefold(), issued)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a mangled link).
+    expected = _sign(key, CONFIRM, address_key(address), issued)
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
         return None
     if not 0 <= age <= max_age.total_seconds():
         return None
@@ -102,7 +109,7 @@ def csrf_ok(key: bytes, cookie: str | None, token: str | None) -> bool:
     """True when the form token is the signature of the cookie's nonce."""
     if not cookie or not token:
         return False
-    return hmac.compare_digest(token, csrf_token(key, cookie))
+    return hmac.compare_digest(token.encode(), csrf_token(key, cookie).encode())
 
 
 # -- rate limit --------------------------------------------------------------------------
@@ -196,8 +203,8 @@ def request_subscription(
     purge_pending(store, max_age, now)
     base = config.feeds.base_url.rstrip("/")
     title = config.email.subject_prefix
-    active = {r.email.casefold() for r in list_subscribers(config, store) if r.status == "active"}
-    if address.casefold() in active:
+    active = {address_key(r.email) for r in list_subscribers(config, store) if r.status == "active"}
+    if address_key(address) in active:
         link = f"{base}/preferences/{make_token(key, address)}"
         send_notice(
             config,
@@ -209,11 +216,16 @@ def request_subscription(
         )
         return address
     with store.transaction() as conn:
+        # Someone who unsubscribed stays unsubscribed, with the time they did, until they
+        # follow a link issued after it: anyone can post this form with their address,
+        # and a pending row would not survive purge_pending (nor, for a config
+        # subscriber, keep them silenced; see list_subscribers).
         conn.execute(
             "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
             "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-            "topics = excluded.topics, keywords = excluded.keywords, status = 'pending', "
-            "updated = excluded.updated",
+            "topics = excluded.topics, keywords = excluded.keywords, "
+            "status = CASE WHEN status = 'unsubscribed' THEN status ELSE 'pending' END, "
+            "updated = CASE WHEN status = 'unsubscribed' THEN updated ELSE excluded.updated END",
             (address, json.dumps(list(choice.topics)), choice.keywords, _stamp(now), _stamp(now)),
         )
     link = f"{base}/confirm/{make_confirm_token(key, address, now)}"
@@ -241,17 +253,22 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
     if address is None:
         return None
     purge_pending(store, max_age, now)
+    issued = datetime.fromtimestamp(int(token.split(".")[1]), UTC)
     with store.transaction() as conn:
-        row = conn.execute("SELECT status FROM subscribers WHERE email = ?", (address,)).fetchone()
+        row = conn.execute(
+            "SELECT status, updated FROM subscribers WHERE email = ?", (address,)
+        ).fetchone()
         if row is None:
             return None
-        if row[0] == "pending":
+        status, updated = row
+        # A link issued after the unsubscribe is a new sign-up; an older one does not undo it.
+        if status == "pending" or (status == "unsubscribed" and issued >= _parse_stamp(updated)):
             conn.execute(
                 "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?",
                 (_stamp(now), address),
             )
-        elif row[0] != "active":
-            return None  # unsubscribed since: an old confirmation link does not undo that
+        elif status != "active":
+            return None
     return address
 
 
@@ -290,7 +307,7 @@ def preferences(config: Config, store: Store, token: str) -> Preferences | None:
     if address is None:
         return None
     for row in list_subscribers(config, store):
-        if row.email.casefold() == address.casefold():
+        if address_key(row.email) == address_key(address):
             return Preferences(row.email, row.status, row.topics, row.keywords)
     return Preferences(address, "unsubscribed", (), "")
 

@@ -26,6 +26,7 @@ import hmac
 import json
 import os
 import secrets
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -88,7 +89,10 @@ def _stamp() -> str:
 
 
 def normalize_address(address: str) -> str:
-    """Return the address in normal form (domain lower-cased, IDN decoded).
+    """Return the address in normal form: domain lower-cased, and an internationalised
+    domain in its ASCII (punycode) form when the local part is ASCII, so that
+    "user@bücher.de" and "user@xn--bcher-kva.de" are one subscriber and the message
+    goes through relays without SMTPUTF8. A non-ASCII local part stays as written.
 
     Raises SubscriberError naming the address when its syntax is wrong. Syntax only:
     no DNS lookups, so this works offline and in tests.
@@ -97,7 +101,7 @@ def normalize_address(address: str) -> str:
         info = email_validator.validate_email(address.strip(), check_deliverability=False)
     except email_validator.EmailNotValidError as e:
         raise SubscriberError(f"{address!r} is not a valid email address: {e}") from None
-    return str(info.normalized)
+    return str(info.ascii_email or info.normalized)
 
 
 def secret_key(store: Store) -> bytes:
@@ -124,8 +128,18 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def address_key(address: str) -> str:
+    """Return the form in which two addresses are the same subscriber: ASCII letters
+    lowered, as SQLite's NOCASE compares the email column, and nothing else folded.
+    (`casefold` would make "straße@" and "strasse@", two mailboxes, one.)"""
+    return address.translate(_ASCII_LOWER)
+
+
 def _mac(key: bytes, address: str) -> str:
-    digest = hmac.new(key, address.casefold().encode(), hashlib.sha256).digest()
+    digest = hmac.new(key, address_key(address).encode(), hashlib.sha256).digest()
     return _b64(digest)[:32]  # 192 bits is plenty and keeps links short
 
 
@@ -141,7 +155,8 @@ def verify_token(key: bytes, token: str) -> str | None:
         address = _unb64(encoded).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    if not mac or not hmac.compare_digest(mac, _mac(key, address)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a mangled link).
+    if not mac or not hmac.compare_digest(mac.encode(), _mac(key, address).encode()):
         return None
     return address
 
@@ -178,14 +193,14 @@ def check_topics(config: Config, topics: Iterable[str]) -> tuple[str, ...]:
 
 
 def _config_addresses(config: Config) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """casefolded address -> (normal form, topics), for the config's subscribers."""
+    """address_key -> (normal form, topics), for the config's subscribers."""
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
     for i, sub in enumerate(config.subscribers):
         try:
             address = normalize_address(sub.email)
         except SubscriberError as e:
             raise ConfigError(str(e), path=config.path, key=f"subscribers[{i}].email") from None
-        out.setdefault(address.casefold(), (address, tuple(sub.topics)))
+        out.setdefault(address_key(address), (address, tuple(sub.topics)))
     return out
 
 
@@ -198,7 +213,7 @@ def add_subscriber(
     """
     address = normalize_address(address)
     chosen = check_topics(config, topics)
-    if address.casefold() in _config_addresses(config):
+    if address_key(address) in _config_addresses(config):
         raise SubscriberError(
             f"{address} is already a subscriber in {config.path or 'the config'}; "
             "change its topics there"
@@ -228,7 +243,7 @@ def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberR
             (stamp, address),
         )
         found = cur.rowcount
-    in_config = address.casefold() in _config_addresses(config)
+    in_config = address_key(address) in _config_addresses(config)
     if not found:
         if in_config:
             raise SubscriberError(
@@ -244,7 +259,7 @@ def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberR
 def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
     """Return every subscriber, config ones first, then the database's by address."""
     db_rows: dict[str, dict[str, Any]] = {
-        r["email"].casefold(): r
+        address_key(r["email"]): r
         for r in store.db.query(
             "SELECT email, topics, status, keywords FROM subscribers ORDER BY email"
         )
@@ -252,7 +267,9 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
     out: list[SubscriberRow] = []
     for key, (address, topics) in _config_addresses(config).items():
         row = db_rows.pop(key, {})
-        if row.get("status") == "unsubscribed":
+        if row.get("status") in ("unsubscribed", "pending"):
+            # Pending: a sign-up on the web, not confirmed yet, can only follow an
+            # unsubscribe (the form leaves active readers alone).
             out.append(SubscriberRow(address, topics, "config", "unsubscribed"))
         elif row.get("status") == "active":
             # Changed on the web preferences page: the database row has the last word.
@@ -291,11 +308,14 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
 
 def unknown_topics(config: Config, store: Store) -> dict[str, tuple[str, ...]]:
     """Return address -> its topics gone from the config, for active subscribers whose
-    topics are all gone (they would otherwise get every paper)."""
+    topics are all gone and who have no keywords of their own (they would otherwise get
+    every paper; with keywords, those still choose what they get)."""
     known = {t.name for t in config.topics}
     out: dict[str, tuple[str, ...]] = {}
     for row in list_subscribers(config, store):
-        if row.status == "active" and row.topics and not any(t in known for t in row.topics):
+        if row.status != "active" or not row.topics or row.keywords:
+            continue
+        if not any(t in known for t in row.topics):
             out[row.email] = row.topics
     return out
 
@@ -326,10 +346,10 @@ class Ledger:
         self.store = store
 
     def of_day(self, day: date) -> dict[str, Delivery]:
-        """Return casefolded address -> Delivery, for every row of `day`."""
+        """Return address_key(address) -> Delivery, for every row of `day`."""
         rows = self.store.db.query("SELECT * FROM deliveries WHERE day = ?", [day.isoformat()])
         return {
-            r["email"].casefold(): Delivery(**(r | {"day": date.fromisoformat(r["day"])}))
+            address_key(r["email"]): Delivery(**(r | {"day": date.fromisoformat(r["day"])}))
             for r in rows
         }
 

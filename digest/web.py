@@ -122,13 +122,17 @@ class FeedCache:
 
 
 def accepts_gzip(header: str) -> bool:
-    """Return True if an Accept-Encoding value allows gzip (q=0 refuses it)."""
+    """Return True if an Accept-Encoding value allows gzip (q=0 refuses it). gzip named
+    explicitly wins over `*`, wherever each stands (RFC 9110 12.5.3)."""
+    wildcard: bool | None = None
     for part in header.lower().split(","):
         coding, _, params = part.strip().partition(";")
-        if coding.strip() in ("gzip", "x-gzip", "*"):
-            q = params.strip()
-            return not re.fullmatch(r"q\s*=\s*0(\.0*)?", q)
-    return False
+        allowed = not re.fullmatch(r"q\s*=\s*0(\.0*)?", params.strip())
+        if coding.strip() in ("gzip", "x-gzip"):
+            return allowed
+        if coding.strip() == "*":
+            wildcard = allowed
+    return bool(wildcard)
 
 
 def not_modified(feed: FeedFile, if_none_match: str | None, if_modified_since: str | None) -> bool:

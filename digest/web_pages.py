@@ -79,9 +79,15 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         )
 
     async def form(request: Request) -> dict[str, list[str]] | None:
-        body = await request.body()
-        if len(body) > MAX_FORM:
+        # Refused before it is read: anyone may post here, and a body is held in memory.
+        declared = request.headers.get("content-length", "")
+        if declared and (not declared.isdigit() or int(declared) > MAX_FORM):
             return None
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:  # chunked, or longer than it said
+                return None
         return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
     async def csrf_pair(request: Request) -> tuple[str, str]:

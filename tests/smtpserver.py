@@ -110,13 +110,15 @@ class Handler:
 class SmtpServer:
     """aiosmtpd's Controller on 127.0.0.1, a free port, started and stopped by `with`."""
 
-    def __init__(self, *, keep: bool = True, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, keep: bool = True, tls: ssl.SSLContext | None = None, smtputf8: bool = True
+    ) -> None:
         self.handler = Handler(keep=keep)
         self.port = free_port()
         # With `tls`: STARTTLS offered and required before MAIL, as real relays do.
         extra: dict[str, Any] = {"tls_context": tls, "require_starttls": True} if tls else {}
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True, **extra
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8, **extra
         )
 
     def __enter__(self) -> SmtpServer:

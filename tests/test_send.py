@@ -14,11 +14,12 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
+from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
 from digest.send import NO_SMTP, SendReport, send_digests
 from digest.store import Store
-from digest.subscribers import Ledger, secret_key, verify_token
-from tests.conftest import ROOT
+from digest.subscribers import Ledger, normalize_address, secret_key, verify_token
+from tests.conftest import PAGE_2024_08_01, ROOT
 from tests.smtpserver import SmtpServer, free_port, simple_message
 
 DAY = date(2024, 8, 1)
@@ -284,3 +285,46 @@ def test_real_day_rendered_and_delivered(store: Store) -> None:
         else:
             assert "Berkeley Humanoid" in body
             assert "Tora" not in body
+
+
+def test_a_4xx_that_outlasts_the_retries_is_deferred_not_final(store: Store) -> None:
+    # Greylisting: "later" for longer than our retries. The send is not ok, so the
+    # scheduler runs it again that day; a 5xx stays final (see the 550 test).
+    grey = ADDRESSES[2]
+    with SmtpServer() as server:
+        server.rcpt_replies[grey] = "450 4.2.0 greylisted, try again later"
+        config = make_config(server.port, retries=1)
+        report = send(config, store)
+        assert report.deferred == [grey] and not report.ok
+        assert "1 refused for now (4xx), to be tried again later" in report.summary()
+        del server.rcpt_replies[grey]
+        again = send(config, store)
+    assert again.ok and again.sent == [grey]
+    assert server.received_by() == {a: 1 for a in ADDRESSES}
+
+
+def test_send_by_hand_refuses_while_a_run_holds_the_lock(tmp_path: Path) -> None:
+    # `digest serve` holds this lock while it sends; a second send would mail the same
+    # readers twice, so `digest send` and `digest run` refuse, saying who holds it.
+    db = tmp_path / "locked.db"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[store]\ndatabase = "{db}"\n')
+    with RunLock(lock_path_for(db)):
+        for command in (["send"], ["run", "--from", str(PAGE_2024_08_01)]):
+            result = CliRunner().invoke(main, ["--config", str(cfg), *command])
+            assert result.exit_code == 1, result.output
+            assert "a run is already in progress (pid" in result.output
+    after = CliRunner().invoke(main, ["--config", str(cfg), "send"])
+    assert after.exit_code == 0, after.output
+
+
+def test_an_internationalised_domain_goes_out_in_ascii(store: Store) -> None:
+    # Stored in punycode, so a relay without SMTPUTF8 takes it, and the two spellings of
+    # the address are one subscriber.
+    assert normalize_address("Reader@Bücher.example") == "Reader@xn--bcher-kva.example"
+    assert normalize_address("reader@xn--bcher-kva.example") == "reader@xn--bcher-kva.example"
+    with SmtpServer(smtputf8=False) as server:
+        config = make_config(server.port, ["reader@bücher.example"])
+        report = send(config, store)
+    assert report.sent == ["reader@xn--bcher-kva.example"] and report.failed == []
+    assert server.received_by() == {"reader@xn--bcher-kva.example": 1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ROOT
+from tests.smtpserver import SmtpServer
 from tests.webserver import free_port
 
 
@@ -166,3 +169,44 @@ def test_port_taken_exits_non_zero(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert str(port) in result.stderr
+
+
+def _subscribe_from(base: str, forwarded_for: str) -> int:
+    with httpx.Client() as client:
+        page = client.get(f"{base}/")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        answer = client.post(
+            f"{base}/subscribe",
+            data={"csrf": token.group(1), "email": f"r{forwarded_for[-1]}@example.org"},
+            headers={"X-Forwarded-For": forwarded_for},
+        )
+    return answer.status_code
+
+
+@pytest.mark.parametrize("trusted", ['["127.0.0.1"]', "[]"])
+def test_the_rate_limit_counts_clients_behind_a_trusted_proxy(tmp_path: Path, trusted: str) -> None:
+    # A reverse proxy on 127.0.0.1 passing two visitors: each has their own limit when the
+    # proxy is trusted; otherwise both are "127.0.0.1" and the second is refused.
+    with SmtpServer() as smtp:
+        config = write_config(tmp_path)
+        config.write_text(
+            config.read_text()
+            + f"[web]\nsubscribe_per_hour = 1\ntrusted_proxies = {trusted}\n"
+            + f'[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nsecurity = "none"\n'
+        )
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(config), "serve", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_healthz(base, proc)
+            codes = [_subscribe_from(base, ip) for ip in ("203.0.113.1", "203.0.113.2")]
+        finally:
+            stop(proc)
+    assert codes == ([200, 200] if trusted != "[]" else [200, 429])

@@ -7,7 +7,9 @@ altered and expired tokens, CSRF, the rate limit, no enumeration, the archive.
 
 from __future__ import annotations
 
+import base64
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -21,8 +23,14 @@ from digest.config import Config, SmtpConfig, SubscriberConfig
 from digest.send import send_digests
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store
-from digest.subscribe_flow import make_confirm_token
-from digest.subscribers import list_subscribers, secret_key
+from digest.subscribe_flow import make_confirm_token, purge_pending
+from digest.subscribers import (
+    add_subscriber,
+    list_subscribers,
+    make_token,
+    secret_key,
+    verify_token,
+)
 from digest.web import create_app
 from tests.conftest import PAGE_2024_08_01, REAL
 from tests.smtpserver import SmtpServer
@@ -282,3 +290,117 @@ def test_without_smtp_the_form_says_mail_is_unavailable(tmp_path: Path) -> None:
         assert "does not send email" in landing.text
         answer = httpx.post(f"{site}/subscribe", data={"email": "a@example.org"})
         assert answer.status_code == 503
+
+
+# -- what a review found: each of these once let a stranger or a mangled link do harm ---
+
+
+def test_the_form_cannot_undo_an_unsubscribe(config: Config, site: str, smtp: SmtpServer) -> None:
+    # KNOWN is a subscriber in the config file. They unsubscribe with their link...
+    store = Store.open(config.store.database)
+    try:
+        key = secret_key(store)
+    finally:
+        store.close()
+    assert httpx.post(f"{site}/unsubscribe/{make_token(key, KNOWN)}").status_code == 200
+    assert statuses(config)[KNOWN] == "unsubscribed"
+    old_link = make_confirm_token(key, KNOWN, datetime.now(UTC) - timedelta(hours=1))
+    # ...then a stranger posts the form with their address: still unsubscribed, mailed
+    # only the confirmation, and still unsubscribed after unconfirmed sign-ups expire.
+    with httpx.Client() as client:
+        assert subscribe(client, site, KNOWN).status_code == 200
+    assert statuses(config)[KNOWN] == "unsubscribed"
+    store_day(config, PAGE_2024_08_01)
+    assert KNOWN not in send(config, datetime.now(UTC).date()).sent
+    store = Store.open(config.store.database)
+    try:
+        purge_pending(store, timedelta(hours=48), datetime.now(UTC) + timedelta(hours=49))
+    finally:
+        store.close()
+    assert statuses(config)[KNOWN] == "unsubscribed"
+    # A confirmation link from before the unsubscribe does not undo it; the new one does.
+    assert httpx.get(f"{site}/confirm/{old_link}").status_code == 400
+    (confirmation,) = mail_to(smtp, KNOWN)
+    assert httpx.get(site + path_of(link_in(confirmation, "confirm"))).status_code == 200
+    assert statuses(config)[KNOWN] == "active"
+
+
+def test_addresses_that_casefold_alike_are_two_readers(
+    config: Config, site: str, smtp: SmtpServer
+) -> None:
+    # "straße" casefolds to "strasse": two mailboxes all the same, each with its own token.
+    store = Store.open(config.store.database)
+    try:
+        key = secret_key(store)
+        for address in ("strasse@example.com", "straße@example.com"):
+            add_subscriber(config, store, address, ["vision"])
+    finally:
+        store.close()
+    mine = make_token(key, "strasse@example.com")
+    mac = mine.split(".", 1)[1]
+    forged = base64.urlsafe_b64encode("straße@example.com".encode()).decode().rstrip("=")
+    assert verify_token(key, f"{forged}.{mac}") is None
+    assert httpx.post(f"{site}/unsubscribe/{forged}.{mac}").status_code == 400
+    store_day(config, PAGE_2024_08_01)
+    report = send(config, datetime.now(UTC).date())
+    assert {"strasse@example.com", "straße@example.com"} <= set(report.sent)
+    assert smtp.received_by()["straße@example.com"] == 1
+
+
+def test_mangled_non_ascii_links_get_the_bad_link_page(site: str) -> None:
+    for method, path in (
+        ("GET", "/unsubscribe/YQ.%C3%A9"),
+        ("POST", "/unsubscribe/YQ.%C3%A9"),
+        ("GET", "/preferences/YQ.%C3%A9"),
+        ("GET", "/confirm/YQ.1.%C3%A9"),
+    ):
+        answer = httpx.request(method, site + path)
+        assert answer.status_code == 400 and "does not work" in answer.text, path
+    with httpx.Client() as client:
+        client.get(f"{site}/")  # the CSRF cookie
+        assert client.post(f"{site}/subscribe", data={"csrf": "é"}).status_code == 403
+
+
+def test_a_large_form_is_refused_before_it_is_read(site: str) -> None:
+    declared = httpx.post(
+        f"{site}/subscribe",
+        content=b"email=a%40example.org&x=" + b"y" * 20_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked, 1 MB in all
+        for _ in range(64):
+            yield b"y" * 16_384
+
+    chunked = httpx.post(f"{site}/subscribe", content=chunks())
+    assert chunked.status_code == 413
+
+    # A gigabyte announced and never sent: the answer comes at once, nothing is read.
+    host, port = urlsplit(site).hostname, urlsplit(site).port
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(
+            b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nemail=a"
+        )
+        assert conn.recv(100).startswith(b"HTTP/1.1 413")
+
+
+def test_keywords_keep_a_reader_whose_topics_left_the_config(
+    config: Config, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    store = Store.open(config.store.database)
+    try:
+        add_subscriber(config, store, "kw-only@example.org", ["agents"])
+        store.db.execute(
+            "UPDATE subscribers SET keywords = 'humanoid*' WHERE email = 'kw-only@example.org'"
+        )
+        store.db.conn.commit()
+    finally:
+        store.close()
+    without_agents = replace(config, topics=[t for t in config.topics if t.name != "agents"])
+    store_day(without_agents, PAGE_2024_08_01)
+    report = send(without_agents, datetime.now(UTC).date())
+    assert "kw-only@example.org" in report.sent
+    text = mail_to(smtp, "kw-only@example.org")[0].get_body(("plain",)).get_content()
+    assert "Berkeley Humanoid" in text

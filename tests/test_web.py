@@ -247,6 +247,9 @@ def test_accepts_gzip() -> None:
     assert not accepts_gzip("gzip;q=0")
     assert not accepts_gzip("identity")
     assert not accepts_gzip("")
+    assert accepts_gzip("*;q=0, gzip")  # named beats the wildcard, in either order
+    assert not accepts_gzip("gzip;q=0, *")
+    assert not accepts_gzip("*;q=0")
 
 
 def test_50_readers_while_a_run_writes(site: tuple[Config, str]) -> None:

@@ -35,6 +35,7 @@ from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.store import Store
+from digest.subscribers import address_key
 from digest.topics import Matcher, parse_keywords
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -238,7 +239,7 @@ class DigestRenderer:
 
     def message_id(self, subscriber: Subscriber) -> str:
         """Return the Message-ID for (subscriber, day): the same on a resend after a crash."""
-        seed = f"{subscriber.email.casefold()}\n{self.day.isoformat()}".encode()
+        seed = f"{address_key(subscriber.email)}\n{self.day.isoformat()}".encode()
         digest = hashlib.sha256(seed).hexdigest()[:32]
         return f"<digest.{self.day.strftime('%Y%m%d')}.{digest}@{self.domain}>"
 
@@ -496,7 +497,7 @@ def write_preview(
             raise DigestError(f"{store.path}: no papers stored yet (run `digest fetch` first)")
     topics: tuple[str, ...] = ()
     for sub in config.subscribers:
-        if sub.email.casefold() == address.casefold():
+        if address_key(sub.email) == address_key(address):
             topics = tuple(sub.topics)
             break
     subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
