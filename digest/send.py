@@ -94,16 +94,23 @@ def send_digests(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     backoff: float = 1.0,
+    today: date | None = None,
 ) -> SendReport:
     """Return the SendReport of sending `day`'s digest (default: today in
     schedule.timezone) to everyone not yet sent it.
 
     `render` defaults to digest.render.email.DigestRenderer over the day's papers.
+    `today` (default: today in schedule.timezone) is the only day that claims new papers
+    for its edition; a past day resends its own, a later day is refused.
     Never raises for one address; an SMTP server that cannot be reached at all stops
     the send and is reported in `stopped`. Raises ConfigError for a bad config address.
     """
-    day = day or local_today(config)
+    today = today or local_today(config)
+    day = day or today
     report = SendReport(day=day)
+    if day > today:
+        report.not_sending = f"{day.isoformat()} has not come yet (today is {today.isoformat()})"
+        return report
     subscribers = active_subscribers(config, store)
     report.subscribers = len(subscribers)
     if not config.smtp.host:
@@ -129,7 +136,7 @@ def send_digests(
     nothing_today = ""
     if render is None:
         # The day's edition: claimed once, so a re-run mails what the first attempt did.
-        papers = store.claim_digest(day)
+        papers = store.claim_digest(day, today=today)
         if not papers:
             nothing_today = f"no new papers for {day.isoformat()}"
         # Imported here: sending to a test renderer must not need the templates.

@@ -460,32 +460,41 @@ class Store:
 
     # -- digest editions -------------------------------------------------------------
 
-    def claim_digest(self, day: date, *, now: datetime | None = None) -> list[StoredPaper]:
+    def claim_digest(
+        self, day: date, *, today: date | None = None, now: datetime | None = None
+    ) -> list[StoredPaper]:
         """Return the papers of `day`'s email, claiming them on the first call for that day.
 
-        The first call takes every paper not yet in an edition, not backfilled, first
-        seen at most CLAIM_DAYS ago; later calls for the same day return the same papers,
-        so a re-run after a crash or a retry mails what the first attempt mailed. Papers
-        fetched after the claim belong to the next day's email.
+        On `today` (the caller's date in the schedule's time zone; default UTC's), the
+        first call takes every paper not yet in an edition, not backfilled, first seen at
+        most CLAIM_DAYS ago; later calls for the same day return the same papers, so a
+        re-run after a crash or a retry mails what the first attempt mailed. Papers
+        fetched after the claim belong to the next day's email. Any other day claims
+        nothing: a resend of a past day must not take what today's email is waiting for.
         """
         now = now or now_utc()
-        with self.transaction() as conn:
-            claimed = conn.execute(
-                "SELECT 1 FROM papers WHERE digest_day = ? LIMIT 1", (day.isoformat(),)
-            ).fetchone()
-            if not claimed:
-                conn.execute(
-                    "UPDATE papers SET digest_day = ? WHERE digest_day IS NULL "
-                    "AND backfilled = 0 AND first_seen <= ? AND first_seen >= ?",
-                    (day.isoformat(), _iso(now), _iso(now - timedelta(days=CLAIM_DAYS))),
-                )
-        return self.digest_papers(day, now=now)
+        today = today or now.date()
+        if day == today:
+            with self.transaction() as conn:
+                claimed = conn.execute(
+                    "SELECT 1 FROM papers WHERE digest_day = ? LIMIT 1", (day.isoformat(),)
+                ).fetchone()
+                if not claimed:
+                    conn.execute(
+                        "UPDATE papers SET digest_day = ? WHERE digest_day IS NULL "
+                        "AND backfilled = 0 AND first_seen <= ? AND first_seen >= ?",
+                        (day.isoformat(), _iso(now), _iso(now - timedelta(days=CLAIM_DAYS))),
+                    )
+        return self.digest_papers(day, today=today, now=now)
 
-    def digest_papers(self, day: date, *, now: datetime | None = None) -> list[StoredPaper]:
+    def digest_papers(
+        self, day: date, *, today: date | None = None, now: datetime | None = None
+    ) -> list[StoredPaper]:
         """Return `day`'s email papers without claiming anything (previews, the archive).
 
-        The edition when one was sent; for today or later, what a send now would take;
-        for a past day without an edition, the papers first seen that day.
+        The edition when one was sent; for `today` or later, what a send now would take;
+        for a past day without an edition, the papers first seen that day that no edition
+        has mailed.
         """
         rows = list(
             self.db.query(
@@ -494,8 +503,17 @@ class Store:
             )
         )
         now = now or now_utc()
-        if not rows and day < now.date():
-            return [sp for sp in self.papers_of_day(day) if not sp.backfilled]
+        today = today or now.date()
+        if not rows and day < today:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            rows = list(
+                self.db.query(
+                    "SELECT * FROM papers WHERE digest_day IS NULL AND backfilled = 0 "
+                    "AND first_seen >= ? AND first_seen < ? ORDER BY upvotes DESC, id",
+                    [_iso(start), _iso(start + timedelta(days=1))],
+                )
+            )
+            return [row_to_stored(r) for r in rows]
         if not rows:
             rows = list(
                 self.db.query(

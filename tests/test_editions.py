@@ -98,3 +98,33 @@ def test_migration_keeps_fts_in_sync_and_refresh_leaves_it_alone(store: Store) -
     assert after == before, "refreshing votes and last_seen must not rewrite the FTS index"
     store.db.execute("UPDATE papers SET title = 'Zyzzyva quokka' WHERE id = ?", [paper.id])
     assert ids(store.papers(search="quokka")) == {paper.id}
+
+
+def test_a_resend_of_a_past_day_takes_nothing_from_today(store: Store) -> None:
+    # `digest send --date <last week>` to repair a missed day: today's papers stay for
+    # today's email, and a day without an edition offers only papers no edition mailed.
+    morning = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    today = date(2026, 3, 2)
+    waiting = store_at(store, morning, DAY_A)
+    past = store.claim_digest(date(2026, 2, 20), today=today, now=morning)
+    assert past == [] and store.digest_days() == []
+    assert ids(store.claim_digest(today, today=today, now=morning)) == waiting
+    # The UTC day those papers were first seen is a past day for a later send; its
+    # fallback must not offer them again, they are in today's edition.
+    later = morning + timedelta(days=1)
+    assert store.digest_papers(today, today=date(2026, 3, 3), now=later) != []  # the edition
+    assert store.claim_digest(date(2026, 3, 3), today=date(2026, 3, 3), now=later) == []
+
+
+def test_evening_send_west_of_utc_does_not_repeat_papers(store: Store) -> None:
+    # 20:00 in Los Angeles is 04:00 UTC the next day. A paper first seen at 03:00 UTC on
+    # the 20th is mailed in the edition of the 19th (local); on the 20th (local), with
+    # nothing new, the past-day fallback must not pick it up again.
+    seen = datetime(2026, 8, 20, 3, 0, tzinfo=UTC)
+    new = store_at(store, seen, DAY_A)
+    evening_19 = datetime(2026, 8, 20, 4, 0, tzinfo=UTC)
+    first = store.claim_digest(date(2026, 8, 19), today=date(2026, 8, 19), now=evening_19)
+    assert ids(first) == new
+    evening_20 = datetime(2026, 8, 21, 4, 0, tzinfo=UTC)
+    second = store.claim_digest(date(2026, 8, 20), today=date(2026, 8, 20), now=evening_20)
+    assert second == []

@@ -328,3 +328,10 @@ def test_an_internationalised_domain_goes_out_in_ascii(store: Store) -> None:
         report = send(config, store)
     assert report.sent == ["reader@xn--bcher-kva.example"] and report.failed == []
     assert server.received_by() == {"reader@xn--bcher-kva.example": 1}
+
+
+def test_a_day_that_has_not_come_is_refused(store: Store) -> None:
+    with SmtpServer() as server:
+        report = send_digests(make_config(server.port), store, date(2999, 1, 1))
+    assert report.not_sending and "2999-01-01 has not come yet" in report.not_sending
+    assert server.messages == [] and Ledger(store).of_day(date(2999, 1, 1)) == {}

@@ -116,7 +116,8 @@ def store_day(config: Config, path: Path) -> None:
 def send(config: Config, day: date):
     store = Store.open(config.store.database)
     try:
-        return send_digests(config, store, day, sleep=lambda _s: None)
+        # `today=day`: each call is that day's morning send (tests move the clock ahead).
+        return send_digests(config, store, day, sleep=lambda _s: None, today=day)
     finally:
         store.close()
 

@@ -33,6 +33,7 @@ import jinja2
 
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
+from digest.localtime import local_today
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.store import Store
 from digest.subscribers import address_key
@@ -501,7 +502,7 @@ def write_preview(
             topics = tuple(sub.topics)
             break
     subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
-    papers = store.digest_papers(day)
+    papers = store.digest_papers(day, today=local_today(config))
     message = DigestRenderer(config, papers, day).render(subscriber)
     if message is None:
         why = (
