@@ -23,6 +23,7 @@ from digest.send import Progress, SendReport, send_digests
 from digest.store import Store
 
 log = logging.getLogger("digest.pipeline")
+DAILY = "daily"  # the runs of fetch_job (scheduler, `digest fetch`, `digest run`)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def fetch_job(
             fetcher = make_fetcher(config)
             with fetcher.client:
                 run = ingest(config, store, fetcher, url=url)
+        # What send_job judges the list by: this fetch, not a later backfill of an old day.
+        store.mark_run(DAILY, run.run_id)
         try:
             feeds: FeedReport | None = write_feeds(config, store)
             error = None
@@ -133,7 +136,7 @@ def send_job(
     day = day or local_today(config)
     store = Store.open(config.store.database)
     try:
-        last = store.last_run()
+        last = store.last_run(kind=DAILY)
         if last is not None and last["status"] == "failed":
             why = f"the last fetch failed ({last['reason']})"
             notify_operator(

@@ -383,9 +383,27 @@ class Store:
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
 
-    def last_run(self) -> dict[str, Any] | None:
+    def last_run(self, *, kind: str | None = None) -> dict[str, Any] | None:
+        """The latest run; with `kind`, the latest one marked with it (see mark_run)."""
+        if kind is not None:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", [f"run:{kind}"])
+            found = row.fetchone()
+            if found is not None:
+                rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [int(found[0])]))
+                if rows:
+                    return rows[0]
         rows = self.runs(1)
         return rows[0] if rows else None
+
+    def mark_run(self, kind: str, run_id: int) -> None:
+        """Remember `run_id` as the latest run of `kind` (e.g. "daily": the daily job's
+        fetches, as opposed to a backfill of an old day)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"run:{kind}", str(run_id)),
+            )
 
     def days_done(self, today: date) -> set[date]:
         """Days whose list we already hold: an ok run, or an empty one for a past day."""

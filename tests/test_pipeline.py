@@ -6,7 +6,7 @@ aiosmtpd server on 127.0.0.1, and reads the one line every run ends with.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from digest.cli import main
+from digest.config import load_config
+from digest.pipeline import send_job
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01
 from tests.smtpserver import SmtpServer
@@ -142,6 +144,28 @@ def test_a_broken_page_holds_the_send_and_tells_the_operator_once(tmp_path: Path
         assert store.digest_days(), "the edition was claimed by the send that went out"
     finally:
         store.close()
+
+
+def test_a_failed_backfill_day_does_not_hold_the_daily_send(tmp_path: Path) -> None:
+    # The daily fetch worked; afterwards a backfill of 2023 met a 404. Today's send
+    # judges the list by the daily fetch, not by the old day.
+    with SmtpServer() as server:
+        config = write_config(tmp_path, server.port)
+        assert run(config, "fetch", "--from", str(PAGE_2024_08_01)).exit_code == 0
+        store = Store.open(tmp_path / "d.db")
+        try:
+            store.record_failure(
+                "https://huggingface.co/api/daily_papers?date=2023-01-02",
+                "api",
+                "network: HTTP 404 Not Found",
+                list_date=date(2023, 1, 2),
+            )
+            assert store.last_run()["status"] == "failed"  # the latest run of any kind
+        finally:
+            store.close()
+        outcome = send_job(load_config(config))  # what the scheduler's send job calls
+        assert outcome.held is None, outcome.summary()
+        assert outcome.report is not None and len(outcome.report.sent) == 2
 
 
 def test_fetch_rebuilds_the_feeds_too(tmp_path: Path) -> None:
