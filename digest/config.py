@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digest.errors import ConfigError
+from digest.errors import ConfigError, DigestError
 
 DAILY_URL = "https://huggingface.co/papers"
 TRENDING_URL = "https://huggingface.co/papers/trending"
@@ -369,21 +369,35 @@ class _Loader:
 
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that span keys or need the values, not only the types."""
-    from digest.topics import term_words  # here: digest.topics imports this module
+    # Imported here: both modules import this one.
+    from digest.subscribers import normalize_address
+    from digest.topics import term_words
 
     src = config.source
     if src.list not in LIST_WORDS and not re.match(r"^https?://", src.list):
         raise loader.error(
             f"{src.list!r} is not 'daily', 'trending' or an http(s) URL", ("source",), "list"
         )
+    if not re.match(r"^https?://[^/\s]+", src.api_url):
+        raise loader.error(f"{src.api_url!r} is not an http(s) URL", ("source",), "api_url")
     if src.prefer not in ("page", "api"):
         raise loader.error(f"{src.prefer!r} must be 'page' or 'api'", ("source",), "prefer")
     for key in ("timeout", "connect_timeout"):
         if getattr(src, key) <= 0:
             raise loader.error("must be more than 0", ("source",), key)
-    if src.retries < 0 or src.max_bytes <= 0:
-        key = "retries" if src.retries < 0 else "max_bytes"
-        raise loader.error("must not be negative", ("source",), key)
+    if src.retries < 0:
+        raise loader.error("must not be negative", ("source",), "retries")
+    if src.max_bytes <= 0:
+        raise loader.error("must be more than 0", ("source",), "max_bytes")
+    # Zero or less would quietly empty every feed, or trim every abstract to nothing.
+    for section, key, least in (
+        ("feeds", "days", 1),
+        ("feeds", "max_items", 1),
+        ("feeds", "ttl", 0),
+        ("email", "abstract_chars", 0),
+    ):
+        if getattr(getattr(config, section), key) < least:
+            raise loader.error(f"must be at least {least}", (section,), key)
     if config.backfill.concurrency < 1:
         raise loader.error("must be at least 1", ("backfill",), "concurrency")
     if config.backfill.source not in ("page", "api"):
@@ -400,7 +414,7 @@ def _validate(config: Config, loader: _Loader) -> None:
     seen: set[str] = set()
     for i, topic in enumerate(config.topics):
         loc = ("topics", i)
-        if not _NAME_RE.match(topic.name):
+        if not _NAME_RE.fullmatch(topic.name):  # fullmatch: "$" lets a final newline in
             raise loader.error(
                 f"topic name {topic.name!r} must be lower-case letters, digits, "
                 "'-' or '_' (it becomes a feed file name)",
@@ -429,6 +443,16 @@ def _validate(config: Config, loader: _Loader) -> None:
                 "authors or organizations",
                 loc,
             )
+        if not topic.fields:
+            raise loader.error(
+                f"topic {topic.name!r} looks in no fields, so it can never match "
+                f"(leave `fields` out for the default, or choose from {', '.join(TOPIC_FIELDS)})",
+                loc,
+                "fields",
+            )
+        for key in ("min_upvotes", "min_stars"):
+            if getattr(topic, key) < 0:
+                raise loader.error(f"topic {topic.name!r}: must not be negative", loc, key)
         for f in topic.fields:
             if f not in TOPIC_FIELDS:
                 raise loader.error(
@@ -438,6 +462,10 @@ def _validate(config: Config, loader: _Loader) -> None:
                     "fields",
                 )
     for i, sub in enumerate(config.subscribers):
+        try:
+            normalize_address(sub.email)
+        except DigestError as e:
+            raise loader.error(str(e), ("subscribers", i), "email") from None
         for name in sub.topics:
             if name not in seen:
                 raise loader.error(

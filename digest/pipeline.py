@@ -8,6 +8,7 @@ cannot be read. run_job: both, in that order (`digest run`). Each returns a repo
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date
 from email.utils import formatdate
@@ -103,6 +104,8 @@ def fetch_job(
     of a saved list that does not say it.
     """
     url = LIST_WORDS.get(url, url) if url else None
+    if url and not re.match(r"^https?://[^/\s]+", url):
+        raise DigestError(f"--url {url!r}: not 'daily', 'trending' or an http(s) URL")
     store = Store.open(config.store.database)
     try:
         if from_path:

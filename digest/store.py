@@ -162,6 +162,9 @@ class Store:
             store._migrate()
         except sqlite3.DatabaseError as e:
             raise DigestError(f"{path}: cannot open the database: {e}") from None
+        except OSError as e:  # its folder cannot be made: a file in the way, read-only volume
+            why = f"{e.strerror}: {e.filename}"
+            raise DigestError(f"{path}: cannot open the database: {why}") from None
         return store
 
     def close(self) -> None:

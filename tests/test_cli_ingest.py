@@ -150,3 +150,23 @@ def test_papers_search(cwd: Path) -> None:
     assert hostile.exit_code == 0, hostile.output
     everything = digest("papers")
     assert len(everything.stdout.splitlines()) == len(items)
+
+
+def test_input_that_can_never_work_fails_at_once_with_its_name(cwd: Path) -> None:
+    # A typo in --url is not a network error: no retries, no failed run recorded.
+    typo = digest("fetch", "--url", "huggingface.co/papers")
+    assert typo.exit_code == 1
+    assert "--url 'huggingface.co/papers': not 'daily', 'trending' or an http(s) URL" in (
+        typo.output
+    )
+    assert (
+        not (cwd / "papers-digest.db").exists() or Store.open(cwd / "papers-digest.db").runs() == []
+    )
+    # A database path whose folder is a file: the path is named, no traceback.
+    blocker = cwd / "not-a-folder"
+    blocker.write_text("")
+    bad_db = CliRunner().invoke(
+        main, ["papers"], env=CLEAN_ENV | {"DIGEST_DB": str(blocker / "x.db")}
+    )
+    assert bad_db.exit_code == 1 and not isinstance(bad_db.exception, OSError)
+    assert f"{blocker / 'x.db'}: cannot open the database" in bad_db.output

@@ -111,6 +111,22 @@ def test_404_is_not_retried(hf_server: HFServer) -> None:
     assert sleep.waits == []
 
 
+@pytest.mark.parametrize(
+    "url,words",
+    [
+        ("huggingface.co/papers", "not a URL we can fetch"),
+        ("ftp://huggingface.co/papers", "not a URL we can fetch"),
+        ("http://[::1/api/daily_papers", "not a valid URL"),
+    ],
+)
+def test_a_url_that_can_never_work_is_not_retried(url: str, words: str) -> None:
+    sleep = SleepLog()
+    with pytest.raises(FetchError) as err:
+        fast_fetcher(retries=3, sleep=sleep).get(url, params={"date": "2024-08-01"})
+    assert words in str(err.value) and url.split("/")[0] in str(err.value)
+    assert sleep.waits == []
+
+
 def test_body_shorter_than_content_length_is_retried_then_fails(hf_server: HFServer) -> None:
     hf_server.route("/papers", Reply(PAGE[:5000], content_length=len(PAGE)))
     with pytest.raises(FetchError) as err:

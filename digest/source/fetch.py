@@ -81,17 +81,26 @@ class Fetcher:
                 return error.retry_after
             return float(exponential(state))
 
+        # A URL httpx cannot use (no scheme, bad port) fails the same way every time.
+        retryable = tenacity.retry_if_exception_type(
+            (httpx.TransportError, _RetryableStatus)
+        ) & tenacity.retry_if_not_exception_type((httpx.UnsupportedProtocol, httpx.InvalidURL))
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+            retry=retryable,
             stop=tenacity.stop_after_attempt(self.retries + 1),
             wait=wait,
             sleep=self.sleep,
             reraise=True,
         )
-        request_url = str(httpx.URL(url, params=params)) if params else url
         tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
         try:
+            request_url = str(httpx.URL(url, params=params)) if params else url
+        except httpx.InvalidURL as e:
+            raise FetchError(url, f"not a valid URL: {e}") from None
+        try:
             return retrying(self._get_once, url, params)
+        except httpx.UnsupportedProtocol as e:
+            raise FetchError(request_url, f"not a URL we can fetch: {e}") from None
         except _RetryableStatus as e:
             raise FetchError(
                 request_url, f"HTTP {e.status} after {tries}", status=e.status
