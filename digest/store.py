@@ -349,36 +349,34 @@ class Store:
         return known
 
     def _refresh(self, conn: sqlite3.Connection, p: Paper, stamp: str) -> int:
-        """Update what changes on a known paper; returns 1 if anything but last_seen changed."""
+        """Update what changes on a known paper; returns 1 if anything but last_seen changed.
+
+        Counts and flags take the new value. Text and links take it when it is there: a
+        paper first stored from a thinner source (the page's cards, with no abstract or
+        authors) is filled in by the next full listing, and a field the new listing
+        lacks never blanks a stored one.
+        """
+        # Each column's new value, as an SQL expression over the stored row and the paper.
+        new = {
+            "title": ":title",
+            "abstract": "COALESCE(NULLIF(:abstract, ''), abstract)",
+            "authors": "CASE WHEN :authors = '[]' THEN authors ELSE :authors END",
+            "published_at": "COALESCE(:published_at, published_at)",
+            "upvotes": ":upvotes",
+            "comments": ":comments",
+            "github_repo": "COALESCE(:github_repo, github_repo)",
+            "github_stars": "COALESCE(:github_stars, github_stars)",
+            "project_page": "COALESCE(:project_page, project_page)",
+            "ai_summary": "COALESCE(:ai_summary, ai_summary)",
+            "ai_keywords": "CASE WHEN :ai_keywords = '[]' THEN ai_keywords ELSE :ai_keywords END",
+            "withdrawn": ":withdrawn",
+            "organization": "COALESCE(:organization, organization)",
+        }
+        row = _paper_row(p)
         cur = conn.execute(
-            "UPDATE papers SET upvotes = ?, comments = ?, "
-            "github_repo = COALESCE(?, github_repo), github_stars = COALESCE(?, github_stars), "
-            "project_page = COALESCE(?, project_page), ai_summary = COALESCE(?, ai_summary), "
-            "ai_keywords = CASE WHEN ? = '[]' THEN ai_keywords ELSE ? END, "
-            "withdrawn = ?, organization = COALESCE(?, organization) "
-            "WHERE id = ? AND (upvotes IS NOT ? OR comments IS NOT ? "
-            "OR github_repo IS NOT COALESCE(?, github_repo) "
-            "OR github_stars IS NOT COALESCE(?, github_stars) "
-            "OR withdrawn IS NOT ? OR ai_summary IS NOT COALESCE(?, ai_summary))",
-            (
-                p.upvotes,
-                p.comments,
-                p.github_repo,
-                p.github_stars,
-                p.project_page,
-                p.ai_summary,
-                _json(p.ai_keywords),
-                _json(p.ai_keywords),
-                int(p.withdrawn),
-                p.organization,
-                p.id,
-                p.upvotes,
-                p.comments,
-                p.github_repo,
-                p.github_stars,
-                int(p.withdrawn),
-                p.ai_summary,
-            ),
+            f"UPDATE papers SET {', '.join(f'{c} = {e}' for c, e in new.items())} "
+            f"WHERE id = :id AND ({', '.join(new)}) IS NOT ({', '.join(new.values())})",
+            {k: row[k] for k in new} | {"id": p.id},
         )
         conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, p.id))
         return cur.rowcount

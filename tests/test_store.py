@@ -15,7 +15,7 @@ import pytest
 
 from digest.errors import DigestError
 from digest.models import Listing, Paper
-from digest.source.parse import parse_api, parse_page
+from digest.source.parse import parse_api, parse_page, parse_page_cards
 from digest.store import MIGRATIONS, Store
 from tests.conftest import PAGE_2024_08_01, REAL, ROOT
 from tests.test_parse import PAGE_URL, api_url_of, raw_items
@@ -272,3 +272,34 @@ def test_absurd_counts_from_the_source_still_store(store: Store) -> None:
     assert store.store_listing(listing).new == 1
     (stored,) = store.papers()
     assert (stored.paper.upvotes, stored.paper.github_stars, stored.paper.comments) == (0, 0, 0)
+
+
+def test_a_fuller_listing_fills_in_what_a_thinner_one_lacked(store: Store) -> None:
+    # The page's cards (the DOM fallback) carry no abstract or authors; the next full
+    # listing of the same day must fill them in, and the full-text index with them.
+    html = PAGE_2024_08_01.read_bytes()
+    cards = parse_page_cards(html, PAGE_URL)
+    full = parse_page(html, PAGE_URL)
+    store.store_listing(cards)
+    llama = "2407.21783"
+    assert get(store, llama).abstract == "" and get(store, llama).authors == ()
+    result = store.store_listing(full)
+    assert result.updated == len(full.papers)
+    paper = get(store, llama)
+    assert paper.abstract.startswith("Modern artificial intelligence")
+    assert paper.authors
+    assert llama in {sp.paper.id for sp in store.papers(search="foundation")}
+
+    # A later thinner listing blanks nothing, and a change in AI keywords alone counts.
+    store.store_listing(cards)
+    assert get(store, llama).abstract.startswith("Modern artificial intelligence")
+    item = {p.id: p for p in full.papers}[llama]
+    changed = dataclasses.replace(item, ai_keywords=("new keyword",))
+    again = store.store_listing(dataclasses.replace(full, papers=(changed,)))
+    assert again.updated == 1 and get(store, llama).ai_keywords == ("new keyword",)
+    assert store.store_listing(dataclasses.replace(full, papers=(changed,))).updated == 0
+
+
+def get(store: Store, paper_id: str) -> Paper:
+    (found,) = store.papers(ids=[paper_id])
+    return found.paper
