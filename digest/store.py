@@ -407,15 +407,19 @@ class Store:
             )
 
     def days_done(self, today: date) -> set[date]:
-        """Days whose list we already hold: an ok run, or an empty one for a past day."""
+        """Days whose final list we already hold: an ok run, or an empty one for a past
+        day, that started after the day was over (UTC). A run during the day saw the
+        list as it was then: papers added later, or a list "not filled yet" at 07:00,
+        are still to fetch if the service was down for the rest of the day."""
         rows = self.db.execute(
-            "SELECT DISTINCT list_date, status FROM runs WHERE list_date IS NOT NULL "
-            "AND trending = 0 AND status IN ('ok', 'empty')"
+            "SELECT list_date, status, MAX(started) FROM runs WHERE list_date IS NOT NULL "
+            "AND trending = 0 AND status IN ('ok', 'empty') GROUP BY list_date, status"
         )
         done = set()
-        for day, status in rows:
+        for day, status, started in rows:
             d = date.fromisoformat(day)
-            if status == "ok" or d < today:
+            over = _iso(datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1))
+            if (status == "ok" or d < today) and started >= over:
                 done.add(d)
         return done
 

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -303,3 +303,18 @@ def test_a_fuller_listing_fills_in_what_a_thinner_one_lacked(store: Store) -> No
 def get(store: Store, paper_id: str) -> Paper:
     (found,) = store.papers(ids=[paper_id])
     return found.paper
+
+
+def test_a_run_during_the_day_does_not_close_it(store: Store) -> None:
+    # 07:00 UTC: the list is "not filled yet" (empty); the service is then down for the
+    # rest of the day. A backfill the day after must fetch it, not skip it as done.
+    day = date(2024, 8, 1)
+    morning = datetime(2024, 8, 1, 7, 0, tzinfo=UTC)
+    empty = dataclasses.replace(page_0801(), list_date=day, papers=())
+    store.store_listing(empty, started=morning, reason_if_empty="not filled yet")
+    store.store_listing(dataclasses.replace(page_0801(), list_date=day), started=morning)
+    assert day not in store.days_done(day + timedelta(days=1))
+    store.store_listing(
+        dataclasses.replace(page_0801(), list_date=day), started=morning + timedelta(days=1)
+    )
+    assert day in store.days_done(day + timedelta(days=1))
