@@ -371,7 +371,7 @@ def _validate(config: Config, loader: _Loader) -> None:
     """Checks that span keys or need the values, not only the types."""
     # Imported here: both modules import this one.
     from digest.subscribers import normalize_address
-    from digest.topics import term_words
+    from digest.topics import term_problem
 
     src = config.source
     if src.list not in LIST_WORDS and not re.match(r"^https?://", src.list):
@@ -431,12 +431,9 @@ def _validate(config: Config, loader: _Loader) -> None:
             for term in getattr(topic, key):
                 if not term.strip():
                     raise loader.error(f"topic {topic.name!r} has an empty term", loc, key)
-                if not term_words(term)[0]:
-                    raise loader.error(
-                        f"topic {topic.name!r}: term {term!r} has no letters or digits",
-                        loc,
-                        key,
-                    )
+                problem = term_problem(term)
+                if problem:
+                    raise loader.error(f"topic {topic.name!r}: {problem}", loc, key)
         if not (topic.keywords or topic.phrases or topic.authors or topic.organizations):
             raise loader.error(
                 f"topic {topic.name!r} has no terms: give keywords, phrases, "

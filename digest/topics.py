@@ -73,6 +73,27 @@ def words(text: str) -> list[str]:
     return _TOKEN_RE.findall(t)
 
 
+def term_problem(text: str) -> str | None:
+    """Return why a term as written cannot be matched as meant, or None when it can.
+
+    Matching is on words, so symbols drop out: "C++" or "C#" would match any lone
+    letter "c" ("Appendix C"). Such a term is refused rather than quietly widened.
+    """
+    tokens, _ = term_words(text)
+    if not tokens:
+        return f"term {text!r} has no letters or digits"
+    raw = text.strip().rstrip("*")
+    # "+" and "#" (C++, C#, F#) and other symbol characters, not punctuation between words.
+    dropped = {c for c in raw if c in "+#" or unicodedata.category(c).startswith("S")}
+    if dropped and all(len(t) == 1 for t in tokens):
+        return (
+            f"term {text!r} would match only {' '.join(tokens)!r}: symbols such as "
+            f"{''.join(sorted(dropped))!r} are not matched (write the name out, e.g. "
+            '"c plus plus", or drop the term)'
+        )
+    return None
+
+
 def term_words(text: str) -> tuple[tuple[str, ...], bool]:
     """Return (words, is_prefix) of a term as written: `agent*` -> (("agent",), True)."""
     raw = text.strip()
@@ -300,10 +321,9 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
             phrases.append(phrase.strip())
         elif keyword:
             keywords.append(keyword)
-    bad = [t for t in [*keywords, *phrases] if not term_words(t)[0]]
-    if bad or not (keywords or phrases):
-        why = f"{bad[0]!r} has no letters or digits" if bad else "no terms"
-        raise DigestError(f"--keywords {text!r}: {why}")
+    problems = [p for t in [*keywords, *phrases] if (p := term_problem(t))]
+    if problems or not (keywords or phrases):
+        raise DigestError(f"--keywords {text!r}: {problems[0] if problems else 'no terms'}")
     return TopicConfig(name=name, keywords=keywords, phrases=phrases)
 
 

@@ -147,6 +147,12 @@ BAD_CONFIGS: dict[str, tuple[str, str, int, str]] = {
         2,
         "lower-case",
     ),
+    "symbol term": (
+        '[[topics]]\nname = "langs"\nkeywords = ["rust", "C++"]\n',
+        "topics[0].keywords",
+        3,
+        "would match only 'c'",
+    ),
     "bad subscriber address": (
         '[[subscribers]]\nemail = "not an address"\n',
         "subscribers[0].email",

@@ -401,7 +401,7 @@ def test_parse_keywords(text: str, keywords: list[str], phrases: list[str]) -> N
     assert (topic.keywords, topic.phrases) == (keywords, phrases)
 
 
-@pytest.mark.parametrize("text", ['a, "open', "", " , ", '"*"', "-, ?"])
+@pytest.mark.parametrize("text", ['a, "open', "", " , ", '"*"', "-, ?", "rust, C++", "F#"])
 def test_parse_keywords_rejects(text: str) -> None:
     with pytest.raises(DigestError, match="--keywords"):
         parse_keywords(text)
