@@ -357,10 +357,14 @@ class Store:
         lacks never blanks a stored one.
         """
         # Each column's new value, as an SQL expression over the stored row and the paper.
-        new = {
+        # The indexed text apart: the full-text trigger fires whenever those columns are
+        # SET, so they are written only when they differ.
+        text = {
             "title": ":title",
             "abstract": "COALESCE(NULLIF(:abstract, ''), abstract)",
             "authors": "CASE WHEN :authors = '[]' THEN authors ELSE :authors END",
+        }
+        rest = {
             "published_at": "COALESCE(:published_at, published_at)",
             "upvotes": ":upvotes",
             "comments": ":comments",
@@ -373,13 +377,16 @@ class Store:
             "organization": "COALESCE(:organization, organization)",
         }
         row = _paper_row(p)
-        cur = conn.execute(
-            f"UPDATE papers SET {', '.join(f'{c} = {e}' for c, e in new.items())} "
-            f"WHERE id = :id AND ({', '.join(new)}) IS NOT ({', '.join(new.values())})",
-            {k: row[k] for k in new} | {"id": p.id},
-        )
+        changed = 0
+        for new in (text, rest):
+            cur = conn.execute(
+                f"UPDATE papers SET {', '.join(f'{c} = {e}' for c, e in new.items())} "
+                f"WHERE id = :id AND ({', '.join(new)}) IS NOT ({', '.join(new.values())})",
+                {k: row[k] for k in new} | {"id": p.id},
+            )
+            changed |= cur.rowcount
         conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, p.id))
-        return cur.rowcount
+        return changed
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
