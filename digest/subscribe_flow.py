@@ -238,10 +238,20 @@ def request_subscription(
         f"{title}: confirm your subscription",
         f"Someone (probably you) asked to subscribe {address} to the {title} digest:\n"
         f"new papers from the Hugging Face Daily Papers list, once a day ({follows}).\n\n"
-        f"To confirm, open this link within {config.web.confirm_hours} hours:\n\n{link}\n\n"
+        f"To confirm, open this link within {config.web.confirm_hours} hours and press "
+        f"Confirm:\n\n{link}\n\n"
         "If it was not you, ignore this mail: nothing is sent without the confirmation.\n",
     )
     return address
+
+
+def confirm_token_address(
+    config: Config, store: Store, token: str, *, now: datetime | None = None
+) -> str | None:
+    """Return the address of a genuine, unexpired confirmation token, changing nothing
+    (the page a GET shows: link scanners in mail filters fetch links, people press)."""
+    max_age = timedelta(hours=config.web.confirm_hours)
+    return verify_confirm_token(secret_key(store), token, max_age, now or datetime.now(UTC))
 
 
 def confirm(config: Config, store: Store, token: str, *, now: datetime | None = None) -> str | None:

@@ -169,6 +169,19 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             "No mail? Look in the spam folder, or subscribe again.",
         )
 
+    async def confirm_page(request: Request) -> Response:
+        # A GET changes nothing: scanners that fetch every link in a mail must not
+        # confirm a sign-up on a reader's behalf. The button POSTs to the same URL.
+        token = request.path_params["token"]
+        address = await db(lambda s: flow.confirm_token_address(config, s, token))
+        if address is None:
+            return bad_link()
+        return message(
+            "Confirm your subscription",
+            f"Start the daily email to {address}?",
+            button={"action": f"/confirm/{quote(token, safe='')}", "label": "Confirm"},
+        )
+
     async def confirm(request: Request) -> Response:
         token = request.path_params["token"]
         address = await db(lambda s: flow.confirm(config, s, token))
@@ -287,7 +300,8 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
     return [
         Route("/", landing, methods=["GET", "HEAD"], middleware=middleware),
         Route("/subscribe", subscribe, methods=["POST"]),
-        Route("/confirm/{token}", confirm, methods=["GET"]),
+        Route("/confirm/{token}", confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
         Route("/preferences/{token}", preferences, methods=["GET", "POST"]),

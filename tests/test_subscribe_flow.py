@@ -147,7 +147,14 @@ def test_subscribe_confirm_send_one_click_unsubscribe(
     first = send(config, today)
     assert reader not in first.sent and KNOWN in first.sent
 
-    confirmed = httpx.get(site + path_of(link_in(confirmation, "confirm")))
+    link = site + path_of(link_in(confirmation, "confirm"))
+    # Opening the link (or a mail filter's scanner fetching it) changes nothing...
+    page = httpx.get(link)
+    assert page.status_code == 200 and "Confirm your subscription" in page.text
+    assert f'action="{path_of(link)}"' in page.text
+    assert statuses(config)[reader] == "pending"
+    # ...pressing the button on that page does.
+    confirmed = httpx.post(link)
     assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
     assert statuses(config)[reader] == "active"
 
@@ -198,8 +205,9 @@ def test_forged_altered_and_expired_tokens_change_nothing(
     link = path_of(link_in(mail_to(smtp, reader)[0], "confirm"))
     altered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
     for path in ("/confirm/forged", altered, "/confirm/" + "x" * 40):
-        answer = httpx.get(site + path)
-        assert answer.status_code == 400 and "does not work" in answer.text
+        for method in ("GET", "POST"):
+            answer = httpx.request(method, site + path)
+            assert answer.status_code == 400 and "does not work" in answer.text
     store = Store.open(config.store.database)
     try:
         key = secret_key(store)
@@ -207,6 +215,7 @@ def test_forged_altered_and_expired_tokens_change_nothing(
         store.close()
     stale = make_confirm_token(key, reader, datetime.now(UTC) - timedelta(hours=49))
     assert httpx.get(f"{site}/confirm/{stale}").status_code == 400
+    assert httpx.post(f"{site}/confirm/{stale}").status_code == 400
     assert statuses(config)[reader] == "pending"
 
     # An unsubscribe token that is not ours, or one character off, does nothing.
@@ -237,7 +246,7 @@ def test_preferences_and_personal_keywords(config: Config, site: str, smtp: Smtp
     reader = "kw@example.org"
     with httpx.Client() as client:
         subscribe(client, site, reader, keywords='humanoid*, "mixture of experts"')
-    httpx.get(site + path_of(link_in(mail_to(smtp, reader)[0], "confirm")))
+    httpx.post(site + path_of(link_in(mail_to(smtp, reader)[0], "confirm")))
     store_day(config, PAGE_2024_08_01)
     report = send(config, datetime.now(UTC).date())
     assert reader in report.sent
@@ -320,9 +329,9 @@ def test_the_form_cannot_undo_an_unsubscribe(config: Config, site: str, smtp: Sm
         store.close()
     assert statuses(config)[KNOWN] == "unsubscribed"
     # A confirmation link from before the unsubscribe does not undo it; the new one does.
-    assert httpx.get(f"{site}/confirm/{old_link}").status_code == 400
+    assert httpx.post(f"{site}/confirm/{old_link}").status_code == 400
     (confirmation,) = mail_to(smtp, KNOWN)
-    assert httpx.get(site + path_of(link_in(confirmation, "confirm"))).status_code == 200
+    assert httpx.post(site + path_of(link_in(confirmation, "confirm"))).status_code == 200
     assert statuses(config)[KNOWN] == "active"
 
 
@@ -354,6 +363,7 @@ def test_mangled_non_ascii_links_get_the_bad_link_page(site: str) -> None:
         ("POST", "/unsubscribe/YQ.%C3%A9"),
         ("GET", "/preferences/YQ.%C3%A9"),
         ("GET", "/confirm/YQ.1.%C3%A9"),
+        ("POST", "/confirm/YQ.1.%C3%A9"),
     ):
         answer = httpx.request(method, site + path)
         assert answer.status_code == 400 and "does not work" in answer.text, path
