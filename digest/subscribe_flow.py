@@ -77,8 +77,10 @@ def make_confirm_token(key: bytes, address: str, now: datetime) -> str:
     return f"{_b64(address.encode())}.{issued}.{_sign(key, CONFIRM, address_key(address), issued)}"
 
 
-def verify_confirm_token(key: bytes, token: str, max_age: timedelta, now: datetime) -> str | None:
-    """Return the address of a genuine, unexpired confirmation token, else None."""
+def verify_confirm_token(
+    key: bytes, token: str, max_age: timedelta, now: datetime
+) -> tuple[str, datetime] | None:
+    """Return (address, issued at) of a genuine, unexpired confirmation token, else None."""
     try:
         encoded, issued, mac = token.split(".")
         address = _unb64(encoded).decode()
@@ -91,7 +93,7 @@ def verify_confirm_token(key: bytes, token: str, max_age: timedelta, now: dateti
         return None
     if not 0 <= age <= max_age.total_seconds():
         return None
-    return address
+    return address, datetime.fromtimestamp(int(issued), UTC)
 
 
 def new_csrf(key: bytes) -> tuple[str, str]:
@@ -251,7 +253,8 @@ def confirm_token_address(
     """Return the address of a genuine, unexpired confirmation token, changing nothing
     (the page a GET shows: link scanners in mail filters fetch links, people press)."""
     max_age = timedelta(hours=config.web.confirm_hours)
-    return verify_confirm_token(secret_key(store), token, max_age, now or datetime.now(UTC))
+    found = verify_confirm_token(secret_key(store), token, max_age, now or datetime.now(UTC))
+    return found[0] if found else None
 
 
 def confirm(config: Config, store: Store, token: str, *, now: datetime | None = None) -> str | None:
@@ -259,11 +262,11 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
     the token is forged, expired, or its sign-up is gone."""
     now = now or datetime.now(UTC)
     max_age = timedelta(hours=config.web.confirm_hours)
-    address = verify_confirm_token(secret_key(store), token, max_age, now)
-    if address is None:
+    found = verify_confirm_token(secret_key(store), token, max_age, now)
+    if found is None:
         return None
+    address, issued = found
     purge_pending(store, max_age, now)
-    issued = datetime.fromtimestamp(int(token.split(".")[1]), UTC)
     with store.transaction() as conn:
         row = conn.execute(
             "SELECT status, updated FROM subscribers WHERE email = ?", (address,)

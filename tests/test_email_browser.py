@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from digest.models import Paper, StoredPaper, Subscriber
 from digest.render.email import DigestRenderer
 from digest.store import Store
+from tests.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
 from tests.test_email_render import bodies, make_config, parsed, real_day
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WIDTHS = (375, 1024)
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="chromium is not installed (apt install chromium)"
-)
+pytestmark = needs_chromium
 
 
 def chromium(profile: Path, width: int, *args: str) -> str:
@@ -33,13 +27,7 @@ def chromium(profile: Path, width: int, *args: str) -> str:
     cmd = [
         CHROMIUM,
         "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *FLAGS,
         f"--user-data-dir={profile}",
         f"--window-size={width},2000",
         *args,

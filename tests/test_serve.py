@@ -56,24 +56,20 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> tuple[int, float
     return code, time.monotonic() - start
 
 
-def test_digest_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "digest",
-            "--config",
-            str(write_config(tmp_path)),
-            "serve",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
+def start_serve(config: Path, port: int, cwd: Path) -> subprocess.Popen[bytes]:
+    """`digest serve` as its own process, output kept for the failure message."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(config), "serve", "--port", str(port)],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=os.environ | {"PYTHONPATH": str(ROOT)},
     )
+
+
+def test_digest_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_serve(write_config(tmp_path), port, tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         health = wait_healthz(base, proc)
@@ -196,13 +192,7 @@ def test_the_rate_limit_counts_clients_behind_a_trusted_proxy(tmp_path: Path, tr
             + f'[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nsecurity = "none"\n'
         )
         port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "digest", "--config", str(config), "serve", "--port", str(port)],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"PYTHONPATH": str(ROOT)},
-        )
+        proc = start_serve(config, port, tmp_path)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_healthz(base, proc)

@@ -7,9 +7,7 @@ arrived at aiosmtpd, see the confirmation page. Screenshots go to test-artifacts
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,30 +16,13 @@ from digest.config import Config
 from digest.store import Store
 from digest.subscribers import list_subscribers
 from digest.web import create_app
+from tests.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
 from tests.smtpserver import SmtpServer
 from tests.test_subscribe_flow import config as config  # the fixtures, shared
 from tests.test_subscribe_flow import smtp as smtp
 from tests.webserver import serving
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-# Without the background-networking flags Chromium knocks on Google's hosts at start.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="chromium is not installed (apt install chromium)"
-    ),
-]
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture
