@@ -367,6 +367,11 @@ class _Loader:
         return value
 
 
+def is_http_url(text: str) -> bool:
+    """True for an http(s) URL with a host: what a list or API address must be."""
+    return re.match(r"^https?://[^/\s]+", text) is not None
+
+
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that span keys or need the values, not only the types."""
     # Imported here: both modules import this one.
@@ -374,11 +379,11 @@ def _validate(config: Config, loader: _Loader) -> None:
     from digest.topics import term_problem
 
     src = config.source
-    if src.list not in LIST_WORDS and not re.match(r"^https?://", src.list):
+    if src.list not in LIST_WORDS and not is_http_url(src.list):
         raise loader.error(
             f"{src.list!r} is not 'daily', 'trending' or an http(s) URL", ("source",), "list"
         )
-    if not re.match(r"^https?://[^/\s]+", src.api_url):
+    if not is_http_url(src.api_url):
         raise loader.error(f"{src.api_url!r} is not an http(s) URL", ("source",), "api_url")
     if src.prefer not in ("page", "api"):
         raise loader.error(f"{src.prefer!r} must be 'page' or 'api'", ("source",), "prefer")

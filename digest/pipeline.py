@@ -8,12 +8,11 @@ cannot be read. run_job: both, in that order (`digest run`). Each returns a repo
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import date
 from email.utils import formatdate
 
-from digest.config import LIST_WORDS, Config
+from digest.config import LIST_WORDS, Config, is_http_url
 from digest.errors import DigestError
 from digest.ingest import ingest, ingest_file, make_fetcher
 from digest.localtime import local_today
@@ -104,7 +103,7 @@ def fetch_job(
     of a saved list that does not say it.
     """
     url = LIST_WORDS.get(url, url) if url else None
-    if url and not re.match(r"^https?://[^/\s]+", url):
+    if url and not is_http_url(url):
         raise DigestError(f"--url {url!r}: not 'daily', 'trending' or an http(s) URL")
     store = Store.open(config.store.database)
     try:

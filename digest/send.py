@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from digest.config import Config
 from digest.deliver import Mailer, Outgoing, PermanentFailure, TemporaryFailure
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, DigestError
 from digest.localtime import local_today
 from digest.models import Subscriber
 from digest.store import Store
@@ -103,14 +103,17 @@ def send_digests(
     `today` (default: today in schedule.timezone) is the only day that claims new papers
     for its edition; a past day resends its own, a later day is refused.
     Never raises for one address; an SMTP server that cannot be reached at all stops
-    the send and is reported in `stopped`. Raises ConfigError for a bad config address.
+    the send and is reported in `stopped`. Raises ConfigError for a bad config address,
+    DigestError for a day after `today`.
     """
     today = today or local_today(config)
     day = day or today
     report = SendReport(day=day)
-    if day > today:
-        report.not_sending = f"{day.isoformat()} has not come yet (today is {today.isoformat()})"
-        return report
+    if day > today:  # it would mail today's papers, unclaimed, under a later date
+        raise DigestError(
+            f"--date {day.isoformat()}: that day has not come yet "
+            f"(today is {today.isoformat()} in schedule.timezone)"
+        )
     subscribers = active_subscribers(config, store)
     report.subscribers = len(subscribers)
     if not config.smtp.host:

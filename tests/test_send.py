@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
+from digest.errors import DigestError
 from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
 from digest.send import NO_SMTP, SendReport, send_digests
@@ -330,8 +331,12 @@ def test_an_internationalised_domain_goes_out_in_ascii(store: Store) -> None:
     assert server.received_by() == {"reader@xn--bcher-kva.example": 1}
 
 
-def test_a_day_that_has_not_come_is_refused(store: Store) -> None:
+def test_a_day_that_has_not_come_is_refused(store: Store, tmp_path: Path) -> None:
     with SmtpServer() as server:
-        report = send_digests(make_config(server.port), store, date(2999, 1, 1))
-    assert report.not_sending and "2999-01-01 has not come yet" in report.not_sending
+        with pytest.raises(DigestError, match="--date 2999-01-01: that day has not come yet"):
+            send_digests(make_config(server.port), store, date(2999, 1, 1))
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f'[store]\ndatabase = "{tmp_path / "cli.db"}"\n')
+        result = CliRunner().invoke(main, ["--config", str(cfg), "send", "--date", "2999-01-01"])
+    assert result.exit_code == 1 and "that day has not come yet" in result.output
     assert server.messages == [] and Ledger(store).of_day(date(2999, 1, 1)) == {}
