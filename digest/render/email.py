@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +34,7 @@ import jinja2
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.localtime import local_today
+from digest.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.store import Store
 from digest.subscribers import address_key
@@ -44,6 +45,8 @@ ALL_PAPERS = "All new papers"
 MAX_AUTHORS = 4  # more than this: the first three, "et al." and the count
 SHOWN_AUTHORS = 3
 TEXT_WIDTH = 72
+# RFC 3676 4.3: "-- " (with the space) alone on a line starts the signature.
+SIGNATURE_SEPARATOR = "-- "
 
 _SPACE_RE = re.compile(r"\s+")
 # A sentence ends at . ! or ? (maybe closed by a quote or bracket) before a space and
@@ -171,10 +174,10 @@ class DigestRenderer:
         self.papers: list[tuple[Paper, list[TopicMatch]]] = [
             (sp.paper, matcher.match(sp.paper)) for sp in ordered
         ]
-        sender = parseaddr(config.smtp.sender)[1] or config.smtp.sender
+        sender = sender_address(config)
         self.sender_address = sender
         self.domain = config.email.domain or sender.rpartition("@")[2] or "localhost"
-        self.list_id = f"{_header_text(config.email.subject_prefix)} <daily.{self.domain}>"
+        self.list_id = (_header_text(config.email.subject_prefix), f"daily.{self.domain}")
         self.base_url = config.feeds.base_url.rstrip("/")
         # Placeholders for the per-subscriber parts: random, so no paper text can hold
         # one by accident (and checked, so none can hold one on purpose).
@@ -216,7 +219,7 @@ class DigestRenderer:
         text = text.replace(self._address_mark, subscriber.email)
         page = bodies.html_tail.replace(self._token_mark, html.escape(token))
         page = page.replace(self._address_mark, html.escape(subscriber.email))
-        msg = EmailMessage()
+        msg = new_message()
         # The headers every subscriber of this topic set shares were parsed once, into
         # the template message; copying them as they are skips parsing them again.
         for name, value in bodies.headers:
@@ -224,14 +227,14 @@ class DigestRenderer:
         msg["To"] = subscriber.email
         msg["Date"] = formatdate(usegmt=True)
         msg["Message-ID"] = self.message_id(subscriber)
-        msg["List-Unsubscribe"] = (
-            f"<{self.unsubscribe_mailto(subscriber)}>, <{self.unsubscribe_url(subscriber)}>"
+        set_list_headers(
+            msg, unsubscribe=[self.unsubscribe_mailto(subscriber), self.unsubscribe_url(subscriber)]
         )
         for headers, head, tail in (
             (bodies.text_headers, bodies.text_head, text),
             (bodies.html_headers, bodies.html_head, page),
         ):
-            part = EmailMessage()
+            part = new_message()
             for name, value in headers:
                 part.set_raw(name, value)
             part.set_payload(head + _qp(tail))
@@ -254,7 +257,8 @@ class DigestRenderer:
 
     def unsubscribe_mailto(self, subscriber: Subscriber) -> str:
         """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
-        return f"mailto:{self.sender_address}?subject=unsubscribe%20{subscriber.token}"
+        token = quote(subscriber.token, safe="")
+        return f"mailto:{self.sender_address}?subject=unsubscribe%20{token}"
 
     def _personal_topic(self, keywords: str) -> str | None:
         """Return the name of the topic made of `keywords` (matched on first use), or
@@ -379,11 +383,10 @@ class DigestRenderer:
         """The message every subscriber of a topic set gets, placeholders still in, split
         for cheap personalising: what comes before the first placeholder line is encoded
         once, the rest per subscriber."""
-        template = EmailMessage()
+        template = new_message()
         template["Subject"] = subject
-        template["From"] = self.config.smtp.sender
-        template["List-Id"] = self.list_id
-        template["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        template["From"] = from_address(self.config)
+        set_list_headers(template, list_id=self.list_id)
         # Quoted-printable for both parts: readable source, no base64 text (spam
         # filters frown on it), and safe for any line length the inliner produces.
         template.set_content(text, cte="quoted-printable")
@@ -443,6 +446,9 @@ def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
     """
     out: list[str] = []
     for line in text.splitlines():
+        if line == SIGNATURE_SEPARATOR:  # its trailing space is what makes it one
+            out.append(line)
+            continue
         if len(line) <= TEXT_WIDTH or any(k in line for k in keep):
             out.append(line.rstrip())
             continue
