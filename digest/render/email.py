@@ -21,7 +21,7 @@ import secrets
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -37,7 +37,12 @@ from digest.localtime import local_today
 from digest.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.store import Store
-from digest.subscribers import address_key
+from digest.subscribers import (
+    active_subscribers,
+    address_key,
+    list_subscribers,
+    unknown_topics,
+)
 from digest.topics import Matcher, parse_keywords
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -478,44 +483,56 @@ class Preview:
     reason: str = ""  # why no email, when eml is None
 
 
-def latest_day(store: Store) -> date | None:
-    """Return the latest UTC day on which some paper was first seen, or None if none was."""
-    row = store.db.execute("SELECT max(first_seen) FROM papers").fetchone()
-    if not row or not row[0]:
-        return None
-    return datetime.fromisoformat(str(row[0]).replace("Z", "+00:00")).astimezone(UTC).date()
+def reader(config: Config, store: Store, address: str) -> Subscriber | str:
+    """Return `address` as `digest send` sees it (the same row, topics, keywords and
+    token), or why a send mails them nothing: not a subscriber, unsubscribed or not
+    confirmed, or every topic they chose gone from the config."""
+    key = address_key(address)
+    for sub in active_subscribers(config, store):
+        if address_key(sub.email) == key:
+            gone = {address_key(a): t for a, t in unknown_topics(config, store).items()}
+            if key in gone:
+                return f"their topics are no longer in the config ({', '.join(gone[key])})"
+            return sub
+    for row in list_subscribers(config, store):
+        if address_key(row.email) == key:
+            return f"{row.email} is {row.status}, so `digest send` mails them nothing"
+    return (
+        f"{address} is not a subscriber (add it with `digest subscribers add` or under "
+        "[[subscribers]] in the config)"
+    )
 
 
 def write_preview(
     config: Config, store: Store, address: str, day: date | None, out_dir: Path
 ) -> Preview:
-    """Return the Preview of `address`'s digest for `day` (default: the latest day with
-    new papers), written as <out_dir>/digest-<day>-<address>.eml and .html; sends nothing.
+    """Return the Preview of the email `digest send` would send `address` for `day`
+    (default: today in schedule.timezone, as for `digest send`), written as
+    <out_dir>/digest-<day>-<address>.eml and .html; sends and claims nothing.
 
-    The subscriber's topics come from the config's [[subscribers]] when the address is
-    there, else they follow no topics. Raises DigestError when there are no papers at
-    all or out_dir cannot be written.
+    The reader is taken as the send takes them (see `reader`), and the day's papers are
+    the edition a send of that day mails. Raises DigestError for a day that has not come
+    yet or when out_dir cannot be written.
     """
-    from digest.subscribers import make_token, secret_key  # the delivery side's tokens
-
-    if day is None:
-        day = latest_day(store)
-        if day is None:
-            raise DigestError(f"{store.path}: no papers stored yet (run `digest fetch` first)")
-    topics: tuple[str, ...] = ()
-    for sub in config.subscribers:
-        if address_key(sub.email) == address_key(address):
-            topics = tuple(sub.topics)
-            break
-    subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
-    papers = store.digest_papers(day, today=local_today(config))
+    today = local_today(config)
+    day = day or today
+    if day > today:  # the send refuses it too
+        raise DigestError(
+            f"--date {day.isoformat()}: that day has not come yet "
+            f"(today is {today.isoformat()} in schedule.timezone)"
+        )
+    subscriber = reader(config, store, address)
+    if isinstance(subscriber, str):
+        return Preview(day, address, None, None, subscriber)
+    papers = store.digest_papers(day, today=today)
     message = DigestRenderer(config, papers, day).render(subscriber)
     if message is None:
+        followed = subscriber.topics or subscriber.keywords
         why = (
             f"no new papers on {day.isoformat()}"
             if not papers
             else "they follow no topics and email.no_topics_gets is 'nothing'"
-            if not topics and config.email.no_topics_gets == "nothing"
+            if not followed and config.email.no_topics_gets == "nothing"
             else f"none of the {len(papers)} new papers of {day.isoformat()} matched their topics"
         )
         return Preview(day, address, None, None, why)
