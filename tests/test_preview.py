@@ -141,9 +141,17 @@ def test_preview_of_someone_the_send_skips(tmp_path: Path) -> None:
     store.close()
     assert digest(config, "subscribers", "add", DB_READER).returncode == 0
     assert digest(config, "subscribers", "remove", DB_READER).returncode == 0
+    assert (
+        digest(config, "subscribers", "add", KEYWORDS_READER, "--topics", "diffusion").returncode
+        == 0
+    )
+    # The operator drops the only topic that reader follows.
+    text = config.read_text()
+    config.write_text(text.replace('name = "diffusion"', 'name = "diffusion-models"'))
     for address, why in (
         (DB_READER, f"{DB_READER} is unsubscribed, so `digest send` mails them nothing"),
         ("stranger@example.net", "stranger@example.net is not a subscriber"),
+        (KEYWORDS_READER, "their topics are no longer in the config (diffusion)"),
     ):
         done = digest(config, "preview", "--to", address, "--out", str(tmp_path))
         assert done.returncode == 1

@@ -496,7 +496,8 @@ def reader(config: Config, store: Store, address: str) -> Subscriber | str:
             return sub
     for row in list_subscribers(config, store):
         if address_key(row.email) == key:
-            return f"{row.email} is {row.status}, so `digest send` mails them nothing"
+            state = "has not confirmed yet" if row.status == "pending" else f"is {row.status}"
+            return f"{row.email} {state}, so `digest send` mails them nothing"
     return (
         f"{address} is not a subscriber (add it with `digest subscribers add` or under "
         "[[subscribers]] in the config)"
