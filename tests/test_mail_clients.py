@@ -257,3 +257,14 @@ def test_mutt_finds_the_unsubscribe_action(store: Store, tmp_path: Path) -> None
     subject = str(mail["Subject"])
     assert subject.startswith("unsubscribe ")
     assert verify_token(secret_key(store), subject.split(" ", 1)[1]) == READER
+
+
+def test_notice_from_has_the_display_name_too() -> None:
+    # Confirmation mails and notes to the operator share the digest's From.
+    from digest.notices import send_notice
+
+    with SmtpServer() as server:
+        config = config_for(server.port, from_name="Papers Desk")
+        send_notice(config, READER, "Confirm your subscription", "Click the link.\n")
+    [received] = server.messages
+    assert raw_headers(received.data)["from"] == [f"Papers Desk <{SENDER}>"]
