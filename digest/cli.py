@@ -370,7 +370,7 @@ def serve(state: State, host: str | None, port: int | None) -> None:
     "day",
     callback=_date,
     metavar="YYYY-MM-DD",
-    help="Default: the latest day on which new papers were stored (UTC).",
+    help="Default: today in schedule.timezone, the day `digest send` sends for.",
 )
 @click.option(
     "--out",
@@ -382,7 +382,8 @@ def serve(state: State, host: str | None, port: int | None) -> None:
 )
 @click.pass_obj
 def preview(state: State, address: str, day: date | None, out_dir: str) -> None:
-    """Write ADDRESS's digest as .eml and .html files without sending it; print their paths."""
+    """Write the digest `digest send` would send ADDRESS as .eml and .html files, without
+    sending it; print their paths."""
     from pathlib import Path
 
     from digest.render.email import write_preview

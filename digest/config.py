@@ -118,6 +118,7 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class EmailConfig:
     subject_prefix: str = "Daily Papers"
+    from_name: str = ""  # From's display name; default: smtp.sender's name, else feeds.title
     abstract_chars: int = 600  # abstracts are trimmed at a sentence boundary near this
     use_ai_summary: bool = False
     no_topics_gets: str = "everything"  # "everything" or "nothing"

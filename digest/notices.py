@@ -6,12 +6,12 @@ single messages sent through the same SMTP settings, one session each.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from digest.config import Config
 from digest.deliver import Mailer, PermanentFailure, TemporaryFailure
 from digest.errors import DeliveryError
+from digest.mailheaders import from_address, new_message, sender_address
 
 
 def send_notice(config: Config, to: str, subject: str, text: str) -> None:
@@ -20,12 +20,12 @@ def send_notice(config: Config, to: str, subject: str, text: str) -> None:
     Raises DeliveryError naming the server and its reply when the mail was not accepted
     (after the configured retries for temporary failures).
     """
-    message = EmailMessage()
-    message["From"] = config.smtp.sender
+    message = new_message()
+    message["From"] = from_address(config)
     message["To"] = to
     message["Subject"] = " ".join(subject.split())  # one line, whatever went in
     message["Date"] = formatdate(usegmt=True)
-    domain = config.email.domain or config.smtp.sender.rpartition("@")[2] or "localhost"
+    domain = config.email.domain or sender_address(config).rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(domain=domain)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
     message.set_content(text)

@@ -336,6 +336,7 @@ def test_preview_command(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
         f'[store]\ndatabase = "{db}"\n[feeds]\nbase_url = "https://papers.example.org"\n'
+        '[schedule]\ntimezone = "UTC"\n'
         '[[topics]]\nname = "robots"\nkeywords = ["humanoid"]\n'
         '[[subscribers]]\nemail = "r@example.net"\ntopics = ["robots"]\n'
     )
@@ -351,15 +352,11 @@ def test_preview_command(tmp_path: Path) -> None:
     msg = BytesParser(policy=email.policy.default).parsebytes(eml.read_bytes())
     assert msg["Subject"].endswith(": 1 new paper")  # only the humanoid paper
     assert "Berkeley Humanoid" in page.read_text(encoding="utf-8")
-    # Someone not in the config follows no topics: every paper.
+    # Someone who is not a subscriber gets nothing from a send: the preview says so.
     result = runner.invoke(
         main, ["--config", str(config), "preview", "--to", "x@example.net", "--out", str(out)]
     )
-    assert result.exit_code == 0, result.output
-    msg = BytesParser(policy=email.policy.default).parsebytes(
-        Path(result.output.split()[0]).read_bytes()
-    )
-    assert msg["Subject"].endswith(": 13 new papers")
+    assert result.exit_code == 1 and "x@example.net is not a subscriber" in result.output
     # A day with nothing new says so and fails.
     result = runner.invoke(
         main,

@@ -48,3 +48,19 @@ def test_real_digest_is_not_spam(store: Store, tmp_path: Path) -> None:
     print(f"SpamAssassin score {value}; rules that fired:")
     print("\n".join(rules))
     assert value <= THRESHOLD, rules
+
+
+@pytest.mark.skipif(
+    not Path(SPAMASSASSIN).exists(),
+    reason="spamassassin is not installed (apt install spamassassin)",
+)
+def test_digest_as_received_is_not_spam(store: Store, tmp_path: Path) -> None:
+    # The bytes a real send put on the wire: plain List-* headers, From with the
+    # default display name (the feed title), a real signed token in the links.
+    from tests.test_mail_clients import send_one
+
+    raw = send_one(store).replace(b"\r\n", b"\n")
+    value, rules = score(raw, tmp_path)
+    print(f"SpamAssassin score {value} (as received); rules that fired:")
+    print("\n".join(rules))
+    assert value <= THRESHOLD, rules

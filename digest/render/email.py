@@ -21,9 +21,9 @@ import secrets
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,9 +34,15 @@ import jinja2
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.localtime import local_today
+from digest.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.store import Store
-from digest.subscribers import address_key
+from digest.subscribers import (
+    active_subscribers,
+    address_key,
+    list_subscribers,
+    unknown_topics,
+)
 from digest.topics import Matcher, parse_keywords
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -44,6 +50,8 @@ ALL_PAPERS = "All new papers"
 MAX_AUTHORS = 4  # more than this: the first three, "et al." and the count
 SHOWN_AUTHORS = 3
 TEXT_WIDTH = 72
+# RFC 3676 4.3: "-- " (with the space) alone on a line starts the signature.
+SIGNATURE_SEPARATOR = "-- "
 
 _SPACE_RE = re.compile(r"\s+")
 # A sentence ends at . ! or ? (maybe closed by a quote or bracket) before a space and
@@ -171,10 +179,10 @@ class DigestRenderer:
         self.papers: list[tuple[Paper, list[TopicMatch]]] = [
             (sp.paper, matcher.match(sp.paper)) for sp in ordered
         ]
-        sender = parseaddr(config.smtp.sender)[1] or config.smtp.sender
+        sender = sender_address(config)
         self.sender_address = sender
         self.domain = config.email.domain or sender.rpartition("@")[2] or "localhost"
-        self.list_id = f"{_header_text(config.email.subject_prefix)} <daily.{self.domain}>"
+        self.list_id = (_header_text(config.email.subject_prefix), f"daily.{self.domain}")
         self.base_url = config.feeds.base_url.rstrip("/")
         # Placeholders for the per-subscriber parts: random, so no paper text can hold
         # one by accident (and checked, so none can hold one on purpose).
@@ -216,7 +224,7 @@ class DigestRenderer:
         text = text.replace(self._address_mark, subscriber.email)
         page = bodies.html_tail.replace(self._token_mark, html.escape(token))
         page = page.replace(self._address_mark, html.escape(subscriber.email))
-        msg = EmailMessage()
+        msg = new_message()
         # The headers every subscriber of this topic set shares were parsed once, into
         # the template message; copying them as they are skips parsing them again.
         for name, value in bodies.headers:
@@ -224,14 +232,14 @@ class DigestRenderer:
         msg["To"] = subscriber.email
         msg["Date"] = formatdate(usegmt=True)
         msg["Message-ID"] = self.message_id(subscriber)
-        msg["List-Unsubscribe"] = (
-            f"<{self.unsubscribe_mailto(subscriber)}>, <{self.unsubscribe_url(subscriber)}>"
+        set_list_headers(
+            msg, unsubscribe=[self.unsubscribe_mailto(subscriber), self.unsubscribe_url(subscriber)]
         )
         for headers, head, tail in (
             (bodies.text_headers, bodies.text_head, text),
             (bodies.html_headers, bodies.html_head, page),
         ):
-            part = EmailMessage()
+            part = new_message()
             for name, value in headers:
                 part.set_raw(name, value)
             part.set_payload(head + _qp(tail))
@@ -254,7 +262,8 @@ class DigestRenderer:
 
     def unsubscribe_mailto(self, subscriber: Subscriber) -> str:
         """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
-        return f"mailto:{self.sender_address}?subject=unsubscribe%20{subscriber.token}"
+        token = quote(subscriber.token, safe="")
+        return f"mailto:{self.sender_address}?subject=unsubscribe%20{token}"
 
     def _personal_topic(self, keywords: str) -> str | None:
         """Return the name of the topic made of `keywords` (matched on first use), or
@@ -379,11 +388,10 @@ class DigestRenderer:
         """The message every subscriber of a topic set gets, placeholders still in, split
         for cheap personalising: what comes before the first placeholder line is encoded
         once, the rest per subscriber."""
-        template = EmailMessage()
+        template = new_message()
         template["Subject"] = subject
-        template["From"] = self.config.smtp.sender
-        template["List-Id"] = self.list_id
-        template["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        template["From"] = from_address(self.config)
+        set_list_headers(template, list_id=self.list_id)
         # Quoted-printable for both parts: readable source, no base64 text (spam
         # filters frown on it), and safe for any line length the inliner produces.
         template.set_content(text, cte="quoted-printable")
@@ -443,6 +451,9 @@ def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
     """
     out: list[str] = []
     for line in text.splitlines():
+        if line == SIGNATURE_SEPARATOR:  # its trailing space is what makes it one
+            out.append(line)
+            continue
         if len(line) <= TEXT_WIDTH or any(k in line for k in keep):
             out.append(line.rstrip())
             continue
@@ -472,44 +483,57 @@ class Preview:
     reason: str = ""  # why no email, when eml is None
 
 
-def latest_day(store: Store) -> date | None:
-    """Return the latest UTC day on which some paper was first seen, or None if none was."""
-    row = store.db.execute("SELECT max(first_seen) FROM papers").fetchone()
-    if not row or not row[0]:
-        return None
-    return datetime.fromisoformat(str(row[0]).replace("Z", "+00:00")).astimezone(UTC).date()
+def reader(config: Config, store: Store, address: str) -> Subscriber | str:
+    """Return `address` as `digest send` sees it (the same row, topics, keywords and
+    token), or why a send mails them nothing: not a subscriber, unsubscribed or not
+    confirmed, or every topic they chose gone from the config."""
+    key = address_key(address)
+    for sub in active_subscribers(config, store):
+        if address_key(sub.email) == key:
+            gone = {address_key(a): t for a, t in unknown_topics(config, store).items()}
+            if key in gone:
+                return f"their topics are no longer in the config ({', '.join(gone[key])})"
+            return sub
+    for row in list_subscribers(config, store):
+        if address_key(row.email) == key:
+            state = "has not confirmed yet" if row.status == "pending" else f"is {row.status}"
+            return f"{row.email} {state}, so `digest send` mails them nothing"
+    return (
+        f"{address} is not a subscriber (add it with `digest subscribers add` or under "
+        "[[subscribers]] in the config)"
+    )
 
 
 def write_preview(
     config: Config, store: Store, address: str, day: date | None, out_dir: Path
 ) -> Preview:
-    """Return the Preview of `address`'s digest for `day` (default: the latest day with
-    new papers), written as <out_dir>/digest-<day>-<address>.eml and .html; sends nothing.
+    """Return the Preview of the email `digest send` would send `address` for `day`
+    (default: today in schedule.timezone, as for `digest send`), written as
+    <out_dir>/digest-<day>-<address>.eml and .html; sends and claims nothing.
 
-    The subscriber's topics come from the config's [[subscribers]] when the address is
-    there, else they follow no topics. Raises DigestError when there are no papers at
-    all or out_dir cannot be written.
+    The reader is taken as the send takes them (see `reader`), and the day's papers are
+    the edition a send of that day mails. Raises DigestError for a day that has not come
+    yet or when out_dir cannot be written.
     """
-    from digest.subscribers import make_token, secret_key  # the delivery side's tokens
-
-    if day is None:
-        day = latest_day(store)
-        if day is None:
-            raise DigestError(f"{store.path}: no papers stored yet (run `digest fetch` first)")
-    topics: tuple[str, ...] = ()
-    for sub in config.subscribers:
-        if address_key(sub.email) == address_key(address):
-            topics = tuple(sub.topics)
-            break
-    subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
-    papers = store.digest_papers(day, today=local_today(config))
+    today = local_today(config)
+    day = day or today
+    if day > today:  # the send refuses it too
+        raise DigestError(
+            f"--date {day.isoformat()}: that day has not come yet "
+            f"(today is {today.isoformat()} in schedule.timezone)"
+        )
+    subscriber = reader(config, store, address)
+    if isinstance(subscriber, str):
+        return Preview(day, address, None, None, subscriber)
+    papers = store.digest_papers(day, today=today)
     message = DigestRenderer(config, papers, day).render(subscriber)
     if message is None:
+        followed = subscriber.topics or subscriber.keywords
         why = (
             f"no new papers on {day.isoformat()}"
             if not papers
             else "they follow no topics and email.no_topics_gets is 'nothing'"
-            if not topics and config.email.no_topics_gets == "nothing"
+            if not followed and config.email.no_topics_gets == "nothing"
             else f"none of the {len(papers)} new papers of {day.isoformat()} matched their topics"
         )
         return Preview(day, address, None, None, why)
