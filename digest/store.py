@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import tenacity
 
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, StoredPaper
@@ -23,6 +24,8 @@ from digest.subscribers import migrate_subscribers
 # A digest claims the papers first seen at most this many days before its send: a first send
 # after weeks without one (no SMTP server yet, no subscribers) mails a week, not an archive.
 CLAIM_DAYS = 7
+# How long a writer waits for another process's transaction before giving up.
+BUSY_SECONDS = 30
 
 
 def now_utc() -> datetime:
@@ -135,6 +138,28 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 ]
 
 
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch the file to WAL, waiting while another process does the same.
+
+    Changing the journal mode needs a lock that SQLite does not wait for (the busy
+    timeout does not apply): two first runs on a new file would see "database is
+    locked" at once. Retried for up to the busy timeout.
+    """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_locked),
+        wait=tenacity.wait_random(0.01, 0.1),
+        stop=tenacity.stop_after_delay(BUSY_SECONDS),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            db.enable_wal()
+
+
+def _is_locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
 class Store:
     """One SQLite file. Open with `Store.open(path)`; every public method is one transaction."""
 
@@ -152,12 +177,13 @@ class Store:
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False
+            )
             db = sqlite_utils.Database(conn)
             if path != ":memory:":
-                db.enable_wal()
+                _enable_wal(db)
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
             store = cls(db, path)
             store._migrate()
         except sqlite3.DatabaseError as e:
@@ -187,16 +213,28 @@ class Store:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
+        """Bring the file to len(MIGRATIONS), all steps in one write transaction.
+
+        The version is read again once the write lock is held: two processes that open
+        a new file together both see version 0 first, and the second, once the first has
+        committed, must find nothing left to do rather than create the tables again.
+        """
+        if self._check_version() == len(MIGRATIONS):
+            return  # the common case: no write lock taken
+        with self.transaction() as conn:
+            version = self._check_version()
+            for step in MIGRATIONS[version:]:
+                step(self.db)
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    def _check_version(self) -> int:
         version = self.schema_version
         if version > len(MIGRATIONS):
             raise DigestError(
                 f"{self.path}: schema version {version} is newer than this "
                 f"papers-digest knows ({len(MIGRATIONS)}); upgrade papers-digest"
             )
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction() as conn:
-                step(self.db)
-                conn.execute(f"PRAGMA user_version = {number}")
+        return version
 
     # -- runs ------------------------------------------------------------------------
 
