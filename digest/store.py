@@ -33,7 +33,15 @@ def now_utc() -> datetime:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time in UTC as YYYY-MM-DDTHH:MM:SSZ (a time without an offset is UTC).
+
+    Raises OverflowError when it falls outside years 1-9999 in UTC. Not strftime: its %Y
+    writes year 1 as "1", which no ISO reader takes back.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    utc = value.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    return utc.isoformat(timespec="seconds") + "Z"
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -130,11 +138,18 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """runs.left_out: the papers a run listed but could not store, as a JSON list of
+    {"id", "reason"} (NULL: none). One bad paper no longer stops the whole day."""
+    db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     migrate_subscribers,
     _migrate_3,
+    _migrate_4,
 ]
 
 
@@ -250,14 +265,24 @@ class Store:
         """Record a run of `listing`: insert unseen papers, refresh known ones, snapshot votes.
 
         Returns the RunResult. One transaction: on any error nothing is stored.
+        A paper SQLite cannot hold (text that is not UTF-8, a time outside years 1-9999 in
+        UTC, a count past 64 bits) is left out with why, in the run's `left_out` and its
+        summary; the rest of the list is stored. A list none of whose papers can be
+        stored is a failed run.
         `backfilled` marks the new papers as archive only (a past day's list): they are
         never mailed nor put in the feeds as new.
         `before_commit` is a hook for tests that simulate a crash.
         """
         started = started or now_utc()
         finished = now_utc()
-        papers = listing.papers
-        status = "ok" if papers else "empty"
+        rows, left_out = _storable(listing.papers)
+        papers = [p for p, _ in rows]
+        status, reason = "ok", None
+        if not listing.papers:
+            status, reason = "empty", reason_if_empty
+        elif not papers:
+            status = "failed"
+            reason = f"none of the {len(left_out)} papers listed could be stored"
         with self.transaction() as conn:
             run_id = self._insert_run(
                 conn,
@@ -267,27 +292,29 @@ class Store:
                 status,
                 list_date=listing.list_date,
                 trending=listing.trending,
-                reason=None if papers else reason_if_empty,
+                reason=reason,
+                error=reason if status == "failed" else None,
+                left_out=left_out,
             )
             known = self._known_ids([p.id for p in papers])
             stamp = _iso(finished)
             new_rows = [
-                _paper_row(p)
+                row
                 | {
                     "first_seen": stamp,
                     "first_run": run_id,
                     "last_seen": stamp,
                     "backfilled": int(backfilled),
                 }
-                for p in papers
+                for p, row in rows
                 if p.id not in known
             ]
             if new_rows:
                 self.db.table("papers").insert_all(new_rows)
             updated = 0
-            for p in papers:
+            for p, row in rows:
                 if p.id in known:
-                    updated += self._refresh(conn, p, stamp)
+                    updated += self._refresh(conn, row, stamp)
             self.db.table("upvotes").insert_all(
                 (
                     {
@@ -304,7 +331,7 @@ class Store:
             )
             conn.execute(
                 "UPDATE runs SET finished = ?, seen = ?, new = ?, updated = ? WHERE id = ?",
-                (stamp, len(papers), len(new_rows), updated, run_id),
+                (stamp, len(listing.papers), len(new_rows), updated, run_id),
             )
             if before_commit:
                 before_commit()
@@ -313,12 +340,13 @@ class Store:
             status=status,
             source=listing.source,
             url=listing.url,
-            seen=len(papers),
+            seen=len(listing.papers),
             new=len(new_rows),
             updated=updated,
             list_date=listing.list_date,
-            reason=None if papers else reason_if_empty,
+            reason=reason,
             new_ids=tuple(r["id"] for r in new_rows),
+            left_out=tuple(left_out),
         )
 
     def record_failure(
@@ -357,10 +385,12 @@ class Store:
         trending: bool = False,
         reason: str | None = None,
         error: str | None = None,
+        left_out: list[tuple[str, str]] | None = None,
     ) -> int:
         cur = conn.execute(
             "INSERT INTO runs (started, finished, source_url, source, list_date, trending, "
-            "status, reason, seen, new, updated, error) VALUES (?,?,?,?,?,?,?,?,0,0,0,?)",
+            "status, reason, seen, new, updated, error, left_out) "
+            "VALUES (?,?,?,?,?,?,?,?,0,0,0,?,?)",
             (
                 _iso(started),
                 _iso(now_utc()),
@@ -371,6 +401,8 @@ class Store:
                 status,
                 reason,
                 error,
+                # ASCII JSON: an id with a lone surrogate is written as its \u escape.
+                json.dumps([{"id": i, "reason": r} for i, r in left_out]) if left_out else None,
             ),
         )
         return int(cur.lastrowid or 0)
@@ -386,7 +418,7 @@ class Store:
             )
         return known
 
-    def _refresh(self, conn: sqlite3.Connection, p: Paper, stamp: str) -> int:
+    def _refresh(self, conn: sqlite3.Connection, row: dict[str, Any], stamp: str) -> int:
         """Update what changes on a known paper; returns 1 if anything but last_seen changed.
 
         Counts and flags take the new value. Text and links take it when it is there: a
@@ -414,16 +446,15 @@ class Store:
             "withdrawn": ":withdrawn",
             "organization": "COALESCE(:organization, organization)",
         }
-        row = _paper_row(p)
         changed = 0
         for new in (text, rest):
             cur = conn.execute(
                 f"UPDATE papers SET {', '.join(f'{c} = {e}' for c, e in new.items())} "
                 f"WHERE id = :id AND ({', '.join(new)}) IS NOT ({', '.join(new.values())})",
-                {k: row[k] for k in new} | {"id": p.id},
+                {k: row[k] for k in new} | {"id": row["id"]},
             )
             changed |= cur.rowcount
-        conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, p.id))
+        conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, row["id"]))
         return changed
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -632,6 +663,46 @@ def _paper_row(p: Paper) -> dict[str, Any]:
         "withdrawn": int(p.withdrawn),
         "submitted_by": p.submitted_by,
     }
+
+
+_SQLITE_INT = 2**63
+
+
+def _storable(
+    papers: Iterable[Paper],
+) -> tuple[list[tuple[Paper, dict[str, Any]]], list[tuple[str, str]]]:
+    """Split papers into (paper, row) pairs SQLite can hold and (id, why) for the rest.
+
+    The parser already cleans what it reads; this is the last line for a Paper made any
+    other way, so that one bad paper is left out instead of failing the whole run.
+    """
+    rows: list[tuple[Paper, dict[str, Any]]] = []
+    left_out: list[tuple[str, str]] = []
+    for p in papers:
+        try:
+            row = _paper_row(p)
+        except OverflowError:
+            left_out.append((p.id, f"published_at {p.published_at} is outside years 1-9999 in UTC"))
+            continue
+        problem = _row_problem(row)
+        if problem:
+            left_out.append((p.id, problem))
+        else:
+            rows.append((p, row))
+    return rows, left_out
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """Why SQLite cannot take `row` (text that is not UTF-8, an integer past 64 bits)."""
+    for column, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return f"{column} is not valid text (character {e.start} is a lone surrogate)"
+        elif isinstance(value, int) and not -_SQLITE_INT <= value < _SQLITE_INT:
+            return f"{column} {value} does not fit in 64 bits"
+    return None
 
 
 def row_to_stored(r: dict[str, Any]) -> StoredPaper:
