@@ -100,7 +100,7 @@ def parse_page_cards(body: bytes | str, url: str) -> Listing:
                 id=paper_id,
                 title=title,
                 upvotes=_int(votes),
-                thumbnail=img.attributes.get("src") if img is not None else None,
+                thumbnail=_url(img.attributes.get("src")) if img is not None else None,
                 daily_date=_date_from_url(url),
             )
         )
