@@ -121,6 +121,9 @@ class BackfillResult:
         )
         if self.failed:
             line += "; failed: " + ", ".join(str(r.list_date) for r in self.failed if r.list_date)
+        left_out = sum(len(r.left_out) for r in self.runs)
+        if left_out:
+            line += f"; {left_out} papers left out (see each run's left_out)"
         return line
 
 

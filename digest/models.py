@@ -65,6 +65,9 @@ class StoredPaper:
     backfilled: bool = False  # stored by a backfill of a past day: archive, not news
 
 
+LEFT_OUT_SHOWN = 5  # left-out papers named in a run's one line; the run's record has all
+
+
 @dataclass(frozen=True)
 class RunResult:
     """The outcome of one ingest run, as recorded in the `runs` table."""
@@ -79,12 +82,14 @@ class RunResult:
     list_date: date | None = None
     reason: str | None = None  # why empty / why failed
     new_ids: tuple[str, ...] = field(default_factory=tuple)
+    # (paper id, why) for each listed paper the store could not hold; the rest was stored.
+    left_out: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> str:
         """One line saying what happened, for the end of every command."""
         day = f" for {self.list_date.isoformat()}" if self.list_date else ""
         if self.status == "failed":
-            return f"run {self.run_id} failed: {self.reason} (nothing stored)"
+            return f"run {self.run_id} failed: {self.reason} (nothing stored){self._left_out()}"
         if self.status == "empty":
             return (
                 f"run {self.run_id}: {self.source} {self.url}{day} listed no papers "
@@ -92,8 +97,21 @@ class RunResult:
             )
         return (
             f"run {self.run_id}: {self.source} {self.url}{day}: seen {self.seen}, "
-            f"new {self.new}, updated {self.updated}"
+            f"new {self.new}, updated {self.updated}{self._left_out()}"
         )
+
+    def _left_out(self) -> str:
+        if not self.left_out:
+            return ""
+        shown = self.left_out[:LEFT_OUT_SHOWN]
+        # backslashreplace: an id may hold a lone surrogate, which no terminal can print.
+        named = "; ".join(
+            f"{paper_id.encode('utf-8', 'backslashreplace').decode()}: {why}"
+            for paper_id, why in shown
+        )
+        more = len(self.left_out) - len(shown)
+        rest = f"; and {more} more (see the run's left_out)" if more else ""
+        return f"; left out {len(self.left_out)}: {named}{rest}"
 
 
 @dataclass(frozen=True)

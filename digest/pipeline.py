@@ -113,6 +113,9 @@ def fetch_job(
             fetcher = make_fetcher(config)
             with fetcher.client:
                 run = ingest(config, store, fetcher, url=url)
+        for paper_id, why in run.left_out:
+            # Also in the run's record and its one line; the log is what a server keeps.
+            log.warning("run %s left out paper %a: %s", run.run_id, paper_id, why)
         # What send_job judges the list by: this fetch, not a later backfill of an old day.
         store.mark_run(DAILY, run.run_id)
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import tenacity
 
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, StoredPaper
@@ -23,6 +24,8 @@ from digest.subscribers import migrate_subscribers
 # A digest claims the papers first seen at most this many days before its send: a first send
 # after weeks without one (no SMTP server yet, no subscribers) mails a week, not an archive.
 CLAIM_DAYS = 7
+# How long a writer waits for another process's transaction before giving up.
+BUSY_SECONDS = 30
 
 
 def now_utc() -> datetime:
@@ -30,7 +33,15 @@ def now_utc() -> datetime:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time in UTC as YYYY-MM-DDTHH:MM:SSZ (a time without an offset is UTC).
+
+    Raises OverflowError when it falls outside years 1-9999 in UTC. Not strftime: its %Y
+    writes year 1 as "1", which no ISO reader takes back.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    utc = value.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    return utc.isoformat(timespec="seconds") + "Z"
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -127,12 +138,41 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """runs.left_out: the papers a run listed but could not store, as a JSON list of
+    {"id", "reason"} (NULL: none). One bad paper no longer stops the whole day."""
+    db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     migrate_subscribers,
     _migrate_3,
+    _migrate_4,
 ]
+
+
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch the file to WAL, waiting while another process does the same.
+
+    Changing the journal mode needs a lock that SQLite does not wait for (the busy
+    timeout does not apply): two first runs on a new file would see "database is
+    locked" at once. Retried for up to the busy timeout.
+    """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_locked),
+        wait=tenacity.wait_random(0.01, 0.1),
+        stop=tenacity.stop_after_delay(BUSY_SECONDS),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            db.enable_wal()
+
+
+def _is_locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
 
 class Store:
@@ -152,12 +192,13 @@ class Store:
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False
+            )
             db = sqlite_utils.Database(conn)
             if path != ":memory:":
-                db.enable_wal()
+                _enable_wal(db)
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
             store = cls(db, path)
             store._migrate()
         except sqlite3.DatabaseError as e:
@@ -187,16 +228,28 @@ class Store:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
+        """Bring the file to len(MIGRATIONS), all steps in one write transaction.
+
+        The version is read again once the write lock is held: two processes that open
+        a new file together both see version 0 first, and the second, once the first has
+        committed, must find nothing left to do rather than create the tables again.
+        """
+        if self._check_version() == len(MIGRATIONS):
+            return  # the common case: no write lock taken
+        with self.transaction() as conn:
+            version = self._check_version()
+            for step in MIGRATIONS[version:]:
+                step(self.db)
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    def _check_version(self) -> int:
         version = self.schema_version
         if version > len(MIGRATIONS):
             raise DigestError(
                 f"{self.path}: schema version {version} is newer than this "
                 f"papers-digest knows ({len(MIGRATIONS)}); upgrade papers-digest"
             )
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction() as conn:
-                step(self.db)
-                conn.execute(f"PRAGMA user_version = {number}")
+        return version
 
     # -- runs ------------------------------------------------------------------------
 
@@ -212,14 +265,24 @@ class Store:
         """Record a run of `listing`: insert unseen papers, refresh known ones, snapshot votes.
 
         Returns the RunResult. One transaction: on any error nothing is stored.
+        A paper SQLite cannot hold (text that is not UTF-8, a time outside years 1-9999 in
+        UTC, a count past 64 bits) is left out with why, in the run's `left_out` and its
+        summary; the rest of the list is stored. A list none of whose papers can be
+        stored is a failed run.
         `backfilled` marks the new papers as archive only (a past day's list): they are
         never mailed nor put in the feeds as new.
         `before_commit` is a hook for tests that simulate a crash.
         """
         started = started or now_utc()
         finished = now_utc()
-        papers = listing.papers
-        status = "ok" if papers else "empty"
+        rows, left_out = _storable(listing.papers)
+        papers = [p for p, _ in rows]
+        status, reason = "ok", None
+        if not listing.papers:
+            status, reason = "empty", reason_if_empty
+        elif not papers:
+            status = "failed"
+            reason = f"none of the {len(left_out)} papers listed could be stored"
         with self.transaction() as conn:
             run_id = self._insert_run(
                 conn,
@@ -229,27 +292,29 @@ class Store:
                 status,
                 list_date=listing.list_date,
                 trending=listing.trending,
-                reason=None if papers else reason_if_empty,
+                reason=reason,
+                error=reason if status == "failed" else None,
+                left_out=left_out,
             )
             known = self._known_ids([p.id for p in papers])
             stamp = _iso(finished)
             new_rows = [
-                _paper_row(p)
+                row
                 | {
                     "first_seen": stamp,
                     "first_run": run_id,
                     "last_seen": stamp,
                     "backfilled": int(backfilled),
                 }
-                for p in papers
+                for p, row in rows
                 if p.id not in known
             ]
             if new_rows:
                 self.db.table("papers").insert_all(new_rows)
             updated = 0
-            for p in papers:
+            for p, row in rows:
                 if p.id in known:
-                    updated += self._refresh(conn, p, stamp)
+                    updated += self._refresh(conn, row, stamp)
             self.db.table("upvotes").insert_all(
                 (
                     {
@@ -266,7 +331,7 @@ class Store:
             )
             conn.execute(
                 "UPDATE runs SET finished = ?, seen = ?, new = ?, updated = ? WHERE id = ?",
-                (stamp, len(papers), len(new_rows), updated, run_id),
+                (stamp, len(listing.papers), len(new_rows), updated, run_id),
             )
             if before_commit:
                 before_commit()
@@ -275,12 +340,13 @@ class Store:
             status=status,
             source=listing.source,
             url=listing.url,
-            seen=len(papers),
+            seen=len(listing.papers),
             new=len(new_rows),
             updated=updated,
             list_date=listing.list_date,
-            reason=None if papers else reason_if_empty,
+            reason=reason,
             new_ids=tuple(r["id"] for r in new_rows),
+            left_out=tuple(left_out),
         )
 
     def record_failure(
@@ -319,10 +385,12 @@ class Store:
         trending: bool = False,
         reason: str | None = None,
         error: str | None = None,
+        left_out: list[tuple[str, str]] | None = None,
     ) -> int:
         cur = conn.execute(
             "INSERT INTO runs (started, finished, source_url, source, list_date, trending, "
-            "status, reason, seen, new, updated, error) VALUES (?,?,?,?,?,?,?,?,0,0,0,?)",
+            "status, reason, seen, new, updated, error, left_out) "
+            "VALUES (?,?,?,?,?,?,?,?,0,0,0,?,?)",
             (
                 _iso(started),
                 _iso(now_utc()),
@@ -333,6 +401,8 @@ class Store:
                 status,
                 reason,
                 error,
+                # ASCII JSON: an id with a lone surrogate is written as its \u escape.
+                json.dumps([{"id": i, "reason": r} for i, r in left_out]) if left_out else None,
             ),
         )
         return int(cur.lastrowid or 0)
@@ -348,7 +418,7 @@ class Store:
             )
         return known
 
-    def _refresh(self, conn: sqlite3.Connection, p: Paper, stamp: str) -> int:
+    def _refresh(self, conn: sqlite3.Connection, row: dict[str, Any], stamp: str) -> int:
         """Update what changes on a known paper; returns 1 if anything but last_seen changed.
 
         Counts and flags take the new value. Text and links take it when it is there: a
@@ -376,16 +446,15 @@ class Store:
             "withdrawn": ":withdrawn",
             "organization": "COALESCE(:organization, organization)",
         }
-        row = _paper_row(p)
         changed = 0
         for new in (text, rest):
             cur = conn.execute(
                 f"UPDATE papers SET {', '.join(f'{c} = {e}' for c, e in new.items())} "
                 f"WHERE id = :id AND ({', '.join(new)}) IS NOT ({', '.join(new.values())})",
-                {k: row[k] for k in new} | {"id": p.id},
+                {k: row[k] for k in new} | {"id": row["id"]},
             )
             changed |= cur.rowcount
-        conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, p.id))
+        conn.execute("UPDATE papers SET last_seen = ? WHERE id = ?", (stamp, row["id"]))
         return changed
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -594,6 +663,46 @@ def _paper_row(p: Paper) -> dict[str, Any]:
         "withdrawn": int(p.withdrawn),
         "submitted_by": p.submitted_by,
     }
+
+
+_SQLITE_INT = 2**63
+
+
+def _storable(
+    papers: Iterable[Paper],
+) -> tuple[list[tuple[Paper, dict[str, Any]]], list[tuple[str, str]]]:
+    """Split papers into (paper, row) pairs SQLite can hold and (id, why) for the rest.
+
+    The parser already cleans what it reads; this is the last line for a Paper made any
+    other way, so that one bad paper is left out instead of failing the whole run.
+    """
+    rows: list[tuple[Paper, dict[str, Any]]] = []
+    left_out: list[tuple[str, str]] = []
+    for p in papers:
+        try:
+            row = _paper_row(p)
+        except OverflowError:
+            left_out.append((p.id, f"published_at {p.published_at} is outside years 1-9999 in UTC"))
+            continue
+        problem = _row_problem(row)
+        if problem:
+            left_out.append((p.id, problem))
+        else:
+            rows.append((p, row))
+    return rows, left_out
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """Why SQLite cannot take `row` (text that is not UTF-8, an integer past 64 bits)."""
+    for column, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return f"{column} is not valid text (character {e.start} is a lone surrogate)"
+        elif isinstance(value, int) and not -_SQLITE_INT <= value < _SQLITE_INT:
+            return f"{column} {value} does not fit in 64 bits"
+    return None
 
 
 def row_to_stored(r: dict[str, Any]) -> StoredPaper:

@@ -497,3 +497,79 @@ def test_random_json_structures(value: Any) -> None:
 @given(st.lists(st.fixed_dictionaries({"paper": _json, "title": _json, "numComments": _json})))
 def test_random_item_fields(items: list[Any]) -> None:
     _only_page_format_errors(json.dumps(items).encode())
+
+
+# -- text and dates no later step could carry (issue 6) --------------------------------
+
+
+def _one_item(**paper: Any) -> bytes:
+    """RECONSTRUCTED: the first real item of 2024-08-01 with `paper` fields replaced."""
+    item = raw_items(REAL / "api-daily_papers-2024-08-01.reserialised.json")[0]
+    item["paper"].update(paper)
+    item.pop("title", None)
+    item.pop("summary", None)
+    return json.dumps([item]).encode()  # json.dumps writes a lone surrogate as \ud83d
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    body = _one_item(
+        title="Emoji \ud83d cut in half",
+        summary="ab\udc00stract",
+        authors=[{"name": "Ann \ud800 Lee"}, {"name": "\ud83d"}],
+        ai_keywords=["\udfff", "fine"],
+    )
+    assert b"\\ud83d" in body  # the bytes really carry the escape
+    (paper,) = parse_api(body, "reconstructed").papers
+    assert paper.title == "Emoji \ufffd cut in half"
+    assert paper.abstract == "ab\ufffdstract"
+    assert paper.authors == ("Ann \ufffd Lee", "\ufffd")
+    assert paper.ai_keywords == ("\ufffd", "fine")
+    for text in (paper.title, paper.abstract, *paper.authors):
+        text.encode("utf-8")  # would raise on a surrogate
+
+
+def test_control_characters_are_dropped_from_text() -> None:
+    body = _one_item(
+        title="A\x00B\x07 C\x1b\x7f\ufffe", summary="\x00\x01", authors=[{"name": "\x02"}]
+    )
+    (paper,) = parse_api(body, "reconstructed").papers
+    assert paper.title == "A B C"
+    assert (paper.abstract, paper.authors) == ("", ())
+
+
+def test_a_title_of_control_characters_only_is_no_title() -> None:
+    with pytest.raises(PageFormatError, match="has no title"):
+        parse_api(_one_item(title="\x00\x01\x1f"), "reconstructed")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:00:00+05:00",  # before year 1 once in UTC
+        "9999-12-31T23:00:00-05:00",  # after year 9999 once in UTC
+        "0001-01-01T00:00:00Z",  # before arXiv
+        "1900-05-05T00:00:00Z",
+        "9999-12-31T00:00:00Z",  # no day after it
+        "not a date",
+    ],
+)
+def test_impossible_dates_are_read_as_missing(value: str) -> None:
+    body = _one_item(publishedAt=value, submittedOnDailyAt=value)
+    (paper,) = parse_api(body, "https://huggingface.co/api/daily_papers?date=2024-08-01").papers
+    assert paper.published_at is None
+    assert paper.daily_date == date(2024, 8, 1)  # from the list's own date
+
+
+def test_times_are_utc_and_one_without_offset_is_utc() -> None:
+    (paper,) = parse_api(_one_item(publishedAt="2024-07-31T23:30:00-02:00"), "r").papers
+    assert paper.published_at is not None
+    assert paper.published_at.isoformat() == "2024-08-01T01:30:00+00:00"
+    (paper,) = parse_api(_one_item(publishedAt="2024-07-31T23:30:00"), "r").papers
+    assert paper.published_at is not None
+    assert paper.published_at.isoformat() == "2024-07-31T23:30:00+00:00"
+
+
+def test_a_url_with_a_space_or_control_character_is_no_url() -> None:
+    body = _one_item(githubRepo="https://github.com/a b", projectPage="https://x.org/\x00")
+    (paper,) = parse_api(body, "r").papers
+    assert (paper.github_repo, paper.project_page) == (None, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
@@ -23,6 +23,15 @@ _VERSION_RE = re.compile(r"v\d+$")
 _SPACE_RE = re.compile(r"\s+")
 _DATE_IN_URL_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _INT64 = 2**63  # SQLite's INTEGER range
+# JSON may carry half of a surrogate pair alone ("\ud83d"); UTF-8, so SQLite, cannot.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# Control characters never belong in a title or a name, and XML 1.0 (the feeds) cannot
+# carry most of them; tab, newline and carriage return are left to the whitespace rule.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+# Dates outside these bounds are not a paper's (arXiv opened in 1991) and some cannot
+# even be turned into UTC or given a day after: such a date is read as missing.
+EARLIEST_DATE = date(1991, 1, 1)
+LATEST_DATE = date(9998, 12, 31)
 
 
 def parse_page(body: bytes | str, url: str) -> Listing:
@@ -91,7 +100,7 @@ def parse_page_cards(body: bytes | str, url: str) -> Listing:
                 id=paper_id,
                 title=title,
                 upvotes=_int(votes),
-                thumbnail=img.attributes.get("src") if img is not None else None,
+                thumbnail=_url(img.attributes.get("src")) if img is not None else None,
                 daily_date=_date_from_url(url),
             )
         )
@@ -165,18 +174,18 @@ def _paper(item: Any, url: str, i: int, list_date: date | None) -> Paper:
     raw_id = p.get("id")
     if not isinstance(raw_id, str) or not raw_id.strip():
         raise PageFormatError(url, f"item {i} has no paper id")
-    paper_id = _VERSION_RE.sub("", raw_id.strip())
-    title = _clean(_str(p.get("title")) or _str(item.get("title")))
+    paper_id = _VERSION_RE.sub("", _clean(raw_id))
+    if not paper_id:
+        raise PageFormatError(url, f"item {i} has no paper id")
+    title = _clean(_str(p.get("title"))) or _clean(_str(item.get("title")))
     if not title:
         raise PageFormatError(url, f"item {i} (paper {paper_id}) has no title")
-    authors = tuple(
+    names = (
         _clean(a["name"])
         for a in _list(p.get("authors"))
-        if isinstance(a, dict)
-        and isinstance(a.get("name"), str)
-        and not a.get("hidden")
-        and a["name"].strip()
+        if isinstance(a, dict) and isinstance(a.get("name"), str) and not a.get("hidden")
     )
+    authors = tuple(name for name in names if name)
     org = (
         _org(item.get("organization"))
         or _org(p.get("organization"))
@@ -191,7 +200,7 @@ def _paper(item: Any, url: str, i: int, list_date: date | None) -> Paper:
     return Paper(
         id=paper_id,
         title=title,
-        abstract=_clean(_str(p.get("summary")) or _str(item.get("summary"))),
+        abstract=_clean(_str(p.get("summary"))) or _clean(_str(item.get("summary"))),
         authors=authors,
         published_at=_parse_datetime(p.get("publishedAt")),
         daily_date=daily,
@@ -204,10 +213,10 @@ def _paper(item: Any, url: str, i: int, list_date: date | None) -> Paper:
         thumbnail=_url(item.get("thumbnail")),
         ai_summary=_clean(_str(p.get("ai_summary"))) or None,
         ai_keywords=tuple(
-            _clean(k) for k in _list(p.get("ai_keywords")) if isinstance(k, str) and k.strip()
+            word for word in (_clean(_str(k)) for k in _list(p.get("ai_keywords"))) if word
         ),
         withdrawn=bool(p.get("withdrawnAt")),
-        submitted_by=_str(submitter.get("user") or submitter.get("name"))
+        submitted_by=_clean(_str(submitter.get("user")) or _str(submitter.get("name"))) or None
         if isinstance(submitter, dict)
         else None,
     )
@@ -222,13 +231,19 @@ def _decode(body: bytes | str, url: str) -> str:
         raise PageFormatError(url, f"body is not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
+def _text(text: str) -> str:
+    """Text every later step can carry: a lone surrogate becomes U+FFFD, a control
+    character a space."""
+    return _CONTROL_RE.sub(" ", _SURROGATE_RE.sub("\ufffd", text))
+
+
 def _clean(text: str) -> str:
-    """Whitespace collapsed; never truncated.
+    """Safe text (see _text) with whitespace collapsed; never truncated.
 
     No HTML unescaping: JSON strings are plain text (an abstract may say "&lt" or
     "&para" literally), and selectolax has already decoded attributes and card text.
     """
-    return _SPACE_RE.sub(" ", text).strip()
+    return _SPACE_RE.sub(" ", _text(text)).strip()
 
 
 def _is_count(text: str) -> bool:
@@ -237,7 +252,7 @@ def _is_count(text: str) -> bool:
 
 
 def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return _text(value) if isinstance(value, str) else ""
 
 
 def _list(value: Any) -> list[Any]:
@@ -261,8 +276,12 @@ def _int(value: Any) -> int:
 
 
 def _url(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
-        return value.strip()
+    """An http(s) URL, or None; one with a space or control character inside is no URL."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.startswith(("http://", "https://")) and text == _clean(text) and " " not in text:
+        return text
     return None
 
 
@@ -274,21 +293,30 @@ def _org(value: Any) -> str | None:
 
 
 def _parse_datetime(value: Any) -> datetime | None:
+    """The time in UTC (one without an offset is taken as UTC), or None when it is not
+    one or lies outside EARLIEST_DATE..LATEST_DATE (e.g. 0001-01-01T00:00:00+05:00, which
+    is before year 1 in UTC)."""
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
+    return parsed if EARLIEST_DATE <= parsed.date() <= LATEST_DATE else None
 
 
 def _parse_date(value: Any) -> date | None:
+    """The day a value starts with (YYYY-MM-DD), or None; see EARLIEST_DATE."""
     if not isinstance(value, str) or len(value) < 10:
         return None
     try:
-        return date.fromisoformat(value[:10])
+        day = date.fromisoformat(value[:10])
     except ValueError:
         return None
+    return day if EARLIEST_DATE <= day <= LATEST_DATE else None
 
 
 def _date_from_url(url: str) -> date | None:
