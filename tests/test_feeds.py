@@ -67,6 +67,12 @@ def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]
     return out
 
 
+def guid(feed: str, sp: StoredPaper) -> str:
+    """The item identity a feed must use: the arXiv URL in all.*, plus the topic elsewhere."""
+    url = sp.paper.arxiv_url
+    return url if feed == "all" else f"{url}#topic-{feed}"
+
+
 def parse_ok(path: Path) -> Any:
     parsed = feedparser.parse(path.read_bytes())
     assert parsed.bozo == 0, f"{path.name}: {parsed.get('bozo_exception')}"
@@ -99,7 +105,7 @@ def test_every_feed_parses_and_holds_the_database_papers(tmp_path: Path, store: 
     assert report.items["nothing"] == 0
     assert sorted(report.files) == sorted(p.name for p in folder.iterdir())
     for name, papers in expected.items():
-        ids = [sp.paper.arxiv_url for sp in papers]
+        ids = [guid(name, sp) for sp in papers]
         titles = [clean(sp.paper.title) for sp in papers]
         assert report.items[name] == len(papers)
         for ext in ("xml", "atom"):
@@ -134,9 +140,10 @@ def test_item_carries_links_people_votes_keywords_and_first_seen(
     assert entry.published_parsed[:6] == sp.first_seen.timetuple()[:6]
     assert p.github_repo in entry.summary and p.pdf_url in entry.summary
     assert f"{p.upvotes} upvote" in entry.summary
-    assert [a["name"] for a in entry.authors] == list(p.authors)
+    assert entry.author == ", ".join(p.authors)  # one dc:creator: readers show one
     assert [t.term for t in entry.get("tags", [])] == list(p.ai_keywords)
     assert entry.media_thumbnail[0]["url"] == p.thumbnail
+    assert [(e.href, e.type) for e in entry.enclosures] == [(p.thumbnail, "image/png")]
     # The guid is an identity, not the link readers open.
     channel = ET.parse(folder / "all.xml").getroot().find("channel")
     assert channel is not None
@@ -149,10 +156,14 @@ def test_item_carries_links_people_votes_keywords_and_first_seen(
     hrefs = {link.href for link in entry.links}
     assert {p.hf_url, p.arxiv_url, p.pdf_url, p.github_repo} <= hrefs
     assert entry.link == p.hf_url
+    assert [a["name"] for a in entry.authors] == list(p.authors)
+    assert [(e.href, e.type) for e in entry.enclosures] == [(p.thumbnail, "image/png")]
     assert atom.feed.updated_parsed[:6] == max(s.first_seen for s in store.papers()).timetuple()[:6]
 
     item = next(i for i in check_jsonfeed(folder / "all.json")["items"] if i["id"] == p.arxiv_url)
     assert item["url"] == p.hf_url and item["image"] == p.thumbnail
+    assert [a["name"] for a in item["authors"]] == list(p.authors)
+    assert item["attachments"] == [{"url": p.thumbnail, "mime_type": "image/png"}]
     assert item["_papers_digest"]["upvotes"] == p.upvotes
 
 
@@ -227,12 +238,14 @@ def test_hostile_titles_and_abstracts_come_out_intact(
         for e in parsed.entries:
             # The abstract sits escaped in the HTML body: unescape the first paragraph.
             body = ET.fromstring(f"<div>{e.summary}</div>").findtext("p") or ""
-            got[e.id] = (e.title, body, [a["name"] for a in e.get("authors", [])])
+            # RSS carries the names in one dc:creator, Atom one author element each.
+            names = [a["name"] for a in e.get("authors", [])]
+            got[e.id] = (e.title, body, names)
     for p in papers[:-1]:
         title, abstract, authors = got[p.arxiv_url]
         assert title == p.title
         assert abstract == p.abstract
-        assert authors == list(p.authors)
+        assert authors == ([", ".join(p.authors)] if ext == "xml" else list(p.authors))
     title, abstract, _ = got["https://arxiv.org/abs/2501.00009"]
     assert title == "Ctrl chars ok"
     assert abstract == "xy"
