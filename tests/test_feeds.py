@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import feedparser
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -373,3 +374,74 @@ def test_digest_run_writes_the_feeds_and_says_so(
     assert "failed" in result.output
     assert "feeds:" in result.output
     assert len(parse_ok(tmp_path / "feeds" / "all.xml").entries) == count
+
+
+# -- feeds of topics no longer configured ------------------------------------------------
+
+
+def test_feeds_of_a_removed_topic_go_and_nothing_else_does(tmp_path: Path, store: Store) -> None:
+    from digest.web import create_app
+
+    from .webserver import serving
+
+    fill_store(store)
+    folder = tmp_path / "feeds"
+    first = write_feeds(feed_config(tmp_path), store)
+    assert first.removed == ()
+    # Files that are not ours, some named like feeds: they must stay.
+    mine = {"notes.xml": b"<x/>", "notes.atom": b"a", "README.txt": b"r", ".keep": b""}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+
+    kept = TOPICS[:1]  # "vision" and "nothing" are dropped from the config
+    config = Config(
+        feeds=FeedsConfig(dir=str(folder), base_url="https://papers.example.org/"), topics=kept
+    )
+    second = write_feeds(config, store)
+
+    gone = sorted(f"{t}.{ext}" for t in ("vision", "nothing") for ext in ("xml", "atom", "json"))
+    assert sorted(second.removed) == gone
+    assert "6 removed" in second.summary()
+    on_disk = {p.name for p in folder.iterdir()}
+    assert not on_disk & set(gone)
+    assert set(mine) <= on_disk
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in mine} == mine
+    assert on_disk == set(mine) | set(second.files)
+    root = ET.parse(folder / "feeds.opml").getroot()
+    assert [o.get("xmlUrl", "").rsplit("/", 1)[1] for o in root.iter("outline")] == [
+        "all.xml",
+        "agents.xml",
+    ]
+    # The web front serves what is on disk: the old topic's feed is no longer there.
+    with serving(create_app(config)) as base:
+        assert httpx.get(f"{base}/feeds/vision.xml").status_code == 404
+        assert httpx.get(f"{base}/feeds/agents.xml").status_code == 200
+
+    # A list that is not ours (or is broken) names nothing: nothing is removed.
+    (folder / "feeds.opml").write_text("<opml><body><outline xmlUrl='x/../../etc.xml'/>")
+    (folder / "agents.extra.xml").write_bytes(b"mine")
+    assert write_feeds(config, store).removed == ()
+    assert (folder / "agents.extra.xml").read_bytes() == b"mine"
+
+
+def test_an_opml_list_edited_by_hand_removes_only_plain_feed_names(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "feeds"
+    folder.mkdir()
+    outside = tmp_path / "precious.xml"
+    outside.write_bytes(b"keep")
+    (folder / "old.xml").write_bytes(b"ours")
+    (folder / "old.json").write_bytes(b"ours")
+    (folder / "feeds.opml").write_text(
+        "<opml version='2.0'><body>"
+        "<outline xmlUrl='https://x.example/feeds/old.xml'/>"
+        "<outline xmlUrl='https://x.example/feeds/..%2Fprecious.xml'/>"
+        "<outline xmlUrl='https://x.example/feeds/all.xml'/>"
+        "<outline xmlUrl='https://x.example/feeds/feeds.opml'/>"
+        "</body></opml>"
+    )
+    report = write_feeds(feed_config(tmp_path), store)
+    assert sorted(report.removed) == ["old.json", "old.xml"]
+    assert outside.read_bytes() == b"keep"
+    assert (folder / "all.xml").is_file() and (folder / "feeds.opml").is_file()

@@ -323,7 +323,12 @@ def _links(sp: StoredPaper) -> list[tuple[str, str]]:
 
 
 def item_html(sp: StoredPaper, match: TopicMatch | None) -> str:
-    """Return the item body as escaped HTML: abstract, people, votes, matched terms, links."""
+    """Return the item body as escaped HTML: abstract, people, votes, matched terms, links,
+    and the thumbnail as an image.
+
+    The image is what shows the thumbnail in readers that skip image enclosures (newsboat
+    before 2.33 keeps only audio and video ones) and in mail made from feeds (rss2email).
+    """
     p = sp.paper
     e = html.escape
     parts = []
@@ -343,6 +348,8 @@ def item_html(sp: StoredPaper, match: TopicMatch | None) -> str:
         parts.append(f"<p>Matched: {e(', '.join(clean(t) for t in match.terms))}</p>")
     links = " | ".join(f'<a href="{e(url)}">{e(label)}</a>' for label, url in _links(sp))
     parts.append(f"<p>{links}</p>")
+    if thumb := _thumbnail(sp):
+        parts.append(f'<p><img src="{e(thumb[0])}" alt="Thumbnail of {e(clean(p.title))}"></p>')
     return "\n".join(parts)
 
 
