@@ -38,9 +38,10 @@ among the papers first seen in the same second as microseconds: unique, the same
 every feed and format, stable across rebuilds, and still that second (RSS dates, which
 have whole seconds, show first_seen itself).
 
-Authors: every name, in a form readers show. RSS: one dc:creator holding all names
-(readers such as newsboat show only one dc:creator of several); Atom: one author element
-each (readers join them); JSON Feed: the authors list; and the names in the body.
+Authors: every name, in a form readers show. Readers show one author of several: newsboat
+the first dc:creator, feedparser (so rss2email) the last dc:creator or Atom author. So
+RSS has one dc:creator and Atom one author holding all the names, "A, B, C"; JSON Feed
+has the authors list; and the names are in the body.
 The thumbnail is media:thumbnail plus an enclosure (RSS `<enclosure length="0">`, the
 "unknown size" value validators ask for; Atom `link rel="enclosure"`), which is what
 newsboat and most readers show. Text that XML 1.0 cannot carry (control characters,
@@ -408,13 +409,13 @@ def _generator(config: Config, feed: _Feed, file_name: str, *, rss: bool) -> Fee
             fe.description(feed.body(sp, match))
         else:
             fe.content(feed.body(sp, match), type="html")
-        names = _authors(sp)
-        # One call each with the whole list: feedgen re-checks its whole list on every
-        # call, so a call per name is quadratic in authors (533 on one real paper).
-        if names and rss:
-            fe.dc.dc_creator(", ".join(names))
-        elif names:
-            fe.author([{"name": name} for name in names])
+        # One call, never one per name: feedgen re-checks its whole list on every call,
+        # which made the rebuild quadratic in authors (533 on one real paper).
+        if names := ", ".join(_authors(sp)):
+            if rss:
+                fe.dc.dc_creator(names)
+            else:
+                fe.author({"name": names})
         if keywords := [k for k in (clean(k).strip() for k in p.ai_keywords) if k]:
             fe.category([{"term": k} for k in keywords])
         if thumb:
