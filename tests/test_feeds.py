@@ -445,3 +445,27 @@ def test_an_opml_list_edited_by_hand_removes_only_plain_feed_names(
     assert sorted(report.removed) == ["old.json", "old.xml"]
     assert outside.read_bytes() == b"keep"
     assert (folder / "all.xml").is_file() and (folder / "feeds.opml").is_file()
+
+
+def test_digest_run_says_how_many_old_feed_files_it_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_FEEDS_DIR", "DIGEST_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    topics = '[[topics]]\nname = "agents"\nkeywords = ["agent*"]\n'
+    (tmp_path / "config.toml").write_text(
+        topics + '[[topics]]\nname = "vision"\nkeywords = ["image*"]\n'
+    )
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--from", str(PAGE_2024_08_01)])
+    assert result.exit_code == 0, result.output
+    assert "removed" not in result.output
+    assert (tmp_path / "feeds" / "vision.atom").is_file()
+
+    (tmp_path / "config.toml").write_text(topics)
+    result = runner.invoke(main, ["run", "--from", str(PAGE_2024_08_01)])
+    assert result.exit_code == 0, result.output
+    assert "3 of old topics removed" in result.output.strip().splitlines()[-1]
+    assert not list((tmp_path / "feeds").glob("vision.*"))
+    assert (tmp_path / "feeds" / "agents.atom").is_file()
