@@ -469,3 +469,26 @@ def test_digest_run_says_how_many_old_feed_files_it_removed(
     assert "3 of old topics removed" in result.output.strip().splitlines()[-1]
     assert not list((tmp_path / "feeds").glob("vision.*"))
     assert (tmp_path / "feeds" / "agents.atom").is_file()
+
+
+def test_an_old_feed_that_cannot_be_removed_is_named_and_tried_again(
+    tmp_path: Path, store: Store
+) -> None:
+    from digest.errors import DigestError
+
+    fill_store(store)
+    folder = tmp_path / "feeds"
+    write_feeds(feed_config(tmp_path), store)
+    old_list = (folder / "feeds.opml").read_bytes()
+    (folder / "vision.atom").unlink()
+    (folder / "vision.atom").mkdir()  # unlink() cannot remove a folder, even as root
+    (folder / "vision.atom" / "x").write_bytes(b"")
+    config = Config(feeds=FeedsConfig(dir=str(folder)), topics=TOPICS[:1])
+    with pytest.raises(DigestError, match=r"vision\.atom: cannot remove the old feed file"):
+        write_feeds(config, store)
+    assert (folder / "feeds.opml").read_bytes() == old_list  # still names "vision"
+
+    (folder / "vision.atom" / "x").unlink()
+    (folder / "vision.atom").rmdir()
+    assert "vision.json" in write_feeds(config, store).removed
+    assert not list(folder.glob("vision.*"))

@@ -42,10 +42,12 @@ Authors: every name, in a form readers show. Readers show one author of several:
 the first dc:creator, feedparser (so rss2email) the last dc:creator or Atom author. So
 RSS has one dc:creator and Atom one author holding all the names, "A, B, C"; JSON Feed
 has the authors list; and the names are in the body.
-The thumbnail is media:thumbnail plus an enclosure (RSS `<enclosure length="0">`, the
-"unknown size" value validators ask for; Atom `link rel="enclosure"`), which is what
-newsboat and most readers show. Text that XML 1.0 cannot carry (control characters,
-lone surrogates) is dropped, not fatal.
+
+The thumbnail is media:thumbnail, an enclosure (RSS `<enclosure length="0">`, the
+"unknown size" value validators ask for; Atom `link rel="enclosure"`; JSON Feed
+`attachments`) and an `<img>` in the body, which readers that skip image enclosures
+show (newsboat before 2.33). Text that XML 1.0 cannot carry (control characters, lone
+surrogates) is dropped, not fatal.
 """
 
 from __future__ import annotations
@@ -168,18 +170,21 @@ def write_feeds(config: Config, store: Store) -> FeedReport:
         files[f"{feed.name}.xml"] = render_rss(config, feed)
         files[f"{feed.name}.atom"] = render_atom(config, feed)
         files[f"{feed.name}.json"] = render_json(config, feed)
-    files[OPML_NAME] = render_opml(config, [(f.name, f.title) for f in feeds])
     written: list[str] = []
     unchanged: list[str] = []
     for name, data in files.items():
         (written if write_if_changed(folder / name, data) else unchanged).append(name)
-    gone = sorted(set(before) - {f.name for f in feeds})
+    removed = remove_feed_files(folder, sorted(set(before) - {f.name for f in feeds}))
+    # The list goes last: while any step before fails, the old list still names the old
+    # feeds, so the next run removes what this one could not.
+    opml = render_opml(config, [(f.name, f.title) for f in feeds])
+    (written if write_if_changed(folder / OPML_NAME, opml) else unchanged).append(OPML_NAME)
     return FeedReport(
         dir=folder,
         items={f.name: len(f.items) for f in feeds},
         written=tuple(written),
         unchanged=tuple(unchanged),
-        removed=tuple(remove_feed_files(folder, gone)),
+        removed=tuple(removed),
     )
 
 
