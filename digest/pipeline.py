@@ -49,6 +49,7 @@ class FetchReport:
             if self.feeds_error
             else f"feeds: all {self.feeds.items.get('all', 0)} items, "
             f"{len(self.feeds.written)} files rewritten"
+            + (f", {len(self.feeds.removed)} of old topics removed" if self.feeds.removed else "")
             if self.feeds
             else "feeds: -"
         )

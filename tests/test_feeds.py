@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import feedparser
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -67,6 +68,12 @@ def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]
     return out
 
 
+def guid(feed: str, sp: StoredPaper) -> str:
+    """The item identity a feed must use: the arXiv URL in all.*, plus the topic elsewhere."""
+    url = sp.paper.arxiv_url
+    return url if feed == "all" else f"{url}#topic-{feed}"
+
+
 def parse_ok(path: Path) -> Any:
     parsed = feedparser.parse(path.read_bytes())
     assert parsed.bozo == 0, f"{path.name}: {parsed.get('bozo_exception')}"
@@ -99,7 +106,7 @@ def test_every_feed_parses_and_holds_the_database_papers(tmp_path: Path, store: 
     assert report.items["nothing"] == 0
     assert sorted(report.files) == sorted(p.name for p in folder.iterdir())
     for name, papers in expected.items():
-        ids = [sp.paper.arxiv_url for sp in papers]
+        ids = [guid(name, sp) for sp in papers]
         titles = [clean(sp.paper.title) for sp in papers]
         assert report.items[name] == len(papers)
         for ext in ("xml", "atom"):
@@ -134,9 +141,10 @@ def test_item_carries_links_people_votes_keywords_and_first_seen(
     assert entry.published_parsed[:6] == sp.first_seen.timetuple()[:6]
     assert p.github_repo in entry.summary and p.pdf_url in entry.summary
     assert f"{p.upvotes} upvote" in entry.summary
-    assert [a["name"] for a in entry.authors] == list(p.authors)
+    assert entry.author == ", ".join(p.authors)  # one dc:creator: newsboat shows the first
     assert [t.term for t in entry.get("tags", [])] == list(p.ai_keywords)
     assert entry.media_thumbnail[0]["url"] == p.thumbnail
+    assert [(e.href, e.type) for e in entry.enclosures] == [(p.thumbnail, "image/png")]
     # The guid is an identity, not the link readers open.
     channel = ET.parse(folder / "all.xml").getroot().find("channel")
     assert channel is not None
@@ -149,10 +157,14 @@ def test_item_carries_links_people_votes_keywords_and_first_seen(
     hrefs = {link.href for link in entry.links}
     assert {p.hf_url, p.arxiv_url, p.pdf_url, p.github_repo} <= hrefs
     assert entry.link == p.hf_url
+    assert entry.author == ", ".join(p.authors)  # one author: feedparser shows the last
+    assert [(e.href, e.type) for e in entry.enclosures] == [(p.thumbnail, "image/png")]
     assert atom.feed.updated_parsed[:6] == max(s.first_seen for s in store.papers()).timetuple()[:6]
 
     item = next(i for i in check_jsonfeed(folder / "all.json")["items"] if i["id"] == p.arxiv_url)
     assert item["url"] == p.hf_url and item["image"] == p.thumbnail
+    assert [a["name"] for a in item["authors"]] == list(p.authors)
+    assert item["attachments"] == [{"url": p.thumbnail, "mime_type": "image/png"}]
     assert item["_papers_digest"]["upvotes"] == p.upvotes
 
 
@@ -227,12 +239,14 @@ def test_hostile_titles_and_abstracts_come_out_intact(
         for e in parsed.entries:
             # The abstract sits escaped in the HTML body: unescape the first paragraph.
             body = ET.fromstring(f"<div>{e.summary}</div>").findtext("p") or ""
-            got[e.id] = (e.title, body, [a["name"] for a in e.get("authors", [])])
+            # RSS and Atom carry all names in one element: readers show one.
+            names = [a["name"] for a in e.get("authors", [])]
+            got[e.id] = (e.title, body, names)
     for p in papers[:-1]:
         title, abstract, authors = got[p.arxiv_url]
         assert title == p.title
         assert abstract == p.abstract
-        assert authors == list(p.authors)
+        assert authors == (list(p.authors) if ext == "json" else [", ".join(p.authors)])
     title, abstract, _ = got["https://arxiv.org/abs/2501.00009"]
     assert title == "Ctrl chars ok"
     assert abstract == "xy"
@@ -360,3 +374,121 @@ def test_digest_run_writes_the_feeds_and_says_so(
     assert "failed" in result.output
     assert "feeds:" in result.output
     assert len(parse_ok(tmp_path / "feeds" / "all.xml").entries) == count
+
+
+# -- feeds of topics no longer configured ------------------------------------------------
+
+
+def test_feeds_of_a_removed_topic_go_and_nothing_else_does(tmp_path: Path, store: Store) -> None:
+    from digest.web import create_app
+
+    from .webserver import serving
+
+    fill_store(store)
+    folder = tmp_path / "feeds"
+    first = write_feeds(feed_config(tmp_path), store)
+    assert first.removed == ()
+    # Files that are not ours, some named like feeds: they must stay.
+    mine = {"notes.xml": b"<x/>", "notes.atom": b"a", "README.txt": b"r", ".keep": b""}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+
+    kept = TOPICS[:1]  # "vision" and "nothing" are dropped from the config
+    config = Config(
+        feeds=FeedsConfig(dir=str(folder), base_url="https://papers.example.org/"), topics=kept
+    )
+    second = write_feeds(config, store)
+
+    gone = sorted(f"{t}.{ext}" for t in ("vision", "nothing") for ext in ("xml", "atom", "json"))
+    assert sorted(second.removed) == gone
+    assert "6 removed" in second.summary()
+    on_disk = {p.name for p in folder.iterdir()}
+    assert not on_disk & set(gone)
+    assert set(mine) <= on_disk
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in mine} == mine
+    assert on_disk == set(mine) | set(second.files)
+    root = ET.parse(folder / "feeds.opml").getroot()
+    assert [o.get("xmlUrl", "").rsplit("/", 1)[1] for o in root.iter("outline")] == [
+        "all.xml",
+        "agents.xml",
+    ]
+    # The web front serves what is on disk: the old topic's feed is no longer there.
+    with serving(create_app(config)) as base:
+        assert httpx.get(f"{base}/feeds/vision.xml").status_code == 404
+        assert httpx.get(f"{base}/feeds/agents.xml").status_code == 200
+
+    # A list that is not ours (or is broken) names nothing: nothing is removed.
+    (folder / "feeds.opml").write_text("<opml><body><outline xmlUrl='x/../../etc.xml'/>")
+    (folder / "agents.extra.xml").write_bytes(b"mine")
+    assert write_feeds(config, store).removed == ()
+    assert (folder / "agents.extra.xml").read_bytes() == b"mine"
+
+
+def test_an_opml_list_edited_by_hand_removes_only_plain_feed_names(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "feeds"
+    folder.mkdir()
+    outside = tmp_path / "precious.xml"
+    outside.write_bytes(b"keep")
+    (folder / "old.xml").write_bytes(b"ours")
+    (folder / "old.json").write_bytes(b"ours")
+    (folder / "feeds.opml").write_text(
+        "<opml version='2.0'><body>"
+        "<outline xmlUrl='https://x.example/feeds/old.xml'/>"
+        "<outline xmlUrl='https://x.example/feeds/..%2Fprecious.xml'/>"
+        "<outline xmlUrl='https://x.example/feeds/all.xml'/>"
+        "<outline xmlUrl='https://x.example/feeds/feeds.opml'/>"
+        "</body></opml>"
+    )
+    report = write_feeds(feed_config(tmp_path), store)
+    assert sorted(report.removed) == ["old.json", "old.xml"]
+    assert outside.read_bytes() == b"keep"
+    assert (folder / "all.xml").is_file() and (folder / "feeds.opml").is_file()
+
+
+def test_digest_run_says_how_many_old_feed_files_it_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_FEEDS_DIR", "DIGEST_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    topics = '[[topics]]\nname = "agents"\nkeywords = ["agent*"]\n'
+    (tmp_path / "config.toml").write_text(
+        topics + '[[topics]]\nname = "vision"\nkeywords = ["image*"]\n'
+    )
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--from", str(PAGE_2024_08_01)])
+    assert result.exit_code == 0, result.output
+    assert "removed" not in result.output
+    assert (tmp_path / "feeds" / "vision.atom").is_file()
+
+    (tmp_path / "config.toml").write_text(topics)
+    result = runner.invoke(main, ["run", "--from", str(PAGE_2024_08_01)])
+    assert result.exit_code == 0, result.output
+    assert "3 of old topics removed" in result.output.strip().splitlines()[-1]
+    assert not list((tmp_path / "feeds").glob("vision.*"))
+    assert (tmp_path / "feeds" / "agents.atom").is_file()
+
+
+def test_an_old_feed_that_cannot_be_removed_is_named_and_tried_again(
+    tmp_path: Path, store: Store
+) -> None:
+    from digest.errors import DigestError
+
+    fill_store(store)
+    folder = tmp_path / "feeds"
+    write_feeds(feed_config(tmp_path), store)
+    old_list = (folder / "feeds.opml").read_bytes()
+    (folder / "vision.atom").unlink()
+    (folder / "vision.atom").mkdir()  # unlink() cannot remove a folder, even as root
+    (folder / "vision.atom" / "x").write_bytes(b"")
+    config = Config(feeds=FeedsConfig(dir=str(folder)), topics=TOPICS[:1])
+    with pytest.raises(DigestError, match=r"vision\.atom: cannot remove the old feed file"):
+        write_feeds(config, store)
+    assert (folder / "feeds.opml").read_bytes() == old_list  # still names "vision"
+
+    (folder / "vision.atom" / "x").unlink()
+    (folder / "vision.atom").rmdir()
+    assert "vision.json" in write_feeds(config, store).removed
+    assert not list(folder.glob("vision.*"))

@@ -1,8 +1,9 @@
 """A real feed reader: newsboat, headless, fetching our feeds over HTTP from 127.0.0.1.
 
-Each feed gets its own newsboat cache: newsboat keys items by guid across feeds, and our
-guid (the arXiv URL) is the same in all.xml and a topic feed, so one cache shared by
-both would file a paper under one feed only.
+The feeds are written with `base_url` set to the local server, so feeds.opml points at
+it and `newsboat -i feeds.opml` subscribes to what we serve. newsboat keys items by guid
+across all its feeds: the import test is the one that catches a guid shared by all.xml
+and a topic feed (a paper then shows in one of them only).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from digest.models import StoredPaper
 from digest.render.feed import clean, write_feeds
 from digest.store import Store
 
-from .test_feeds import expected_items, feed_config, fill_store
+from .test_feeds import expected_items, feed_config, fill_store, guid
 
 NEWSBOAT = shutil.which("newsboat")
 pytestmark = pytest.mark.skipif(
@@ -36,47 +38,57 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def served_feeds(tmp_path: Path, store: Store) -> Iterator[tuple[str, dict[str, list[str]]]]:
-    """Feeds written from real captures, served on 127.0.0.1; yields (base URL, titles)."""
-    fill_store(store)
-    config = feed_config(tmp_path)
-    write_feeds(config, store)
-    titles = {
-        name: [clean(sp.paper.title) for sp in papers]
-        for name, papers in expected_items(config, store).items()
-    }
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "feeds"))
+def site(tmp_path: Path, store: Store) -> Iterator[tuple[str, dict[str, list[StoredPaper]]]]:
+    """Feeds written from real captures and served on 127.0.0.1 under /feeds/, with
+    base_url set to that server; yields (the feeds' base URL, feed name -> its papers)."""
+    folder = tmp_path / "site"
+    (folder / "feeds").mkdir(parents=True)
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", titles
+        fill_store(store)
+        config = feed_config(tmp_path, dir=str(folder / "feeds"), base_url=base)
+        write_feeds(config, store)
+        yield f"{base}/feeds", expected_items(config, store)
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
-def _newsboat(home: Path, url: str, *commands: str) -> tuple[str, Path]:
-    """Run newsboat headless on one feed URL; return (stdout, its cache file)."""
+@pytest.fixture
+def served_feeds(
+    site: tuple[str, dict[str, list[StoredPaper]]],
+) -> tuple[str, dict[str, list[str]]]:
+    """(the feeds' base URL, feed name -> the titles it must show)."""
+    base, papers = site
+    return base, {name: [clean(sp.paper.title) for sp in sps] for name, sps in papers.items()}
+
+
+def _newsboat(
+    home: Path, url: str | None, *commands: str, opml: Path | None = None
+) -> tuple[str, Path]:
+    """Run newsboat headless on one feed URL (or the feeds of an OPML file, imported
+    first with `newsboat -i`); return (stdout, its cache file)."""
     home.mkdir()
     urls = home / "urls"
-    urls.write_text(url + "\n")
+    urls.write_text(f"{url}\n" if url else "")
     config = home / "config"
     config.write_text("")
     cache = home / "cache.db"
-    args = [str(NEWSBOAT), "-u", str(urls), "-c", str(cache), "-C", str(config)]
-    for command in commands:
-        args += ["-x", command]
-    done = subprocess.run(
-        args,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout, cache
+    base = [str(NEWSBOAT), "-u", str(urls), "-c", str(cache), "-C", str(config)]
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    out = ""
+    runs = [["-i", str(opml)]] if opml else []
+    runs.append([arg for command in commands for arg in ("-x", command)])
+    for extra in runs:
+        done = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        out += done.stdout
+    return out, cache
 
 
 @pytest.mark.parametrize("file", ["all.xml", "all.atom", "agents.xml", "agents.atom"])
@@ -111,3 +123,47 @@ def test_newsboat_reads_an_empty_feed(
     assert titles["nothing"] == []
     out, _ = _newsboat(tmp_path / "nb", f"{base}/nothing.xml", "reload", "print-unread")
     assert re.search(r"\b0 unread articles", out), out
+
+
+def test_newsboat_importing_feeds_opml_shows_every_feed_whole(
+    tmp_path: Path, site: tuple[str, dict[str, list[StoredPaper]]]
+) -> None:
+    """One reader, every feed of the OPML list: each shows all its papers, none hidden."""
+    base, papers = site
+    out, cache = _newsboat(
+        tmp_path / "nb", None, "reload", opml=tmp_path / "site" / "feeds" / "feeds.opml"
+    )
+    assert "Import of" in out
+    subscribed = (tmp_path / "nb" / "urls").read_text().split()
+    assert subscribed == [f"{base}/{name}.xml" for name in papers]
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT feedurl, guid FROM rss_item").fetchall()
+    for name, expected in papers.items():
+        got = sorted(g for url, g in rows if url == f"{base}/{name}.xml")
+        assert got == sorted(guid(name, sp) for sp in expected), name
+    assert len(papers["all"]) > len(papers["agents"]) > 0
+
+
+@pytest.mark.parametrize("file", ["all.xml", "all.atom"])
+def test_newsboat_shows_every_author_and_the_thumbnail(
+    tmp_path: Path, site: tuple[str, dict[str, list[StoredPaper]]], file: str
+) -> None:
+    """newsboat shows one author line (all names) and the image in the article body."""
+    base, papers = site
+    url = f"{base}/{file}"
+    _, cache = _newsboat(tmp_path / "nb", url, "reload")
+    with sqlite3.connect(cache) as db:
+        rows = db.execute(
+            "SELECT guid, author, content FROM rss_item WHERE feedurl = ?", [url]
+        ).fetchall()
+    by_guid = {guid("all", sp): sp.paper for sp in papers["all"]}
+    assert len(rows) == len(by_guid)
+    assert max(len(p.authors) for p in by_guid.values()) > 8
+    thumbs = 0
+    for key, author, content in rows:
+        paper = by_guid[key]
+        assert author == ", ".join(clean(a) for a in paper.authors), paper.id
+        if paper.thumbnail:
+            thumbs += 1
+            assert f'<img src="{paper.thumbnail}"' in content, paper.id
+    assert thumbs > 0
