@@ -31,7 +31,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
-from digest.config import Config
+from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError, DigestError
 from digest.localtime import schedule_timezone
 from digest.lock import RunLock, lock_path_for
@@ -40,7 +40,7 @@ log = logging.getLogger("digest.schedule")
 
 FetchJob = Callable[[Config], Any]
 SendJob = Callable[[Config, date], Any]
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAYS = WEEKDAYS
 LOOK_BACK = timedelta(days=8)  # how far back `previous_fire` searches: a week of downtime
 
 
@@ -98,24 +98,6 @@ def parse_hhmm(config: Config) -> tuple[int, int]:
             f"{text!r} is not a time like '08:00'", path=config.path, key="schedule.send_time"
         ) from None
     return hour, minute
-
-
-def validate_schedule(config: Config) -> None:
-    """Check every [schedule] and [web] key that types alone do not.
-
-    Raises ConfigError naming the key.
-    """
-    fetch_trigger(config)
-    send_trigger(config)
-    s = config.schedule
-    for key in ("jitter", "misfire_grace", "retries", "retry_after", "lock_wait"):
-        if getattr(s, key) < 0:
-            raise ConfigError("must not be negative", path=config.path, key=f"schedule.{key}")
-    if not 0 <= config.web.port < 65536:
-        raise ConfigError("must be a port number, 0 to 65535", path=config.path, key="web.port")
-    for key in ("stale_after", "confirm_hours", "subscribe_per_hour"):
-        if getattr(config.web, key) <= 0:
-            raise ConfigError("must be more than 0", path=config.path, key=f"web.{key}")
 
 
 def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
@@ -267,7 +249,10 @@ class Scheduler:
         fetch: FetchJob | None = None,
         send: SendJob | None = None,
     ) -> None:
-        validate_schedule(config)
+        # load_config checked all this; a Config built by hand is refused here, before
+        # anything is written, not at the first fire.
+        fetch_trigger(config)
+        send_trigger(config)
         self.config = config
         self.fetch = fetch or _default_fetch
         self.send = send or _default_send

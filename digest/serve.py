@@ -50,8 +50,8 @@ def serve(
         )
     # APScheduler says "Running job ..." at INFO for every fire; our jobs log what they did.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    scheduler = Scheduler(config, fetch=fetch, send=send)  # refuses bad triggers: no file yet
     Store.open(config.store.database).close()  # create or migrate it before anyone reads
-    scheduler = Scheduler(config, fetch=fetch, send=send)
     app = create_app(config, next_runs=scheduler.next_runs)
     server = _Server(
         uvicorn.Config(

@@ -120,15 +120,15 @@ BAD_CONFIGS: dict[str, tuple[str, str, int, str]] = {
     "invalid TOML": ('[source]\nlist = "daily"\nprefer = \n', "source.prefer", 3, "not valid TOML"),
     # Values that parse but would quietly break things (each one passed `check` once).
     "bad api_url": ('[source]\napi_url = "huggingface.co/api"\n', "source.api_url", 2, "http(s)"),
-    "no feed days": ("[feeds]\ndays = -1\n", "feeds.days", 2, "at least 1"),
-    "no feed items": ("[feeds]\nmax_items = 0\n", "feeds.max_items", 2, "at least 1"),
+    "no feed days": ("[feeds]\ndays = -1\n", "feeds.days", 2, "from 1 to 3650, not -1"),
+    "no feed items": ("[feeds]\nmax_items = 0\n", "feeds.max_items", 2, "from 1 to"),
     "negative abstract": (
         "[email]\nabstract_chars = -5\n",
         "email.abstract_chars",
         2,
-        "at least 0",
+        "from 0 to",
     ),
-    "zero max_bytes": ("[source]\nmax_bytes = 0\n", "source.max_bytes", 2, "more than 0"),
+    "zero max_bytes": ("[source]\nmax_bytes = 0\n", "source.max_bytes", 2, "from 1 to"),
     "topic with no fields": (
         '[[topics]]\nname = "a"\nkeywords = ["agent"]\nfields = []\n',
         "topics[0].fields",
@@ -139,7 +139,7 @@ BAD_CONFIGS: dict[str, tuple[str, str, int, str]] = {
         '[[topics]]\nname = "a"\nkeywords = ["agent"]\nmin_upvotes = -1\n',
         "topics[0].min_upvotes",
         4,
-        "negative",
+        "from 0 to",
     ),
     "newline in topic name": (
         '[[topics]]\nname = "agents\\n"\nkeywords = ["a"]\n',
