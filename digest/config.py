@@ -108,7 +108,7 @@ class SmtpConfig:
     @property
     def password(self) -> str:
         env = os.environ.get("DIGEST_SMTP_PASSWORD")
-        if env is not None:
+        if env:  # empty counts as unset: compose passes `${DIGEST_SMTP_PASSWORD:-}`
             return env
         if self.password_file:
             try:
