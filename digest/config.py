@@ -475,7 +475,7 @@ class _Loader:
 
 def _range_problem(table: tuple[str, ...], key: str, value: float) -> str | None:
     """Why `value` is out of the sane range for `table.key`, or None when it is fine."""
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, not {value!r}"
     bounds = RANGES.get((".".join(table), key))
     if bounds is None:
@@ -483,11 +483,12 @@ def _range_problem(table: tuple[str, ...], key: str, value: float) -> str | None
     least, most, open_below = bounds
     if least <= value <= most and not (open_below and value == least):
         return None
+    shown = repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:12]}... (a huge number)"
     if key == "port":
-        return f"must be a port number, {least} to {most}, not {value!r}"
+        return f"must be a port number, {least} to {most}, not {shown}"
     if open_below:
-        return f"must be more than {least} and at most {most}, not {value!r}"
-    return f"must be from {least} to {most}, not {value!r}"
+        return f"must be more than {least} and at most {most}, not {shown}"
+    return f"must be from {least} to {most}, not {shown}"
 
 
 def _unknown_key(key: str, known: list[str], loc: tuple[str | int, ...], value: Any) -> str:
