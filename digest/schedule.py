@@ -9,9 +9,11 @@ the jobs; this module decides whether a fire may run and what follows it:
   table in the same SQLite file, and a send fire for a day that already has a
   successful send is skipped. That covers a second process whose fire waited on the
   lock, and the repeated 02:xx of the autumn DST change.
-- Catch-up on start: if today's send time has passed with no successful send today,
-  or no fetch succeeded since the last fetch time, that job runs now, once; missed fires
-  are never replayed one by one (coalesce=True, misfire_grace_time).
+- Catch-up on start: if today's send time has passed with no successful send today
+  and the service had started on this database before it (a send it missed; never on
+  a new install's first start), or no fetch succeeded since the last fetch time, that
+  job runs now, once; missed fires are never replayed one by one (coalesce=True,
+  misfire_grace_time).
 - A failed run is tried again `retries` times that day, `retry_after` minutes apart,
   then logged as given up (and /healthz shows it).
 
@@ -172,6 +174,16 @@ class JobLog:
             conn.close()
         return int(row[0])
 
+    def first_seen(self) -> datetime | None:
+        """Return when this database first saw the scheduler (its first start or job),
+        or None for a new install."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT started FROM job_runs ORDER BY id LIMIT 1").fetchone()
+        finally:
+            conn.close()
+        return datetime.fromisoformat(row[0]) if row else None
+
     def last(self, job: str) -> dict[str, Any] | None:
         """Return the latest ok or failed row of `job` (skips and busy ones aside), or None."""
         conn = self._connect()
@@ -287,6 +299,8 @@ class Scheduler:
             else []
         )
         now = datetime.now(self.tz)
+        # Noted after due_on_start looked: the next start knows the service was up now.
+        self.log.record("serve", now.date(), now, "started", "scheduler started")
         for name in due:
             func = self.run_fetch if name == "fetch" else self.run_send
             self.aps.add_job(
@@ -324,8 +338,12 @@ class Scheduler:
     def due_on_start(self) -> list[str]:
         """Return the jobs the downtime missed: at most one fetch and one send.
 
-        Send: today's send time has passed and there is no successful send today.
-        Fetch: no ok or empty run started since the latest fetch time.
+        Send: today's send time has passed with no successful send today, and the
+        scheduler had started on this database before that time: a send it missed. A
+        new install's first start after the send time mails nobody; the first send is
+        the next scheduled one.
+        Fetch: no ok or empty run started since the latest fetch time (on a first start
+        too: the feeds should not wait hours for their first papers).
         """
         now = datetime.now(self.tz)
         due = []
@@ -339,7 +357,15 @@ class Scheduler:
             and last_send.date() == now.date()
             and not self.log.succeeded("send", now.date())
         ):
-            due.append("send")
+            first = self.log.first_seen()
+            if first is not None and first < last_send:
+                due.append("send")
+            else:
+                log.info(
+                    "first start after today's send time (%s): no catch-up send; "
+                    "the first send is at the next scheduled time",
+                    last_send.strftime("%H:%M"),
+                )
         return due
 
     # -- the job bodies the triggers call
