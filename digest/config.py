@@ -41,7 +41,7 @@ class SourceConfig:
     list: str = "daily"  # "daily", "trending" or a full URL
     prefer: str = "page"  # "page" or "api": tried first, the other is the fallback
     api_url: str = API_URL
-    timeout: float = 20.0  # seconds to wait for the body
+    timeout: float = 20.0  # seconds a whole response may take (each attempt)
     connect_timeout: float = 10.0
     retries: int = 3  # extra attempts after the first, on network errors, 429 and 5xx
     max_bytes: int = 20_000_000  # a page larger than this is refused
