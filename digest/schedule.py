@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError, DigestError
 from digest.localtime import schedule_timezone
 from digest.lock import RunLock, lock_path_for
+from digest.stopping import STOP
 
 log = logging.getLogger("digest.schedule")
 
@@ -389,7 +391,9 @@ class Scheduler:
         with self._one_at_a_time:
             self._idle.clear()
             try:
-                if not self.lock.acquire(wait=self.config.schedule.lock_wait):
+                if not self._acquire_lock():
+                    if self._stopped():
+                        return "stopped"
                     holder = self.lock.holder() or "holder unknown"
                     log.warning("%s %s: another run holds the lock (%s); not run", job, day, holder)
                     self.log.record(job, day, started, "busy", f"lock held by {holder}")
@@ -407,6 +411,20 @@ class Scheduler:
                     self.lock.release()
             finally:
                 self._idle.set()
+
+    def _stopped(self) -> bool:
+        return self._stopping.is_set() or STOP.is_set()
+
+    def _acquire_lock(self) -> bool:
+        """Wait up to schedule.lock_wait for the run lock, in short steps: a stop
+        (SIGTERM) ends the wait within half a second, not after ten minutes."""
+        deadline = time.monotonic() + self.config.schedule.lock_wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if self.lock.acquire(wait=max(0.0, min(0.5, remaining))):
+                return True
+            if remaining <= 0 or self._stopped():
+                return False
 
     def _call(self, job: str, call: Callable[[date], Any], day: date, started: datetime) -> str:
         try:

@@ -392,3 +392,26 @@ def test_scheduler_waits_for_the_other_process_then_skips_a_done_send(tmp_path: 
     finally:
         proc.wait(10)
     assert calls.sends == []
+
+
+def test_shutdown_cuts_a_wait_for_the_lock(tmp_path: Path) -> None:
+    """lock_wait = 600 while another process holds the lock: a stop ends the wait now."""
+    config = config_for(tmp_path, lock_wait=600)
+    proc = hold_lock_in_subprocess(lock_path_for(config.store.database))
+    try:
+        calls = Calls(config.store.database)
+        scheduler = Scheduler(config, fetch=calls.fetch, send=calls.send)
+        outcome: list[str] = []
+        waiting = threading.Thread(target=lambda: outcome.append(scheduler.run_send()))
+        waiting.start()
+        wait_for(lambda: scheduler.busy)
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert scheduler.shutdown(wait=5)
+        assert time.monotonic() - started < 1.0
+        waiting.join(5)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert outcome == ["stopped"]
+    assert calls.sends == []
