@@ -639,6 +639,15 @@ def _validate(config: Config, loader: _Loader) -> None:
         problem = hostname_problem(config.web.host)
         if problem:
             loader.report(problem, ("web",), "host")
+    for proxy in config.web.trusted_proxies:
+        # uvicorn takes anything, and quietly never matches a misspelt address.
+        try:
+            if proxy != "*":
+                ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            loader.report(
+                f"{proxy!r} is not an IP address or network (or '*')", ("web",), "trusted_proxies"
+            )
 
 
 def _validate_topics(config: Config, loader: _Loader, term_problem: Any) -> None:

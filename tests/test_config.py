@@ -281,6 +281,7 @@ def test_every_range_is_written_in_the_example() -> None:
         ('[[topics]]\nname = "a"\nkeyword = ["agent"]\n', "topics[0].keyword", "'keywords'"),
         ('[smpt]\nhost = "x"\n', "smpt", "did you mean [smtp]?"),
         ('[[topic]]\nname = "a"\n', "topic", "did you mean [[topics]]?"),
+        ('[web]\ntrusted_proxies = ["10.0.0.0/33"]\n', "web.trusted_proxies", "not an IP"),
     ],
 )
 def test_values_that_once_passed_are_refused_at_load(
