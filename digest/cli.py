@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from digest import __version__
-from digest.config import Config, config_path_from, load_config
+from digest.config import Config, ConfigProblems, config_path_from, load_config
 from digest.errors import DigestError
 from digest.ingest import backfill, make_fetcher
 from digest.lock import RunLock, lock_path_for
@@ -41,7 +41,9 @@ class State:
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    # A config with several problems says each on its own line.
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(1)
 
 
@@ -82,8 +84,15 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @main.command()
 @click.pass_obj
 def check(state: State) -> None:
-    """Load the config and say what is wrong, or that all is well."""
-    config = state.config
+    """Load the config and say what is wrong (every problem, with file, line and key),
+    or that all is well."""
+    try:
+        config = state.config
+    except ConfigProblems as e:
+        for problem in e.problems:
+            click.echo(f"error: {problem}", err=True)
+        n = len(e.problems)
+        _fail(f"{n} problem{'s' if n > 1 else ''} in the config; nothing was run")
     where = config.path or "built-in defaults (no config file)"
     click.echo(f"config: {where}")
     click.echo(
@@ -99,9 +108,8 @@ def check(state: State) -> None:
     )
     click.echo(f"  smtp:      {smtp}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
-    from digest.schedule import schedule_timezone, validate_schedule
+    from digest.localtime import schedule_timezone
 
-    validate_schedule(config)  # cron lines and times: what `digest serve` would refuse
     s = config.schedule
     click.echo(
         f"  schedule:  fetch '{s.fetch}', send {s.send_time} {','.join(s.send_days)} "

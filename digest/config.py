@@ -6,15 +6,21 @@ Every error names the file, the key and, where we can find it, the line.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import math
 import os
 import re
 import tomllib
 import types
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from digest.errors import ConfigError, DigestError
 
@@ -25,6 +31,7 @@ LIST_WORDS = {"daily": DAILY_URL, "trending": TRENDING_URL}
 DEFAULT_CONFIG_NAME = "config.toml"
 CONTAINER_CONFIG = "/config/config.toml"
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TOPIC_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -34,7 +41,7 @@ class SourceConfig:
     list: str = "daily"  # "daily", "trending" or a full URL
     prefer: str = "page"  # "page" or "api": tried first, the other is the fallback
     api_url: str = API_URL
-    timeout: float = 20.0  # seconds to wait for the body
+    timeout: float = 20.0  # seconds a whole response may take (each attempt)
     connect_timeout: float = 10.0
     retries: int = 3  # extra attempts after the first, on network errors, 429 and 5xx
     max_bytes: int = 20_000_000  # a page larger than this is refused
@@ -101,7 +108,7 @@ class SmtpConfig:
     @property
     def password(self) -> str:
         env = os.environ.get("DIGEST_SMTP_PASSWORD")
-        if env is not None:
+        if env:  # empty counts as unset: compose passes `${DIGEST_SMTP_PASSWORD:-}`
             return env
         if self.password_file:
             try:
@@ -184,7 +191,8 @@ class Config:
         )
 
 
-# Environment variables that override one key each (for containers).
+# Environment variables that override one key each (for containers). An empty variable
+# counts as not set, so `compose.yaml` can pass `${DIGEST_X:-}` without overriding the file.
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DIGEST_DB": ("store", "database"),
     "DIGEST_SOURCE_URL": ("source", "list"),
@@ -198,6 +206,51 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DIGEST_SMTP_SECURITY": ("smtp", "security"),
     "DIGEST_SMTP_SENDER": ("smtp", "sender"),
 }
+
+# The sane range of every number, by (table, key): (least, most, least excluded?).
+# A value outside it is refused at load time, before it can overflow a timedelta,
+# stall a fetch for days or never let a feed item in.
+RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
+    ("source", "timeout"): (0, 600, True),
+    ("source", "connect_timeout"): (0, 300, True),
+    ("source", "retries"): (0, 10, False),
+    ("source", "max_bytes"): (1, 1_000_000_000, False),
+    ("backfill", "concurrency"): (1, 8, False),
+    ("feeds", "days"): (1, 3650, False),
+    ("feeds", "max_items"): (1, 100_000, False),
+    ("feeds", "ttl"): (0, 10_080, False),
+    ("topics", "min_upvotes"): (0, 1_000_000, False),
+    ("topics", "min_stars"): (0, 10_000_000, False),
+    ("smtp", "port"): (1, 65535, False),
+    ("smtp", "timeout"): (0, 3600, True),
+    ("smtp", "rate_per_minute"): (0, 100_000, False),
+    ("smtp", "retries"): (0, 10, False),
+    ("email", "abstract_chars"): (0, 100_000, False),
+    ("schedule", "jitter"): (0, 3600, False),
+    ("schedule", "misfire_grace"): (0, 86_400, False),
+    ("schedule", "retries"): (0, 100, False),
+    ("schedule", "retry_after"): (1, 1440, False),
+    ("schedule", "lock_wait"): (0, 86_400, False),
+    ("web", "port"): (0, 65535, False),
+    ("web", "stale_after"): (1, 8760, False),
+    ("web", "confirm_hours"): (1, 8760, False),
+    ("web", "subscribe_per_hour"): (1, 100_000, False),
+}
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in one config; its path, key and line are the first one's.
+
+    `str()` is one line per problem, so a command that stops on it shows them all.
+    """
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        # In file order; the environment's first (it has no line).
+        problems = sorted(problems, key=lambda p: p.line or 0)
+        first = problems[0]
+        DigestError.__init__(self, "\n".join(str(p) for p in problems))
+        self.problems = problems
+        self.path, self.key, self.line = first.path, first.key, first.line
 
 
 def config_path_from(cli_path: str | None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -218,7 +271,9 @@ def config_path_from(cli_path: str | None, env: Mapping[str, str] | None = None)
 def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Return the typed config: defaults, then the file at `path`, then `env` overrides.
 
-    Raises ConfigError naming the file, line and key for anything it cannot accept.
+    Every value is checked here, once: types, ranges, addresses, URLs, the time zone and
+    the cron line. Raises ConfigProblems (a ConfigError) listing every problem, each
+    naming the file, line and key, or the DIGEST_* variable that set the value.
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -242,27 +297,39 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
             key = _Loader(where, text).key_at(line) if line else None
             raise ConfigError(f"not valid TOML: {msg}", path=where, line=line, key=key) from None
     from_env: dict[tuple[str, str], str] = {}
+    env_problems: list[ConfigError] = []
     for var, (section, key) in ENV_OVERRIDES.items():
-        if env.get(var):
-            value: Any = env[var]
-            if key == "port":
-                # isascii: "²".isdigit() is true, but int("²") raises.
-                if not (value.isascii() and value.isdigit()):
-                    raise ConfigError(
-                        f"{var}={value!r} is not a port number", path="environment", key=var
-                    )
-                value = int(value)
-            data.setdefault(section, {})[key] = value
+        if not env.get(var):
+            continue  # unset or empty: the file's value (or the default) stands
+        value: Any = env[var]
+        if key == "port":
+            # isascii: "²".isdigit() is true, but int("²") raises.
+            if not (value.isascii() and value.isdigit()):
+                env_problems.append(
+                    ConfigError(f"{value!r} is not a port number", path="environment", key=var)
+                )
+                continue
+            value = int(value)
+        section_data = data.setdefault(section, {})
+        if isinstance(section_data, dict):
+            section_data[key] = value
             from_env[(section, key)] = var
     loader = _Loader(where, text, from_env)
+    loader.problems.extend(env_problems)
     config = loader.build(Config, data, ())
-    config = dataclasses.replace(config, path=where)
+    config = dataclasses.replace(config or Config(), path=where)
     _validate(config, loader)
+    if loader.problems:
+        raise ConfigProblems(loader.problems)
     return config
 
 
+_BAD = object()  # a value that was refused: the field keeps its default
+
+
 class _Loader:
-    """Turns nested TOML tables into the dataclasses above, checking names and types."""
+    """Turns nested TOML tables into the dataclasses above, checking names, types and
+    ranges, and collecting every problem (not only the first) in `problems`."""
 
     def __init__(
         self, path: str | None, text: str, from_env: Mapping[tuple[str, str], str] | None = None
@@ -270,6 +337,8 @@ class _Loader:
         self.path = path
         self.lines = text.splitlines()
         self.from_env = dict(from_env or {})  # (section, key) -> the variable that set it
+        self.problems: list[ConfigError] = []
+        self.broken_topics = False  # a topic was dropped or misnamed: skip "unknown topic"
 
     def error(
         self, message: str, loc: tuple[str | int, ...], key: str | None = None
@@ -280,6 +349,24 @@ class _Loader:
             return ConfigError(message, path="environment", key=var)
         dotted = _dotted(loc + ((key,) if key else ()))
         return ConfigError(message, path=self.path, key=dotted, line=self.find_line(loc, key))
+
+    def report(self, message: str, loc: tuple[str | int, ...], key: str | None = None) -> None:
+        """Note a problem; a second one for the same key is left out (the first explains)."""
+        problem = self.error(message, loc, key)
+        if any((p.path, p.key) == (problem.path, problem.key) for p in self.problems):
+            return
+        if loc and loc[0] == "topics":
+            self.broken_topics = True
+        self.problems.append(problem)
+
+    def reported(self, loc: tuple[str | int, ...], key: str) -> bool:
+        dotted = _dotted((*loc, key))
+        return any(p.key == dotted for p in self.problems)
+
+    def reported_under(self, loc: tuple[str | int, ...]) -> bool:
+        """True if a problem was already found in table `loc` (it may explain the next)."""
+        dotted = _dotted(loc)
+        return any(p.key == dotted or (p.key or "").startswith(dotted + ".") for p in self.problems)
 
     def key_at(self, line: int) -> str | None:
         """The dotted key set on `line` (1-based), for errors tomllib reports by line only."""
@@ -297,7 +384,8 @@ class _Loader:
         return table + m.group(1)
 
     def find_line(self, loc: tuple[str | int, ...], key: str | None) -> int | None:
-        """The line that sets `key` in table `loc` (e.g. ("topics", 1)), or the table header."""
+        """The line that sets `key` in table `loc` (e.g. ("topics", 1)), or the table header
+        (`key`'s own header when `key` is a table, e.g. a misspelt [smpt])."""
         if not self.lines:
             return None
         table = tuple(p for p in loc if isinstance(p, str))
@@ -305,6 +393,7 @@ class _Loader:
         current: tuple[str, ...] = ()
         counts: dict[tuple[str, ...], int] = {}
         header_line = None
+        key_header = None
         for n, raw in enumerate(self.lines, start=1):
             line = raw.strip()
             m = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line) or re.match(
@@ -317,165 +406,368 @@ class _Loader:
                 in_table = current == table and (index is None or counts.get(current) == index)
                 if in_table and header_line is None:
                     header_line = n
+                if key and key_header is None and current == (*table, key):
+                    key_header = n
                 continue
             in_table = current == table and (index is None or counts.get(current) == index)
             if key and in_table and re.match(rf'^"?{re.escape(key)}"?\s*=', line):
                 return n
-        return header_line
+        return key_header or header_line
 
     def build(self, cls: Any, data: Any, loc: tuple[str | int, ...]) -> Any:
+        """Return an instance of dataclass `cls` from table `data`, or None if it cannot
+        be made at all; every problem on the way is reported."""
         if not isinstance(data, dict):
-            raise self.error(f"must be a table, not {_kind(data)}", loc)
+            self.report(f"must be a table, not {_kind(data)}", loc)
+            return None
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in fields:
-                hint = ""
-                if key == "password":
-                    hint = " (put the password in DIGEST_SMTP_PASSWORD or a password_file)"
-                known = ", ".join(fields)
-                raise self.error(f"unknown key{hint}; known keys: {known}", loc, key)
-            values[key] = self.convert(hints[key], value, loc, key)
+                self.report(_unknown_key(key, list(fields), loc, value), loc, key)
+                continue
+            converted = self.convert(hints[key], value, loc, key)
+            if converted is not _BAD:
+                values[key] = converted
         for name, f in fields.items():
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if required and name not in values:
-                raise self.error("is required", loc, name)
+                self.report("is required", loc, name)
+                values[name] = ""  # the required keys are text (a topic's name, an email)
         return cls(**values)
 
     def convert(self, hint: Any, value: Any, loc: tuple[str | int, ...], key: str) -> Any:
         origin = typing.get_origin(hint)
         if dataclasses.is_dataclass(hint):
-            return self.build(hint, value, (*loc, key))
+            built = self.build(hint, value, (*loc, key))
+            return _BAD if built is None else built
         if origin is list:
             (item_type,) = typing.get_args(hint)
             if not isinstance(value, list):
-                raise self.error(f"must be a list, not {_kind(value)}", loc, key)
+                self.report(f"must be a list, not {_kind(value)}", loc, key)
+                return _BAD
             if dataclasses.is_dataclass(item_type):
-                return [self.build(item_type, v, (*loc, key, i)) for i, v in enumerate(value)]
-            return [self.convert(item_type, v, loc, key) for v in value]
+                items = [self.build(item_type, v, (*loc, key, i)) for i, v in enumerate(value)]
+                return [item for item in items if item is not None]
+            out = [self.convert(item_type, v, loc, key) for v in value]
+            return _BAD if any(v is _BAD for v in out) else out
         if origin in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             return self.convert(args[0], value, loc, key)
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if hint is int and isinstance(value, bool):
-            raise self.error("must be a number, not true/false", loc, key)
-        if not isinstance(value, hint):
-            raise self.error(
-                f"must be {_kind_name(hint)}, not {_kind(value)} ({value!r})", loc, key
-            )
+        if hint in (int, float) and isinstance(value, bool):
+            self.report("must be a number, not true/false", loc, key)
+            return _BAD
+        number = hint in (int, float) and isinstance(value, (int, float))
+        if number and not (hint is float or isinstance(value, int)):
+            self.report(f"must be a whole number, not {_kind(value)} ({value!r})", loc, key)
+            return _BAD
+        if not number and not isinstance(value, hint):
+            self.report(f"must be {_kind_name(hint)}, not {_kind(value)} ({value!r})", loc, key)
+            return _BAD
+        if number:
+            problem = _range_problem(tuple(p for p in loc if isinstance(p, str)), key, value)
+            if problem:
+                self.report(problem, loc, key)
+                return _BAD
+            return float(value) if hint is float else value
         return value
 
 
+def _range_problem(table: tuple[str, ...], key: str, value: float) -> str | None:
+    """Why `value` is out of the sane range for `table.key`, or None when it is fine."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {value!r}"
+    bounds = RANGES.get((".".join(table), key))
+    if bounds is None:
+        return None
+    least, most, open_below = bounds
+    if least <= value <= most and not (open_below and value == least):
+        return None
+    shown = repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:12]}... (a huge number)"
+    if key == "port":
+        return f"must be a port number, {least} to {most}, not {shown}"
+    if open_below:
+        return f"must be more than {least} and at most {most}, not {shown}"
+    return f"must be from {least} to {most}, not {shown}"
+
+
+def _unknown_key(key: str, known: list[str], loc: tuple[str | int, ...], value: Any) -> str:
+    """The message for a key the table does not have, with the near one for a typo."""
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not loc:  # a top-level table: [smpt], [[topic]]
+        brackets = ("[[", "]]") if isinstance(value, list) else ("[", "]")
+        name = f"{brackets[0]}{key}{brackets[1]}"
+        hint = f"; did you mean {brackets[0]}{near[0]}{brackets[1]}?" if near else ""
+        return f"unknown table {name}{hint} (tables: {', '.join(known)})"
+    if key == "password":
+        return "unknown key (put the password in DIGEST_SMTP_PASSWORD or a password_file)"
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"unknown key{hint} (known keys: {', '.join(known)})"
+
+
 def is_http_url(text: str) -> bool:
-    """True for an http(s) URL with a host: what a list or API address must be."""
-    return re.match(r"^https?://[^/\s]+", text) is not None
+    """True for an http(s) URL with a host (and a valid port, if any), in one line of
+    text: what a list, API or public base address must be."""
+    if not re.match(r"^https?://[^/\s]+", text) or _control_char(text) or " " in text:
+        return False
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def _control_char(text: str) -> str | None:
+    """The first line break or control character in `text`, or None."""
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return c
+    return None
+
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
+
+
+def hostname_problem(text: str) -> str | None:
+    """Why `text` is not a host name (IDN allowed) or IP address, or None when it is."""
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    try:
+        ascii_name = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        return f"{text!r} is not a host name"
+    if len(ascii_name) > 253 or not _HOSTNAME_RE.fullmatch(ascii_name):
+        return f"{text!r} is not a host name"
+    return None
+
+
+def sender_problem(text: str) -> str | None:
+    """Why `text` cannot be a From address ("name@domain" or "Name <name@domain>"), or None.
+
+    Single-label domains such as "localhost" are allowed: a relay on a private network
+    may accept them.
+    """
+    import email_validator  # a dependency already (subscriber addresses)
+
+    _name, address = parseaddr(text)
+    if not address or "@" not in address:
+        return f"{text!r} is not an email address"
+    local, _, domain = address.rpartition("@")
+    try:
+        # The domain is checked below: email_validator refuses "localhost".
+        email_validator.validate_email(f"{local}@example.org", check_deliverability=False)
+    except email_validator.EmailNotValidError as e:
+        return f"{text!r} is not an email address: {e}"
+    if hostname_problem(domain):
+        return f"{text!r} is not an email address: {domain!r} is not a host name"
+    return None
 
 
 def _validate(config: Config, loader: _Loader) -> None:
-    """Checks that span keys or need the values, not only the types."""
+    """Checks that need the values, not only the types; every problem goes to `loader`."""
     # Imported here: both modules import this one.
     from digest.subscribers import normalize_address
     from digest.topics import term_problem
 
+    _check_text(config, loader)
     src = config.source
     if src.list not in LIST_WORDS and not is_http_url(src.list):
-        raise loader.error(
+        loader.report(
             f"{src.list!r} is not 'daily', 'trending' or an http(s) URL", ("source",), "list"
         )
     if not is_http_url(src.api_url):
-        raise loader.error(f"{src.api_url!r} is not an http(s) URL", ("source",), "api_url")
+        loader.report(f"{src.api_url!r} is not an http(s) URL", ("source",), "api_url")
     if src.prefer not in ("page", "api"):
-        raise loader.error(f"{src.prefer!r} must be 'page' or 'api'", ("source",), "prefer")
-    for key in ("timeout", "connect_timeout"):
-        if getattr(src, key) <= 0:
-            raise loader.error("must be more than 0", ("source",), key)
-    if src.retries < 0:
-        raise loader.error("must not be negative", ("source",), "retries")
-    if src.max_bytes <= 0:
-        raise loader.error("must be more than 0", ("source",), "max_bytes")
-    # Zero or less would quietly empty every feed, or trim every abstract to nothing.
-    for section, key, least in (
-        ("feeds", "days", 1),
-        ("feeds", "max_items", 1),
-        ("feeds", "ttl", 0),
-        ("email", "abstract_chars", 0),
-    ):
-        if getattr(getattr(config, section), key) < least:
-            raise loader.error(f"must be at least {least}", (section,), key)
-    if config.backfill.concurrency < 1:
-        raise loader.error("must be at least 1", ("backfill",), "concurrency")
+        loader.report(f"{src.prefer!r} must be 'page' or 'api'", ("source",), "prefer")
     if config.backfill.source not in ("page", "api"):
-        raise loader.error("must be 'page' or 'api'", ("backfill",), "source")
-    if not 0 < config.smtp.port < 65536:
-        raise loader.error("must be a port number, 1 to 65535", ("smtp",), "port")
-    if config.smtp.security not in ("starttls", "tls", "none"):
-        raise loader.error("must be 'starttls', 'tls' or 'none'", ("smtp",), "security")
-    if config.email.no_topics_gets not in ("everything", "nothing"):
-        raise loader.error("must be 'everything' or 'nothing'", ("email",), "no_topics_gets")
-    operator = config.email.operator
-    if operator and ("@" not in operator or any(c.isspace() for c in operator.strip())):
-        raise loader.error(f"{operator!r} is not an email address", ("email",), "operator")
+        loader.report("must be 'page' or 'api'", ("backfill",), "source")
+    if not is_http_url(config.feeds.base_url):
+        # It starts every link in the feeds and emails: "javascript:" or a bare host would
+        # put a dead or dangerous link in front of every reader.
+        loader.report(
+            f"{config.feeds.base_url!r} is not an http(s) URL like 'https://papers.example.org'",
+            ("feeds",),
+            "base_url",
+        )
+    smtp = config.smtp
+    if smtp.security not in ("starttls", "tls", "none"):
+        loader.report("must be 'starttls', 'tls' or 'none'", ("smtp",), "security")
+    if smtp.host:
+        problem = hostname_problem(smtp.host)
+        if problem:
+            loader.report(problem, ("smtp",), "host")
+    problem = sender_problem(smtp.sender)
+    if problem:
+        loader.report(problem, ("smtp",), "sender")
+    for key in ("password_file", "ca_file"):
+        name = getattr(smtp, key)
+        if name and not Path(name).is_file():
+            loader.report(f"{name}: file not found", ("smtp",), key)
+    email = config.email
+    if email.no_topics_gets not in ("everything", "nothing"):
+        loader.report("must be 'everything' or 'nothing'", ("email",), "no_topics_gets")
+    if email.domain:
+        problem = hostname_problem(email.domain)
+        if problem:
+            loader.report(problem, ("email",), "domain")
+    if email.operator:
+        try:
+            normalize_address(email.operator)
+        except DigestError:
+            loader.report(f"{email.operator!r} is not an email address", ("email",), "operator")
+    _validate_topics(config, loader, term_problem)
+    known = {t.name for t in config.topics}
+    for i, sub in enumerate(config.subscribers):
+        try:
+            normalize_address(sub.email)
+        except DigestError as e:
+            loader.report(str(e), ("subscribers", i), "email")
+        for name in sub.topics:
+            if name not in known and not loader.broken_topics:
+                loader.report(
+                    f"subscriber {sub.email!r} follows unknown topic {name!r}",
+                    ("subscribers", i),
+                    "topics",
+                )
+    _validate_schedule(config, loader)
+    if config.web.host:
+        problem = hostname_problem(config.web.host)
+        if problem:
+            loader.report(problem, ("web",), "host")
+    for proxy in config.web.trusted_proxies:
+        # uvicorn takes anything, and quietly never matches a misspelt address.
+        try:
+            if proxy != "*":
+                ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            loader.report(
+                f"{proxy!r} is not an IP address or network (or '*')", ("web",), "trusted_proxies"
+            )
+
+
+def _validate_topics(config: Config, loader: _Loader, term_problem: Any) -> None:
     seen: set[str] = set()
     for i, topic in enumerate(config.topics):
         loc = ("topics", i)
         if not _NAME_RE.fullmatch(topic.name):  # fullmatch: "$" lets a final newline in
-            raise loader.error(
+            loader.report(
                 f"topic name {topic.name!r} must be lower-case letters, digits, "
                 "'-' or '_' (it becomes a feed file name)",
                 loc,
                 "name",
             )
-        if topic.name in seen:
-            raise loader.error(f"topic {topic.name!r} is named twice", loc, "name")
-        if topic.name in ("all", "feeds"):
+        elif topic.name in seen:
+            loader.report(f"topic {topic.name!r} is named twice", loc, "name")
+        elif topic.name in ("all", "feeds"):
             # feeds/all.xml is every paper and feeds/feeds.opml the list of feeds.
-            raise loader.error(f"topic name {topic.name!r} is reserved", loc, "name")
+            loader.report(f"topic name {topic.name!r} is reserved", loc, "name")
         seen.add(topic.name)
         for key in ("keywords", "phrases", "exclude", "authors", "organizations"):
             for term in getattr(topic, key):
                 if not term.strip():
-                    raise loader.error(f"topic {topic.name!r} has an empty term", loc, key)
+                    loader.report(f"topic {topic.name!r} has an empty term", loc, key)
+                    continue
                 problem = term_problem(term)
                 if problem:
-                    raise loader.error(f"topic {topic.name!r}: {problem}", loc, key)
-        if not (topic.keywords or topic.phrases or topic.authors or topic.organizations):
-            raise loader.error(
+                    loader.report(f"topic {topic.name!r}: {problem}", loc, key)
+        no_terms = not (topic.keywords or topic.phrases or topic.authors or topic.organizations)
+        if no_terms and not loader.reported_under(loc):  # e.g. `keyword` for `keywords`
+            loader.report(
                 f"topic {topic.name!r} has no terms: give keywords, phrases, "
                 "authors or organizations",
                 loc,
             )
-        if not topic.fields:
-            raise loader.error(
+        if not topic.fields and not loader.reported(loc, "fields"):
+            loader.report(
                 f"topic {topic.name!r} looks in no fields, so it can never match "
                 f"(leave `fields` out for the default, or choose from {', '.join(TOPIC_FIELDS)})",
                 loc,
                 "fields",
             )
-        for key in ("min_upvotes", "min_stars"):
-            if getattr(topic, key) < 0:
-                raise loader.error(f"topic {topic.name!r}: must not be negative", loc, key)
         for f in topic.fields:
             if f not in TOPIC_FIELDS:
-                raise loader.error(
+                loader.report(
                     f"topic {topic.name!r}: unknown field {f!r} "
                     f"(choose from {', '.join(TOPIC_FIELDS)})",
                     loc,
                     "fields",
                 )
-    for i, sub in enumerate(config.subscribers):
+
+
+def _validate_schedule(config: Config, loader: _Loader) -> None:
+    """The time zone, the cron line, the send time and days: what `digest serve` needs."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+    s = config.schedule
+    loc = ("schedule",)
+    tz: Any = None
+    if s.timezone:
         try:
-            normalize_address(sub.email)
-        except DigestError as e:
-            raise loader.error(str(e), ("subscribers", i), "email") from None
-        for name in sub.topics:
-            if name not in seen:
-                raise loader.error(
-                    f"subscriber {sub.email!r} follows unknown topic {name!r}",
-                    ("subscribers", i),
-                    "topics",
-                )
+            tz = ZoneInfo(s.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            loader.report(
+                f"unknown time zone {s.timezone!r} (use a name like 'Europe/Berlin' or 'UTC')",
+                loc,
+                "timezone",
+            )
+    else:
+        import tzlocal
+
+        try:
+            tz = tzlocal.get_localzone()
+        except (ZoneInfoNotFoundError, ValueError, LookupError) as e:
+            loader.report(
+                f"empty, and the machine's time zone cannot be found ({e}): "
+                "set a name like 'Europe/Berlin' here, or fix the TZ variable",
+                loc,
+                "timezone",
+            )
+    try:
+        CronTrigger.from_crontab(s.fetch, timezone=tz or "UTC")
+    except ValueError as e:
+        loader.report(f"{s.fetch!r} is not a crontab line like '0 */2 * * *': {e}", loc, "fetch")
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", s.send_time)
+    if not m:
+        loader.report(f"{s.send_time!r} is not a time like '08:00'", loc, "send_time")
+    days = [d.strip().lower()[:3] for d in s.send_days]
+    if not days or any(d not in WEEKDAYS for d in days):
+        loader.report(
+            f"{s.send_days!r}: give day names from {', '.join(WEEKDAYS)}", loc, "send_days"
+        )
+
+
+def _check_text(config: Config, loader: _Loader) -> None:
+    """No line breaks or control characters in any text value: a CR LF in the sender or
+    the subject prefix would write new mail headers."""
+    for f in dataclasses.fields(Config):
+        value = getattr(config, f.name)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if not dataclasses.is_dataclass(item):
+                continue
+            loc: tuple[str | int, ...] = (f.name,) if index is None else (f.name, index)
+            for g in dataclasses.fields(item):
+                if (f.name, g.name) == ("topics", "name"):
+                    continue  # its own check says what a name may hold
+                field_value = getattr(item, g.name)
+                texts = field_value if isinstance(field_value, list) else [field_value]
+                for text in texts:
+                    c = _control_char(text) if isinstance(text, str) else None
+                    if c:
+                        loader.report(
+                            f"must be one line of text, without control characters (found {c!r})",
+                            loc,
+                            g.name,
+                        )
+                        break
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

@@ -9,9 +9,11 @@ the jobs; this module decides whether a fire may run and what follows it:
   table in the same SQLite file, and a send fire for a day that already has a
   successful send is skipped. That covers a second process whose fire waited on the
   lock, and the repeated 02:xx of the autumn DST change.
-- Catch-up on start: if today's send time has passed with no successful send today,
-  or no fetch succeeded since the last fetch time, that job runs now, once; missed fires
-  are never replayed one by one (coalesce=True, misfire_grace_time).
+- Catch-up on start: if today's send time has passed with no successful send today
+  and the service had started on this database before it (a send it missed; never on
+  a new install's first start), or no fetch succeeded since the last fetch time, that
+  job runs now, once; missed fires are never replayed one by one (coalesce=True,
+  misfire_grace_time).
 - A failed run is tried again `retries` times that day, `retry_after` minutes apart,
   then logged as given up (and /healthz shows it).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,16 +34,17 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
-from digest.config import Config
+from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError, DigestError
 from digest.localtime import schedule_timezone
 from digest.lock import RunLock, lock_path_for
+from digest.stopping import STOP
 
 log = logging.getLogger("digest.schedule")
 
 FetchJob = Callable[[Config], Any]
 SendJob = Callable[[Config, date], Any]
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAYS = WEEKDAYS
 LOOK_BACK = timedelta(days=8)  # how far back `previous_fire` searches: a week of downtime
 
 
@@ -98,24 +102,6 @@ def parse_hhmm(config: Config) -> tuple[int, int]:
             f"{text!r} is not a time like '08:00'", path=config.path, key="schedule.send_time"
         ) from None
     return hour, minute
-
-
-def validate_schedule(config: Config) -> None:
-    """Check every [schedule] and [web] key that types alone do not.
-
-    Raises ConfigError naming the key.
-    """
-    fetch_trigger(config)
-    send_trigger(config)
-    s = config.schedule
-    for key in ("jitter", "misfire_grace", "retries", "retry_after", "lock_wait"):
-        if getattr(s, key) < 0:
-            raise ConfigError("must not be negative", path=config.path, key=f"schedule.{key}")
-    if not 0 <= config.web.port < 65536:
-        raise ConfigError("must be a port number, 0 to 65535", path=config.path, key="web.port")
-    for key in ("stale_after", "confirm_hours", "subscribe_per_hour"):
-        if getattr(config.web, key) <= 0:
-            raise ConfigError("must be more than 0", path=config.path, key=f"web.{key}")
 
 
 def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
@@ -189,6 +175,16 @@ class JobLog:
         finally:
             conn.close()
         return int(row[0])
+
+    def first_seen(self) -> datetime | None:
+        """Return when this database first saw the scheduler (its first start or job),
+        or None for a new install."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT started FROM job_runs ORDER BY id LIMIT 1").fetchone()
+        finally:
+            conn.close()
+        return datetime.fromisoformat(row[0]) if row else None
 
     def last(self, job: str) -> dict[str, Any] | None:
         """Return the latest ok or failed row of `job` (skips and busy ones aside), or None."""
@@ -267,7 +263,10 @@ class Scheduler:
         fetch: FetchJob | None = None,
         send: SendJob | None = None,
     ) -> None:
-        validate_schedule(config)
+        # load_config checked all this; a Config built by hand is refused here, before
+        # anything is written, not at the first fire.
+        fetch_trigger(config)
+        send_trigger(config)
         self.config = config
         self.fetch = fetch or _default_fetch
         self.send = send or _default_send
@@ -302,6 +301,8 @@ class Scheduler:
             else []
         )
         now = datetime.now(self.tz)
+        # Noted after due_on_start looked: the next start knows the service was up now.
+        self.log.record("serve", now.date(), now, "started", "scheduler started")
         for name in due:
             func = self.run_fetch if name == "fetch" else self.run_send
             self.aps.add_job(
@@ -339,8 +340,12 @@ class Scheduler:
     def due_on_start(self) -> list[str]:
         """Return the jobs the downtime missed: at most one fetch and one send.
 
-        Send: today's send time has passed and there is no successful send today.
-        Fetch: no ok or empty run started since the latest fetch time.
+        Send: today's send time has passed with no successful send today, and the
+        scheduler had started on this database before that time: a send it missed. A
+        new install's first start after the send time mails nobody; the first send is
+        the next scheduled one.
+        Fetch: no ok or empty run started since the latest fetch time (on a first start
+        too: the feeds should not wait hours for their first papers).
         """
         now = datetime.now(self.tz)
         due = []
@@ -354,7 +359,15 @@ class Scheduler:
             and last_send.date() == now.date()
             and not self.log.succeeded("send", now.date())
         ):
-            due.append("send")
+            first = self.log.first_seen()
+            if first is not None and first < last_send:
+                due.append("send")
+            else:
+                log.info(
+                    "first start after today's send time (%s): no catch-up send; "
+                    "the first send is at the next scheduled time",
+                    last_send.strftime("%H:%M"),
+                )
         return due
 
     # -- the job bodies the triggers call
@@ -378,7 +391,9 @@ class Scheduler:
         with self._one_at_a_time:
             self._idle.clear()
             try:
-                if not self.lock.acquire(wait=self.config.schedule.lock_wait):
+                if not self._acquire_lock():
+                    if self._stopped():
+                        return "stopped"
                     holder = self.lock.holder() or "holder unknown"
                     log.warning("%s %s: another run holds the lock (%s); not run", job, day, holder)
                     self.log.record(job, day, started, "busy", f"lock held by {holder}")
@@ -396,6 +411,20 @@ class Scheduler:
                     self.lock.release()
             finally:
                 self._idle.set()
+
+    def _stopped(self) -> bool:
+        return self._stopping.is_set() or STOP.is_set()
+
+    def _acquire_lock(self) -> bool:
+        """Wait up to schedule.lock_wait for the run lock, in short steps: a stop
+        (SIGTERM) ends the wait within half a second, not after ten minutes."""
+        deadline = time.monotonic() + self.config.schedule.lock_wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if self.lock.acquire(wait=max(0.0, min(0.5, remaining))):
+                return True
+            if remaining <= 0 or self._stopped():
+                return False
 
     def _call(self, job: str, call: Callable[[date], Any], day: date, started: datetime) -> str:
         try:

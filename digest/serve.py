@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from digest import send as send_module
+from digest import stopping
 from digest.config import Config
 from digest.schedule import FetchJob, Scheduler, SendJob
 from digest.store import Store
@@ -50,8 +51,8 @@ def serve(
         )
     # APScheduler says "Running job ..." at INFO for every fire; our jobs log what they did.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    scheduler = Scheduler(config, fetch=fetch, send=send)  # refuses bad triggers: no file yet
     Store.open(config.store.database).close()  # create or migrate it before anyone reads
-    scheduler = Scheduler(config, fetch=fetch, send=send)
     app = create_app(config, next_runs=scheduler.next_runs)
     server = _Server(
         uvicorn.Config(
@@ -80,9 +81,10 @@ def serve(
     try:
         server.run()  # uvicorn exits 1 itself when it cannot bind (port taken, ...)
     finally:
-        send_module.STOP.set()  # a send in progress stops after the message in hand
+        _ask_jobs_to_stop()
         finished = scheduler.shutdown(wait=grace)
         send_module.STOP.clear()
+        stopping.STOP.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not finished:
@@ -94,9 +96,20 @@ def serve(
     return 0
 
 
+def _ask_jobs_to_stop() -> None:
+    send_module.STOP.set()  # a send in progress stops after the message in hand
+    stopping.STOP.set()  # a fetch stops now: its backoff sleep or request is cut
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, calling `on_started` once it listens: no job runs (and no
     catch-up sends mail) from a process that could not bind its port."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # At the signal, not once uvicorn has closed its connections: the running job
+        # stops while the web server drains, so the whole stop takes about a second.
+        _ask_jobs_to_stop()
+        super().handle_exit(sig, frame)
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
         super().__init__(config)

@@ -73,7 +73,7 @@ def test_check_with_bad_config(cwd: Path) -> None:
 
 
 def test_check_with_bad_config_subprocess(tmp_path: Path) -> None:
-    # The real entry point: one line on stderr, exit 1, no traceback.
+    # The real entry point: the problem and the count on stderr, exit 1, no traceback.
     config = tmp_path / "bad.toml"
     config.write_text(BAD, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
@@ -86,7 +86,8 @@ def test_check_with_bad_config_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        f"error: {config}, line 6, topics[0].keywords: topic 'agents' has an empty term"
+        f"error: {config}, line 6, topics[0].keywords: topic 'agents' has an empty term",
+        "error: 1 problem in the config; nothing was run",
     ]
     assert "Traceback" not in proc.stderr
 

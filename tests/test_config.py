@@ -120,15 +120,15 @@ BAD_CONFIGS: dict[str, tuple[str, str, int, str]] = {
     "invalid TOML": ('[source]\nlist = "daily"\nprefer = \n', "source.prefer", 3, "not valid TOML"),
     # Values that parse but would quietly break things (each one passed `check` once).
     "bad api_url": ('[source]\napi_url = "huggingface.co/api"\n', "source.api_url", 2, "http(s)"),
-    "no feed days": ("[feeds]\ndays = -1\n", "feeds.days", 2, "at least 1"),
-    "no feed items": ("[feeds]\nmax_items = 0\n", "feeds.max_items", 2, "at least 1"),
+    "no feed days": ("[feeds]\ndays = -1\n", "feeds.days", 2, "from 1 to 3650, not -1"),
+    "no feed items": ("[feeds]\nmax_items = 0\n", "feeds.max_items", 2, "from 1 to"),
     "negative abstract": (
         "[email]\nabstract_chars = -5\n",
         "email.abstract_chars",
         2,
-        "at least 0",
+        "from 0 to",
     ),
-    "zero max_bytes": ("[source]\nmax_bytes = 0\n", "source.max_bytes", 2, "more than 0"),
+    "zero max_bytes": ("[source]\nmax_bytes = 0\n", "source.max_bytes", 2, "from 1 to"),
     "topic with no fields": (
         '[[topics]]\nname = "a"\nkeywords = ["agent"]\nfields = []\n',
         "topics[0].fields",
@@ -139,7 +139,7 @@ BAD_CONFIGS: dict[str, tuple[str, str, int, str]] = {
         '[[topics]]\nname = "a"\nkeywords = ["agent"]\nmin_upvotes = -1\n',
         "topics[0].min_upvotes",
         4,
-        "negative",
+        "from 0 to",
     ),
     "newline in topic name": (
         '[[topics]]\nname = "agents\\n"\nkeywords = ["a"]\n',
@@ -237,3 +237,70 @@ def test_check_points_at_a_bad_schedule_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(path), "check"])
     assert result.exit_code == 1
     assert "schedule.send_time: '25:00' is not a time like '08:00'" in result.output
+
+
+def test_every_range_is_written_in_the_example() -> None:
+    """The example file shows each number's range beside its default, as load_config has it."""
+    from digest.config import RANGES
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for (table, key), (least, most, open_below) in RANGES.items():
+        words = f"over {least}, up to {most}" if open_below else f"{least} to {most}"
+        header = re.search(rf"^(# )?\[\[?{table}\]\]?\s*$", text, re.M)
+        assert header, table
+        body = text[header.end() :]
+        assert re.search(rf"^(# )?{key} = \S+\s+# {re.escape(words)}$", body, re.M), (table, key)
+
+
+@pytest.mark.parametrize(
+    "text,key,words",
+    [
+        ("[source]\ntimeout = nan\n", "source.timeout", "finite"),
+        ("[source]\nconnect_timeout = -inf\n", "source.connect_timeout", "finite"),
+        ("[source]\ntimeout = 0\n", "source.timeout", "more than 0"),
+        ("[source]\ntimeout = 1" + "0" * 400 + "\n", "source.timeout", "at most 600"),
+        ("[smtp]\ntimeout = -1.5\n", "smtp.timeout", "more than 0"),
+        ("[feeds]\ndays = 1000000000000\n", "feeds.days", "from 1 to 3650"),
+        ("[web]\nconfirm_hours = 1000000000000\n", "web.confirm_hours", "from 1 to 8760"),
+        ("[schedule]\nretry_after = 0\n", "schedule.retry_after", "from 1 to 1440"),
+        ('[smtp]\nsender = "a@example.org\\nBcc: b@example.org"\n', "smtp.sender", "one line"),
+        ('[smtp]\nsender = "digest"\n', "smtp.sender", "not an email address"),
+        ('[smtp]\nsender = "Digest <digest@@x>"\n', "smtp.sender", "not an email address"),
+        ('[email]\ndomain = "a b.example"\n', "email.domain", "not a host name"),
+        (
+            '[email]\nsubject_prefix = "News\\r\\nBcc: x@example.org"\n',
+            "email.subject_prefix",
+            "one line",
+        ),
+        ('[feeds]\nbase_url = "javascript:alert(1)"\n', "feeds.base_url", "http(s)"),
+        ('[feeds]\nbase_url = "http://127.0.0.1:99999"\n', "feeds.base_url", "http(s)"),
+        ('[smtp]\nhost = "smtp://mail.example.org"\n', "smtp.host", "not a host name"),
+        ('[schedule]\ntimezone = "Mars/Olympus"\n', "schedule.timezone", "unknown time zone"),
+        ('[schedule]\nfetch = "61 * * * *"\n', "schedule.fetch", "crontab"),
+        ('[schedule]\nsend_time = "24:00"\n', "schedule.send_time", "'24:00'"),
+        ('[[topics]]\nname = "a"\nkeyword = ["agent"]\n', "topics[0].keyword", "'keywords'"),
+        ('[smpt]\nhost = "x"\n', "smpt", "did you mean [smtp]?"),
+        ('[[topic]]\nname = "a"\n', "topic", "did you mean [[topics]]?"),
+        ('[web]\ntrusted_proxies = ["10.0.0.0/33"]\n', "web.trusted_proxies", "not an IP"),
+    ],
+)
+def test_values_that_once_passed_are_refused_at_load(
+    tmp_path: Path, text: str, key: str, words: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert err.value.key == key, str(err.value)
+    assert err.value.line is not None
+    assert words in str(err.value)
+
+
+def test_good_senders_and_hosts_pass(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[smtp]\nhost = "10.0.0.5"\nsender = "Papers Digest <digest@localhost>"\n'
+        '[email]\ndomain = "papers.example.org"\n'
+        '[feeds]\nbase_url = "https://papers.example.org/digest/"\n',
+    )
+    config = load_config(path, env={})
+    assert config.smtp.sender == "Papers Digest <digest@localhost>"

@@ -215,3 +215,110 @@ def test_cli_fetch_against_a_500_server_exits_1_and_says_why(
         assert run is not None and run["status"] == "failed" and "HTTP 500" in run["reason"]
     finally:
         store.close()
+
+
+# -- the whole-response deadline and the stop -----------------------------------------------
+
+
+class DripServer:
+    """A real HTTP server on 127.0.0.1 that sends a page one byte every `every` seconds:
+    each read gets a byte well inside any read timeout, so only a deadline ends it."""
+
+    def __init__(self, body: bytes, every: float) -> None:
+        import http.server
+        import threading
+
+        self.stop = threading.Event()
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        if outer.stop.wait(every):
+                            return
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client cut us off: what the test wants
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/papers"
+
+    def __enter__(self) -> DripServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_dripped_page_fails_by_the_deadline_naming_the_url(retries: int) -> None:
+    """timeout = 1 used to bound each read only: a page dripped over 10 s took 10 s."""
+    from digest.source.fetch import Fetcher, make_client
+
+    with DripServer(PAGE[:200], every=0.05) as server:  # 200 bytes: 10 s in all
+        sleep = SleepLog()
+        fetcher = Fetcher(make_client(1.0, 1.0), retries=retries, backoff=0.01, sleep=sleep)
+        started = time.monotonic()
+        with pytest.raises(FetchError) as err:
+            fetcher.get(server.url())
+        took = time.monotonic() - started
+    assert server.url() in str(err.value)
+    assert "no complete response within 1 s, source.timeout" in str(err.value)
+    assert server.requests == retries + 1
+    assert (retries + 1) * 1.0 <= took < (retries + 1) * 1.0 + 0.8, took
+
+
+def test_a_stop_cuts_the_backoff_sleep() -> None:
+    """A closed port with 3 retries and a 5 s backoff: the stop ends it at once."""
+    import threading
+
+    from digest.source.fetch import Fetcher, make_client
+    from digest.stopping import StopSignal
+    from tests.webserver import free_port
+
+    stop = StopSignal()
+    fetcher = Fetcher(make_client(5.0, 5.0), retries=3, backoff=5.0, stop=stop)
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="stopped: the service is shutting down"):
+        fetcher.get(f"http://127.0.0.1:{free_port()}/papers")
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_stop_cuts_a_request_in_flight(hf_server: HFServer) -> None:
+    """A server that takes the request and says nothing for a minute."""
+    import threading
+
+    from digest.source.fetch import Fetcher, make_client
+    from digest.stopping import StopSignal
+
+    hf_server.route("/papers", Reply(PAGE, hold=60.0))
+    stop = StopSignal()
+    fetcher = Fetcher(make_client(30.0, 30.0), retries=3, stop=stop)
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="stopped") as err:
+        fetcher.get(hf_server.url("/papers"))
+    assert time.monotonic() - started < 1.2
+    assert hf_server.url("/papers") in str(err.value)
+    assert len(hf_server.requests) == 1  # not retried

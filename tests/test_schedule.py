@@ -35,7 +35,6 @@ from digest.schedule import (
     fetch_trigger,
     previous_fire,
     send_trigger,
-    validate_schedule,
 )
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01, ROOT
@@ -218,6 +217,43 @@ def test_no_catch_up_before_send_time_or_when_done(tmp_path: Path) -> None:
     assert calls.sends == []
 
 
+def test_first_start_after_send_time_sends_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new install started at 10:05 with send_time 08:00 was never down: no catch-up
+    send (it used to mail everyone at once), but the feeds still get their first fetch."""
+    config = config_for(tmp_path, send_time="08:00", fetch="0 */2 * * *")
+    calls = Calls(config.store.database)
+    with (
+        time_machine.travel(datetime(2026, 3, 31, 10, 5, tzinfo=BERLIN), tick=True),
+        caplog.at_level(logging.INFO, logger="digest.schedule"),
+    ):
+        scheduler = Scheduler(config, fetch=calls.fetch, send=calls.send)
+        assert scheduler.start() == ["fetch"]
+        try:
+            wait_for(lambda: len(calls.fetches) == 1 and not scheduler.busy, 5)
+            time.sleep(0.3)  # a queued send would have started by now
+        finally:
+            scheduler.shutdown()
+    assert calls.sends == []
+    assert "catch-up: send" not in caplog.text
+    assert "first start after today's send time (08:00): no catch-up send" in caplog.text
+    # A restart later the same day: still never up at 08:00, still nothing to catch up.
+    with time_machine.travel(datetime(2026, 3, 31, 11, 0, tzinfo=BERLIN), tick=False):
+        assert Scheduler(config).due_on_start() == []
+
+
+def test_send_missed_while_down_is_caught_up(tmp_path: Path) -> None:
+    """Started at 07:00, down from 07:30 to 10:00: the 08:00 send was missed."""
+    config = config_for(tmp_path, send_time="08:00")
+    with time_machine.travel(datetime(2026, 3, 31, 7, 0, tzinfo=BERLIN), tick=False):
+        first = Scheduler(config, fetch=Calls(config.store.database).fetch)
+        assert first.start() == []  # before the send time, nothing fetched for a year
+        first.shutdown()
+    with time_machine.travel(datetime(2026, 3, 31, 10, 0, tzinfo=BERLIN), tick=False):
+        assert Scheduler(config).due_on_start() == ["send"]
+
+
 def test_previous_fire(tmp_path: Path) -> None:
     trigger = send_trigger(config_for(tmp_path, send_days=["fri"]))
     now = datetime(2026, 3, 31, 10, 0, tzinfo=BERLIN)  # a Tuesday
@@ -279,10 +315,10 @@ def test_bad_schedule_config_names_the_key(tmp_path: Path) -> None:
         ("fetch", "every two hours"),
         ("send_time", "8am"),
         ("send_days", ["funday"]),
-        ("retries", -1),
     ):
         with pytest.raises(ConfigError, match=f"schedule.{key}"):
-            validate_schedule(config_for(tmp_path, **{key: value}))
+            Scheduler(config_for(tmp_path, **{key: value}))  # a Config built by hand
+    assert not (tmp_path / "digest.db").exists()
 
 
 # -- one run at a time, across processes ----------------------------------------------
@@ -355,4 +391,27 @@ def test_scheduler_waits_for_the_other_process_then_skips_a_done_send(tmp_path: 
         assert scheduler.run_send(today) == "skipped"
     finally:
         proc.wait(10)
+    assert calls.sends == []
+
+
+def test_shutdown_cuts_a_wait_for_the_lock(tmp_path: Path) -> None:
+    """lock_wait = 600 while another process holds the lock: a stop ends the wait now."""
+    config = config_for(tmp_path, lock_wait=600)
+    proc = hold_lock_in_subprocess(lock_path_for(config.store.database))
+    try:
+        calls = Calls(config.store.database)
+        scheduler = Scheduler(config, fetch=calls.fetch, send=calls.send)
+        outcome: list[str] = []
+        waiting = threading.Thread(target=lambda: outcome.append(scheduler.run_send()))
+        waiting.start()
+        wait_for(lambda: scheduler.busy)
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert scheduler.shutdown(wait=5)
+        assert time.monotonic() - started < 1.0
+        waiting.join(5)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert outcome == ["stopped"]
     assert calls.sends == []

@@ -200,3 +200,38 @@ def test_the_rate_limit_counts_clients_behind_a_trusted_proxy(tmp_path: Path, tr
         finally:
             stop(proc)
     assert codes == ([200, 200] if trusted != "[]" else [200, 429])
+
+
+@pytest.mark.parametrize("source", ["unreachable", "silent"])
+def test_sigterm_cuts_a_retrying_catch_up_fetch(tmp_path: Path, source: str) -> None:
+    """The fresh container's case: the catch-up fetch retries a site that is down (a
+    closed port: backoff sleeps) or that takes the request and never answers (a request
+    in flight, 20 s read timeout). SIGTERM must end the process within 2 s, exit 0."""
+    from tests.hfserver import HFServer, Reply
+
+    with HFServer() as site:
+        site.route("/papers", Reply(b"", hold=60.0))
+        url = site.url("/papers") if source == "silent" else f"http://127.0.0.1:{free_port()}/p"
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[source]\nlist = "{url}"\napi_url = "{url}/api"\nretries = 3\ntimeout = 20\n'
+            f'[store]\ndatabase = "{tmp_path / "digest.db"}"\n'
+            f'[feeds]\ndir = "{tmp_path / "feeds"}"\n'
+            '[schedule]\ntimezone = "Europe/Berlin"\n'
+        )
+        port = free_port()
+        proc = start_serve(config, port, tmp_path)
+        try:
+            wait_healthz(f"http://127.0.0.1:{port}", proc)
+            deadline = time.monotonic() + 10
+            if source == "silent":
+                while not site.requests:  # the catch-up fetch is waiting on the site
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+            time.sleep(0.5)  # in a backoff sleep, or still waiting for an answer
+        finally:
+            code, took = stop(proc)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, output
+    assert took < 2.0, (took, output)
+    assert "stopped" in output

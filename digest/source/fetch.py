@@ -1,21 +1,32 @@
 """HTTP for the source: one policy (timeouts, retries, size cap) around an `httpx.Client`.
 
-The client is passed in, so tests and the backfill hand us one; nothing here reaches for
-a global. Retrying is tenacity's job, not a loop of ours.
+The client is passed in, so tests and the backfill hand us one. Retrying is tenacity's
+job, not a loop of ours.
+
+Two limits httpx's timeouts do not give: a deadline for the whole response (httpx's read
+timeout restarts with every byte, so a server dripping a page could hold a fetch for
+ever), and a stop (`digest.stopping.STOP`, set on SIGTERM) that cuts a backoff sleep or
+a request in flight. Each attempt runs in a worker thread the caller waits on for at
+most the deadline; on a stop or a passed deadline the caller shuts the attempt's socket
+and returns at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
-import time
+import socket
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import tenacity
 
 from digest import __version__
 from digest.errors import FetchError
+from digest.stopping import STOP, StopSignal
 
 USER_AGENT = (
     f"papers-digest/{__version__} (self-hosted Daily Papers digest; "
@@ -23,6 +34,14 @@ USER_AGENT = (
 )
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 300.0  # a server asking us to wait longer than this is treated as down
+
+
+class _Stopped(Exception):
+    """The process is stopping: give up now, no retry."""
+
+
+class _DeadlinePassed(Exception):
+    """The whole response took longer than the deadline (a read timeout in all but name)."""
 
 
 class _RetryableStatus(Exception):
@@ -44,7 +63,8 @@ def make_client(timeout: float = 20.0, connect_timeout: float = 10.0) -> httpx.C
 
 
 class Fetcher:
-    """GETs a URL with retries on connection errors, 429 and 5xx, and a cap on body size."""
+    """GETs a URL with retries on connection errors, 429 and 5xx, a cap on body size, a
+    deadline for each whole response, and a stop that cuts sleeps and requests."""
 
     def __init__(
         self,
@@ -54,20 +74,32 @@ class Fetcher:
         max_bytes: int = 20_000_000,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        deadline: float | None = None,
+        stop: StopSignal = STOP,
     ) -> None:
+        """`deadline`: seconds an attempt may take from request to last byte; default the
+        client's read timeout (source.timeout). `sleep`: the backoff wait; default one
+        that `stop` cuts short."""
         self.client = client
         self.retries = retries
         self.max_bytes = max_bytes
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.sleep = sleep
+        self.stop = stop
+        self.sleep = sleep or self._sleep_unless_stopped
+        self.deadline = deadline or client.timeout.read or 20.0
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise _Stopped
 
     def get(self, url: str, params: dict[str, str | int] | None = None) -> tuple[bytes, str]:
         """Return (body, final URL) for a 2xx answer.
 
         Raises FetchError naming the URL after retries are spent, on 4xx at once
-        (404 is never retried), and when the body passes `max_bytes`.
+        (404 is never retried), when the body passes `max_bytes`, and at once when the
+        process is stopping.
         """
         # Jitter in proportion to the backoff: tenacity's default (up to 1 s) would swamp a
         # small backoff and make every retry wait about a second whatever we asked for.
@@ -83,7 +115,7 @@ class Fetcher:
 
         # A URL httpx cannot use (no scheme, bad port) fails the same way every time.
         retryable = tenacity.retry_if_exception_type(
-            (httpx.TransportError, _RetryableStatus)
+            (httpx.TransportError, _RetryableStatus, _DeadlinePassed)
         ) & tenacity.retry_if_not_exception_type((httpx.UnsupportedProtocol, httpx.InvalidURL))
         retrying = tenacity.Retrying(
             retry=retryable,
@@ -99,6 +131,14 @@ class Fetcher:
             raise FetchError(url, f"not a valid URL: {e}") from None
         try:
             return retrying(self._get_once, url, params)
+        except _Stopped:
+            raise FetchError(request_url, "stopped: the service is shutting down") from None
+        except _DeadlinePassed:
+            raise FetchError(
+                request_url,
+                f"timed out after {tries} (no complete response within "
+                f"{self.deadline:g} s, source.timeout)",
+            ) from None
         except httpx.UnsupportedProtocol as e:
             raise FetchError(request_url, f"not a URL we can fetch: {e}") from None
         except _RetryableStatus as e:
@@ -118,7 +158,35 @@ class Fetcher:
             raise FetchError(request_url, f"{type(e).__name__}: {e}") from None
 
     def _get_once(self, url: str, params: dict[str, str | int] | None) -> tuple[bytes, str]:
-        with self.client.stream("GET", url, params=params) as response:
+        """One attempt, waited on for at most the deadline, or until a stop."""
+        if self.stop.is_set():
+            raise _Stopped
+        attempt = _Attempt()
+        worker = threading.Thread(
+            target=attempt.run, args=(self._read, url, params), name="fetch", daemon=True
+        )
+        worker.start()
+        with self.stop.watch(attempt.wake.set):
+            attempt.wake.wait(self.deadline)
+        if attempt.finished:
+            if attempt.error is not None:
+                raise attempt.error
+            assert attempt.result is not None
+            return attempt.result
+        # Cut it: the worker's blocked read fails at once and the thread ends (it is a
+        # daemon thread either way, so it never holds the process up).
+        attempt.abort()
+        if self.stop.is_set():
+            raise _Stopped
+        raise _DeadlinePassed
+
+    def _read(
+        self, url: str, params: dict[str, str | int] | None, attempt: _Attempt
+    ) -> tuple[bytes, str]:
+        with self.client.stream(
+            "GET", url, params=params, extensions={"trace": attempt.trace}
+        ) as response:
+            attempt.streams.append(response.extensions.get("network_stream"))
             final = str(response.url)
             if response.status_code in RETRY_STATUSES:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -146,6 +214,8 @@ class Fetcher:
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
+                if attempt.aborted:
+                    raise _Stopped  # nobody waits for this any more
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise FetchError(
@@ -153,6 +223,48 @@ class Fetcher:
                     )
                 chunks.append(chunk)
             return b"".join(chunks), final
+
+
+class _Attempt:
+    """One request in its worker thread: its outcome, and its sockets so it can be cut."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()  # set when the worker is done, or by a stop
+        self.finished = False
+        self.aborted = False
+        self.result: tuple[bytes, str] | None = None
+        self.error: BaseException | None = None
+        self.streams: list[Any] = []  # httpcore network streams this attempt opened
+        self._lock = threading.Lock()
+
+    def run(self, read: Callable[..., tuple[bytes, str]], url: str, params: Any) -> None:
+        try:
+            self.result = read(url, params, self)
+        except BaseException as e:  # handed to the waiting caller, who raises it
+            self.error = e
+        finally:
+            self.finished = True
+            self.wake.set()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: note each new connection's stream as it opens."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            with self._lock:
+                self.streams.append(info.get("return_value"))
+                aborted = self.aborted
+            if aborted:
+                self.abort()
+
+    def abort(self) -> None:
+        """Shut the attempt's sockets: a read blocked on one returns with an error."""
+        with self._lock:
+            self.aborted = True
+            streams = list(self.streams)
+        for stream in streams:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _retry_after(value: str | None) -> float | None:
