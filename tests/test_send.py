@@ -122,10 +122,13 @@ def test_550_for_one_address_is_recorded_and_the_others_go_out(store: Store) -> 
     assert Ledger(store).of_day(DAY)[bad].attempts == 2
 
 
-@pytest.mark.parametrize("action", ["drop", "accept-drop"])
-def test_dropped_connection_mid_batch_reconnects(store: Store, action: str) -> None:
+@pytest.mark.parametrize("where", ["mail", "accept-drop"])
+def test_dropped_connection_mid_batch_reconnects(store: Store, where: str) -> None:
     with SmtpServer() as server:
-        server.data_plan = ["accept", "accept", action]
+        if where == "mail":
+            server.mail_plan = ["ok", "ok", "drop"]
+        else:
+            server.data_plan = ["accept", "accept", "accept-drop"]
         report = send(make_config(server.port), store)
     assert server.received_by() == {a: 1 for a in ADDRESSES}
     assert report.connections == 2
