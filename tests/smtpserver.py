@@ -67,6 +67,7 @@ class Handler:
     is not taken), "take-drop" (take it, then close without answering), "accept-drop"
     (take it, answer 250, then close), "slow:SECONDS" (take it, answer 250 that late),
     "hang" (take it and never answer), or a reply like "421 ...".
+    `data_for`: recipient -> the action for every message to it (before `data_plan`).
     `mail_plan`: one action per MAIL command, then "ok": "ok", "drop" (close before the
     message is sent) or a reply like "421 ...".
     `log`: a file to which each taken message's recipients are appended (one line each,
@@ -76,9 +77,11 @@ class Handler:
     keep: bool = True
     messages: list[Received] = field(default_factory=list)
     count: int = 0
+    taken: Counter[str] = field(default_factory=Counter)  # recipient -> messages taken
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_plan: list[str] = field(default_factory=list)
     mail_plan: list[str] = field(default_factory=list)
+    data_for: dict[str, str] = field(default_factory=dict)
     log: Path | None = None
     sessions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -114,6 +117,8 @@ class Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         action = self.data_plan.pop(0) if self.data_plan else "accept"
+        for rcpt in envelope.rcpt_tos:
+            action = self.data_for.get(rcpt.lower(), action)
         if action == "drop":
             server.transport.close()  # type: ignore[union-attr]
             return "421 closing"  # never reaches the client: the transport is closed
@@ -122,6 +127,7 @@ class Handler:
             return action
         with self.lock:
             self.count += 1
+            self.taken.update(envelope.rcpt_tos)
             if self.keep:
                 data = envelope.original_content or b""
                 self.messages.append(
@@ -180,6 +186,10 @@ class SmtpServer:
         self.handler.data_plan[:] = plan
 
     @property
+    def data_for(self) -> dict[str, str]:
+        return self.handler.data_for
+
+    @property
     def mail_plan(self) -> list[str]:
         return self.handler.mail_plan
 
@@ -192,8 +202,9 @@ class SmtpServer:
         return self.handler.sessions
 
     def received_by(self) -> Counter[str]:
-        """Recipient address -> number of messages it was sent."""
-        return Counter(r for m in self.messages for r in m.recipients)
+        """Recipient address -> number of messages the server took for it."""
+        with self.handler.lock:
+            return Counter(self.handler.taken)
 
 
 def simple_message(
