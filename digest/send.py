@@ -182,6 +182,11 @@ def send_digests(
             report.held_uncertain += 1
         else:
             todo.append(sub)
+    if resend is not None:
+        subscribed = {address_key(sub.email) for sub in subscribers}
+        for address in resend:
+            if address_key(address) not in subscribed:
+                report.skipped.append((address, "not an active subscriber"))
     if not todo:
         return report
     ledger.queue(day, [s.email for s in todo])
