@@ -322,7 +322,8 @@ def deliveries(state: State, day: date | None, show_all: bool) -> None:
         rows = Ledger(store).rows(shown, day)
     for d in rows:
         why = "; ".join(x for x in (d.reply, d.reason) if x)
-        click.echo(f"{d.day.isoformat()}\t{d.status}\t{ascii(d.email)[1:-1]}\t{why}")
+        email = d.email if d.email.isprintable() else ascii(d.email)  # one line per row
+        click.echo(f"{d.day.isoformat()}\t{d.status}\t{email}\t{why}")
     counts = {s: sum(1 for d in rows if d.status == s) for s in shown}
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()), err=True)
 
