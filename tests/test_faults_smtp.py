@@ -136,14 +136,16 @@ def test_drops_before_the_dot_and_421_are_retried_550_is_final(store: Store) -> 
     # Each of these is known not to have delivered the message, so a retry is safe.
     bad = ADDRESSES[4]
     with SmtpServer() as server:
-        server.mail_plan = ["ok", "drop"]  # the second message: dropped at MAIL
+        # The second message: dropped at MAIL, then 421 to its MAIL on the new session.
+        server.mail_plan = ["ok", "drop", "421 4.7.0 try again later"]
         server.data_plan = ["accept", "accept", "421 4.3.2 shutting down"]  # answer to "."
         server.rcpt_replies[bad] = "550 5.1.1 no such user"
         report = send(make_config(server.port), store)
     assert server.received_by() == {a: 1 for a in ADDRESSES if a != bad}
     assert report.failed == [(bad, "550 5.1.1 no such user")] and report.uncertain == []
     assert statuses(store)[bad] == "failed"
-    assert report.connections == 3  # the drop and the 421 each ended a session
+    assert report.connections == 4  # the drop and each 421 ended a session
+    assert Ledger(store).of_day(DAY)[ADDRESSES[1]].attempts == 3
 
 
 def _server_process(port: int, log: Path) -> subprocess.Popen[str]:
