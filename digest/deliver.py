@@ -134,6 +134,16 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+def unsendable(address: str) -> str:
+    """Return why `address` cannot go on the SMTP wire ("" if it can): a control
+    character, such as the line break of a forged sign-up's "csrf\0\r\nbcc: x@evil.org",
+    which smtplib would quietly turn into the envelope address <x@evil.org>."""
+    bad = sorted({c for c in address if ord(c) < 32 or ord(c) == 127})
+    if not bad:
+        return ""
+    return f"the address contains control characters ({', '.join(repr(c) for c in bad)})"
+
+
 def flatten(message: EmailMessage, utf8: bool = False) -> bytes:
     """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted by smtplib)."""
     buf = io.BytesIO()
@@ -276,6 +286,9 @@ class Mailer:
         final "."; not retried) or DeliveryError when no session can be opened at all
         (the whole send should stop).
         """
+        bad = unsendable(out.address)
+        if bad:  # refused here: smtplib would send it to whatever address it can parse out
+            raise PermanentFailure(f"{out.address!r}: {bad}")
         attempts = 0
         claimed = before_dot is None
 

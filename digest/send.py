@@ -34,6 +34,7 @@ from digest.deliver import (
     PermanentFailure,
     TemporaryFailure,
     Uncertain,
+    unsendable,
 )
 from digest.errors import DeliveryError, DigestError
 from digest.localtime import local_today
@@ -218,7 +219,7 @@ def send_digests(
                     topics = ", ".join(gone[address_key(sub.email)])
                     yield sub, _NotSent(f"their topics are no longer in the config ({topics})")
                     continue
-                bad = _unsendable(sub.email)
+                bad = unsendable(sub.email)
                 if bad:
                     yield sub, _NotSent(bad, failed=True)
                     continue
@@ -321,19 +322,9 @@ class _NotSent:
     failed: bool = False
 
 
-def _unsendable(address: str) -> str:
-    """Return why `address` cannot go on the SMTP wire ("" if it can): a line break or
-    other control character would end the command early and start another (a forged
-    sign-up's "x\r\nRCPT TO:<victim>")."""
-    bad = sorted({c for c in address if ord(c) < 32 or ord(c) == 127})
-    if not bad:
-        return ""
-    return f"the address contains control characters ({', '.join(repr(c) for c in bad)})"
-
-
 def _shown(address: str) -> str:
     """The address for the run line: control characters escaped, so it stays one line."""
-    return address if not _unsendable(address) else ascii(address)
+    return address if not unsendable(address) else ascii(address)
 
 
 def _one_line(text: str) -> str:

@@ -170,3 +170,15 @@ def test_unreadable_ca_file_is_named(tmp_path) -> None:
         pytest.raises(DeliveryError, match=r"smtp\.ca_file.*nope\.pem"),
     ):
         send_all(mailer, ADDRESSES[:1])
+
+
+def test_a_line_break_in_an_address_is_refused_before_anything_is_sent() -> None:
+    # smtplib would turn "csrf\0\r\nbcc: x@evil.org" into the envelope address
+    # <x@evil.org>: the reader's message, with their links, to someone else.
+    evil = "csrf\0\r\nbcc: x@evil.org"
+    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+        with pytest.raises(PermanentFailure, match="control characters"):
+            mailer.deliver(simple_message(Subscriber("x@example.org"), DAY), evil)
+        replies = send_all(mailer, ADDRESSES[:2])
+    assert all(r.startswith("250") for r in replies.values())
+    assert server.received_by() == {a: 1 for a in ADDRESSES[:2]}  # nothing for x@evil.org
