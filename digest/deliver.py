@@ -36,7 +36,7 @@ from types import TracebackType
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from digest.config import SmtpConfig
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, DigestError
 
 
 class TemporaryFailure(Exception):
@@ -57,14 +57,17 @@ class PermanentFailure(Exception):
         super().__init__(reply)
 
 
-class Uncertain(Exception):
+class Uncertain(DigestError):
     """The final "." went out and no reply came back (a timeout or a dropped connection):
-    the server may or may not have taken the message. Never retried automatically."""
+    the server may or may not have taken the message. Never retried automatically.
 
-    def __init__(self, reply: str) -> None:
+    A DigestError, so a caller that sends one notice (a confirmation) reports it in one
+    line like any other SMTP trouble."""
+
+    def __init__(self, reply: str, where: str = "SMTP server") -> None:
         self.reply = reply
         self.attempts = 1  # set by Mailer.deliver to the attempts it made
-        super().__init__(reply)
+        super().__init__(f"{where}: {reply} (it may have been delivered)")
 
 
 class NotClaimed(Exception):
@@ -390,9 +393,8 @@ class Mailer:
                 conn.sock.settimeout(self.smtp.timeout)
         except Exception as e:  # timeout, reset, closed, garbled reply
             self._drop()
-            raise Uncertain(
-                f"no reply to the end of the message: {e or type(e).__name__}"
-            ) from None
+            why = f"no reply to the end of the message: {e or type(e).__name__}"
+            raise Uncertain(why, self.where) from None
         return code, text
 
     def _reset(self) -> None:
