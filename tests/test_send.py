@@ -343,3 +343,17 @@ def test_a_day_that_has_not_come_is_refused(store: Store, tmp_path: Path) -> Non
         result = CliRunner().invoke(main, ["--config", str(cfg), "send", "--date", "2999-01-01"])
     assert result.exit_code == 1 and "that day has not come yet" in result.output
     assert server.messages == [] and Ledger(store).of_day(date(2999, 1, 1)) == {}
+
+
+def test_the_run_lock_is_the_database_file_whatever_its_name(tmp_path: Path) -> None:
+    # A symlink or a path with ".." to the same database must meet the same lock (keyed
+    # on the path string, two sends through a symlink once mailed 600 of 600 twice).
+    db = tmp_path / "data" / "digest.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    (tmp_path / "link.db").symlink_to(db)
+    names = [db, tmp_path / "link.db", tmp_path / "data" / ".." / "data" / "digest.db"]
+    assert len({lock_path_for(n) for n in names}) == 1
+    with RunLock(lock_path_for(db)):
+        for name in names[1:]:
+            assert not RunLock(lock_path_for(name)).acquire()
