@@ -148,7 +148,7 @@ def unsendable(address: str) -> str:
 
 
 def flatten(message: EmailMessage, utf8: bool = False) -> bytes:
-    """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted by smtplib)."""
+    """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted on sending)."""
     buf = io.BytesIO()
     policy = message.policy.clone(linesep="\r\n")
     if utf8 and isinstance(policy, EmailPolicy):  # non-ASCII addresses go as SMTPUTF8
