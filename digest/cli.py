@@ -314,6 +314,72 @@ def send(state: State, day: date | None) -> None:
         sys.exit(1)
 
 
+# -- the delivery ledger: what needs a look, and the operator's resend --------------
+
+
+@main.command()
+@click.option("--date", "day", callback=_date, metavar="YYYY-MM-DD", help="Default: every day.")
+@click.option("--all", "show_all", is_flag=True, help="Every row, the sent ones too.")
+@click.pass_obj
+def deliveries(state: State, day: date | None, show_all: bool) -> None:
+    """List deliveries that need a look: uncertain (maybe delivered), failed, in flight."""
+    from digest.subscribers import FAILED, QUEUED, SENDING, SENT, SKIPPED, UNCERTAIN, Ledger
+
+    shown = [UNCERTAIN, SENDING, FAILED] + ([QUEUED, SKIPPED, SENT] if show_all else [])
+    with state.store() as store:
+        rows = Ledger(store).rows(shown, day)
+    for d in rows:
+        why = "; ".join(x for x in (d.reply, d.reason) if x)
+        email = d.email if d.email.isprintable() else ascii(d.email)  # one line per row
+        click.echo(f"{d.day.isoformat()}\t{d.status}\t{email}\t{why}")
+    counts = {s: sum(1 for d in rows if d.status == s) for s in shown}
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()), err=True)
+
+
+@main.command()
+@click.argument("addresses", nargs=-1, metavar="[ADDRESS]...")
+@click.option(
+    "--date",
+    "day",
+    callback=_date,
+    metavar="YYYY-MM-DD",
+    help="The digest's day. Default: today in schedule.timezone.",
+)
+@click.pass_obj
+def resend(state: State, addresses: tuple[str, ...], day: date | None) -> None:
+    """Send the day's digest again, on purpose, to ADDRESS (default: to every reader whose
+    delivery that day is uncertain). A delivery the server accepted is never sent again."""
+    from digest.localtime import local_today
+    from digest.send import send_digests
+    from digest.subscribers import SENT, UNCERTAIN, Ledger
+
+    config = state.config
+    day = day or local_today(config)
+    with _one_run(config), state.store() as store, _send_progress() as progress:
+        ledger = Ledger(store)
+        ledger.settle_in_flight()  # under the run lock: a "sending" row is a dead run's
+        if addresses:
+            for address in addresses:
+                row = ledger.get(day, address)
+                if row is None:
+                    _fail(f"{address}: no delivery of the {day.isoformat()} digest to resend")
+                if row.status == SENT:
+                    _fail(
+                        f"{address}: the {day.isoformat()} digest was accepted by the server "
+                        f"({row.reply}, {row.sent}); not sending a second copy"
+                    )
+            targets = list(addresses)
+        else:
+            targets = [d.email for d in ledger.rows([UNCERTAIN], day)]
+            if not targets:
+                click.echo(f"no uncertain deliveries on {day.isoformat()}: nothing to resend")
+                return
+        report = send_digests(config, store, day, progress=progress, resend=targets)
+    click.echo(report.summary())
+    if not report.ok or len(report.sent) < len(targets):
+        sys.exit(1)
+
+
 # -- topics (issue 3) ------------------------------------------------------------------
 
 

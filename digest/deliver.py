@@ -5,15 +5,22 @@
 connection; retried here with backoff) from permanent ones (5xx; not retried). The caller
 records the outcome in the ledger right after each call.
 
-What SMTP cannot promise: if the connection drops after the server took the message but
-before its "250" reached us, we cannot know it was taken, and the retry may deliver it
-twice. That window is one network round trip; everything else is exactly once.
+What SMTP cannot promise: once the final "." of a message has gone out, the server may
+have taken it even if its reply never reaches us (a slow server, a dropped connection).
+Sending it again could make two copies, so such a message is never retried here: it
+raises `Uncertain`, and the caller records it for the operator to decide. Everything
+before the final "." (a drop, a timeout, a 4xx) is safe to retry, and is.
+
+Timeouts follow RFC 5321 4.5.3.2: `smtp.timeout` for the connection and each command,
+and `DATA_TIMEOUT` (10 minutes) for the reply to the final ".", which a busy server may
+take long to give while it scans the message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import smtplib
 import socket
 import ssl
@@ -29,7 +36,7 @@ from types import TracebackType
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from digest.config import SmtpConfig
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, DigestError
 
 
 class TemporaryFailure(Exception):
@@ -48,6 +55,23 @@ class PermanentFailure(Exception):
         self.reply = reply
         self.attempts = 1  # set by Mailer.deliver to the attempts it made
         super().__init__(reply)
+
+
+class Uncertain(DigestError):
+    """The final "." went out and no reply came back (a timeout or a dropped connection):
+    the server may or may not have taken the message. Never retried automatically.
+
+    A DigestError, so a caller that sends one notice (a confirmation) reports it in one
+    line like any other SMTP trouble."""
+
+    def __init__(self, reply: str, where: str = "SMTP server") -> None:
+        self.reply = reply
+        self.attempts = 1  # set by Mailer.deliver to the attempts it made
+        super().__init__(f"{where}: {reply} (it may have been delivered)")
+
+
+class NotClaimed(Exception):
+    """`before_dot` said no (another send has this message): nothing was sent."""
 
 
 class _ConnectFailure(TemporaryFailure):
@@ -102,14 +126,29 @@ class RateLimiter:
         self._next = now + self.interval
 
 
+# RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
+DATA_TIMEOUT = 600.0
+_LINE_START_DOT = re.compile(rb"(?m)^\.")
+
+
 def _reply(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return f"{code} {' '.join(text.split())}".strip()
 
 
+def unsendable(address: str) -> str:
+    """Return why `address` cannot go on the SMTP wire ("" if it can): a control
+    character, such as the line break of a forged sign-up's "csrf\0\r\nbcc: x@evil.org",
+    which smtplib would quietly turn into the envelope address <x@evil.org>."""
+    bad = sorted({c for c in address if ord(c) < 32 or ord(c) == 127})
+    if not bad:
+        return ""
+    return f"the address contains control characters ({', '.join(repr(c) for c in bad)})"
+
+
 def flatten(message: EmailMessage, utf8: bool = False) -> bytes:
-    """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted by smtplib)."""
+    """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted on sending)."""
     buf = io.BytesIO()
     policy = message.policy.clone(linesep="\r\n")
     if utf8 and isinstance(policy, EmailPolicy):  # non-ASCII addresses go as SMTPUTF8
@@ -132,8 +171,10 @@ class Mailer:
         clock: Callable[[], float] = time.monotonic,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        data_timeout: float = DATA_TIMEOUT,
     ) -> None:
         self.smtp = smtp
+        self.data_timeout = max(data_timeout, smtp.timeout)
         self.sleep = sleep
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -236,14 +277,29 @@ class Mailer:
         """Return Accepted once the server took `message` for `address` (see `send`)."""
         return self.send(self.prepare(message, address))
 
-    def send(self, out: Outgoing) -> Accepted:
+    def send(self, out: Outgoing, before_dot: Callable[[], bool] | None = None) -> Accepted:
         """Return Accepted once the server took the prepared message.
 
-        Raises PermanentFailure (5xx), TemporaryFailure (4xx or dropped connection, still
-        so after the configured retries) or DeliveryError when no session can be opened
-        at all (the whole send should stop).
+        `before_dot`, if given, is called once, just before the first final "." goes out
+        (the caller marks the message in flight); if it returns False nothing is sent and
+        NotClaimed is raised.
+
+        Raises PermanentFailure (5xx), TemporaryFailure (4xx or dropped connection before
+        the final ".", still so after the configured retries), Uncertain (no reply to the
+        final "."; not retried) or DeliveryError when no session can be opened at all
+        (the whole send should stop).
         """
+        bad = unsendable(out.address)
+        if bad:  # refused here: smtplib would send it to whatever address it can parse out
+            raise PermanentFailure(f"{out.address!r}: {bad}")
         attempts = 0
+        claimed = before_dot is None
+
+        def claim() -> bool:
+            nonlocal claimed
+            if not claimed:
+                claimed = before_dot() if before_dot else True
+            return claimed
 
         def attempt() -> str:
             nonlocal attempts
@@ -251,18 +307,28 @@ class Mailer:
             self.limiter.wait()
             if self._conn is None:
                 self._conn = self._connect()
-            return self._transaction(self._conn, out.address, out.payload, out.utf8)
+            return self._transaction(self._conn, out.address, out.payload, out.utf8, claim)
 
         try:
             reply = self._retrying(attempt)
         except _ConnectFailure as e:
             raise DeliveryError(f"{self.where}: {e.reply} (after {attempts} attempts)") from None
-        except (TemporaryFailure, PermanentFailure) as e:
+        except (TemporaryFailure, PermanentFailure, Uncertain) as e:
             e.attempts = attempts
+            raise
+        except BaseException:
+            self._drop()  # the session is in an unknown state: never reuse it
             raise
         return Accepted(reply=reply, attempts=attempts, message_id=out.message_id)
 
-    def _transaction(self, conn: smtplib.SMTP, address: str, payload: bytes, utf8: bool) -> str:
+    def _transaction(
+        self,
+        conn: smtplib.SMTP,
+        address: str,
+        payload: bytes,
+        utf8: bool,
+        claim: Callable[[], bool],
+    ) -> str:
         """MAIL, RCPT, DATA; returns the final reply or raises a classified failure."""
         options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
         text: bytes | str
@@ -271,14 +337,19 @@ class Mailer:
             if code == 250:
                 code, text = conn.rcpt(address)
             if code in (250, 251):
-                code, text = conn.data(payload)
+                code, text = conn.docmd("DATA")
+            if code == 354:
+                code, text = self._data(conn, payload, claim)
             if code == 250:
                 return _reply(code, text)
         except smtplib.SMTPNotSupportedError as e:
             self._reset()
             raise PermanentFailure(f"{self.where} cannot take this address: {e}") from None
-        except smtplib.SMTPResponseException as e:  # DATA refused before the body went
+        except smtplib.SMTPResponseException as e:  # refused before the body went
             code, text = e.smtp_code, e.smtp_error
+        except ValueError as e:  # smtplib refuses a line break in an address
+            self._reset()
+            raise PermanentFailure(f"cannot be sent to {address!r}: {e}") from None
         except OSError as e:  # SMTPServerDisconnected is one; so are resets and timeouts
             self._drop()
             raise TemporaryFailure(f"connection lost: {e or type(e).__name__}") from None
@@ -292,6 +363,39 @@ class Mailer:
         if 500 <= code < 600:
             raise PermanentFailure(reply)
         raise TemporaryFailure(f"unexpected reply: {reply}")
+
+    def _data(
+        self, conn: smtplib.SMTP, payload: bytes, claim: Callable[[], bool]
+    ) -> tuple[int, bytes]:
+        """After 354: the message and its final "."; return the server's reply to it.
+
+        Raises OSError while the final "." has not gone out (safe to retry), Uncertain
+        when it has and no reply came (unknown whether the message was taken).
+        """
+        body = _LINE_START_DOT.sub(b"..", payload)  # RFC 5321 4.5.2 dot stuffing
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        try:
+            claimed = claim()
+        except BaseException:
+            self._drop()  # mid-DATA the only way out without a "." is to hang up
+            raise
+        if not claimed:
+            self._drop()
+            raise NotClaimed()
+        conn.send(body + b".\r\n")
+        # The end of data is out: from here on, no reply means "maybe taken".
+        try:
+            if conn.sock is not None:
+                conn.sock.settimeout(self.data_timeout)
+            code, text = conn.getreply()
+            if conn.sock is not None:
+                conn.sock.settimeout(self.smtp.timeout)
+        except Exception as e:  # timeout, reset, closed, garbled reply
+            self._drop()
+            why = f"no reply to the end of the message: {e or type(e).__name__}"
+            raise Uncertain(why, self.where) from None
+        return code, text
 
     def _reset(self) -> None:
         # After a refused transaction, RSET so the next one starts clean.

@@ -6,6 +6,8 @@ row to clean up. Two containers on one volume see the same lock, as long as the 
 is a local file system (flock over NFS is not reliable; the README says so).
 
 The lock is per open file, so two `RunLock`s in one process exclude each other too.
+The lock file sits next to the database's real path (`lock_path_for`), so every name of
+the database (a symlink, a relative path) leads to the same lock.
 """
 
 from __future__ import annotations
@@ -29,8 +31,15 @@ class LockBusy(DigestError):
 
 
 def lock_path_for(database: str | Path) -> Path:
-    """Return the lock file's path: the database's, with `.lock` appended."""
-    return Path(f"{database}.lock")
+    """Return the lock file's path: the database file's real path (symlinks and `..`
+    resolved), with `.lock` appended.
+
+    Keyed on the file, not on how it was named: a send through a symlink to the database
+    and the scheduled one through its real path must take the same lock.
+    """
+    if str(database) == ":memory:":
+        return Path(":memory:.lock")
+    return Path(f"{os.path.realpath(database)}.lock")
 
 
 class RunLock:

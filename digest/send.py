@@ -1,10 +1,16 @@
 """The day's emails: subscribers -> render each -> deliver through the ledger, exactly once.
 
 Order of work for one day: list who is subscribed, drop those the ledger says are
-already sent, queue the rest in the ledger, then for each one render and deliver and
-commit the outcome before moving on. A crash or a re-run therefore resends nothing that
-was sent; "failed" and "skipped" rows are tried again by the next run of the same day
-(a later fetch may have brought papers that match, a refused address may be fixed).
+already sent (or uncertain), queue the rest in the ledger, then for each one render,
+claim its row ("sending", committed) just before the final "." of its message, and commit
+the outcome before moving on. A crash or a re-run therefore resends nothing that was
+sent; "failed" and "skipped" rows are tried again by the next run of the same day (a later
+fetch may have brought papers that match, a refused address may be fixed). A row a crash
+left "sending", or a message whose final "." got no reply, is "uncertain": the reader has
+at most one copy, the run line says so, and only `digest resend` sends it again.
+
+One reader's trouble (an address that cannot be put on the wire, a renderer error, a
+refusal) is recorded as that reader's failure, with the reason, and the send goes on.
 """
 
 from __future__ import annotations
@@ -14,21 +20,38 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
 from digest.config import Config
-from digest.deliver import Mailer, Outgoing, PermanentFailure, TemporaryFailure
+from digest.deliver import (
+    Mailer,
+    NotClaimed,
+    Outgoing,
+    PermanentFailure,
+    TemporaryFailure,
+    Uncertain,
+    unsendable,
+)
 from digest.errors import DeliveryError, DigestError
 from digest.localtime import local_today
 from digest.models import Subscriber
 from digest.store import Store
-from digest.subscribers import Ledger, active_subscribers, address_key, unknown_topics
+from digest.subscribers import (
+    SENDING,
+    SENT,
+    UNCERTAIN,
+    Ledger,
+    active_subscribers,
+    address_key,
+    unknown_topics,
+)
 
-# (messages done, messages to do, address, "sent" | "failed" | "skipped")
+# (messages done, messages to do, address, "sent" | "failed" | "skipped" | "uncertain" |
+# "taken" (by another send))
 Progress = Callable[[int, int, str, str], None]
 Render = Callable[[Subscriber], EmailMessage | None]
 T = TypeVar("T")
@@ -54,6 +77,9 @@ class SendReport:
     left: int = 0  # not attempted because the send stopped
     connections: int = 0
     deferred: list[str] = field(default_factory=list)  # in `failed`, but only for now (4xx)
+    uncertain: list[tuple[str, str]] = field(default_factory=list)  # (address, why), this run
+    held_uncertain: int = 0  # uncertain from an earlier run, not resent by this one
+    taken: int = 0  # claimed by another send while this one ran (lock bypassed)
 
     @property
     def ok(self) -> bool:
@@ -69,7 +95,7 @@ class SendReport:
             return f"{head} skipped: {self.not_sending}; {self.subscribers} subscribers not mailed"
         line = f"{head}: sent {len(self.sent)}, failed {len(self.failed)}"
         if self.failed:
-            shown = [f"{a}: {reply}" for a, reply in self.failed[:5]]
+            shown = [f"{_shown(a)}: {reply}" for a, reply in self.failed[:5]]
             more = len(self.failed) - len(shown)
             line += " (" + "; ".join(shown) + (f"; and {more} more" if more else "") + ")"
         line += f", skipped {len(self.skipped)}"
@@ -77,6 +103,18 @@ class SendReport:
             reasons = Counter(why for _, why in self.skipped)
             line += " (" + "; ".join(f"{n} {why}" for why, n in reasons.most_common()) + ")"
         line += f", already sent {self.already_sent}"
+        if self.uncertain:
+            shown = [f"{_shown(a)}: {why}" for a, why in self.uncertain[:5]]
+            more = len(self.uncertain) - len(shown)
+            line += f", uncertain {len(self.uncertain)} (" + "; ".join(shown)
+            line += (f"; and {more} more" if more else "") + ")"
+        if self.uncertain or self.held_uncertain:
+            line += (
+                f"; {len(self.uncertain) + self.held_uncertain} uncertain (maybe delivered) "
+                "not resent: see `digest deliveries`, resend with `digest resend`"
+            )
+        if self.taken:
+            line += f"; {self.taken} taken by another send"
         if self.deferred:
             line += f"; {len(self.deferred)} refused for now (4xx), to be tried again later"
         if self.stopped:
@@ -95,6 +133,8 @@ def send_digests(
     clock: Callable[[], float] = time.monotonic,
     backoff: float = 1.0,
     today: date | None = None,
+    resend: Collection[str] | None = None,
+    data_timeout: float | None = None,
 ) -> SendReport:
     """Return the SendReport of sending `day`'s digest (default: today in
     schedule.timezone) to everyone not yet sent it.
@@ -102,9 +142,13 @@ def send_digests(
     `render` defaults to digest.render.email.DigestRenderer over the day's papers.
     `today` (default: today in schedule.timezone) is the only day that claims new papers
     for its edition; a past day resends its own, a later day is refused.
+    `resend`: the operator's resend (`digest resend`): only these addresses, and their
+    "uncertain" rows too. `data_timeout` (default RFC 5321's 10 minutes): how long to wait
+    for the reply to a message's final ".".
     Never raises for one address; an SMTP server that cannot be reached at all stops
     the send and is reported in `stopped`. Raises ConfigError for a bad config address,
     DigestError for a day after `today`.
+    Call it under the run lock: it settles rows a crashed run left "sending".
     """
     today = today or local_today(config)
     day = day or today
@@ -124,13 +168,26 @@ def send_digests(
         return report
 
     ledger = Ledger(store)
+    ledger.settle_in_flight()  # under the run lock: a "sending" row is a crashed run's
     done = ledger.of_day(day)
-    todo = [
-        s
-        for s in subscribers
-        if (d := done.get(address_key(s.email))) is None or d.status != "sent"
-    ]
-    report.already_sent = len(subscribers) - len(todo)
+    wanted = None if resend is None else {address_key(a) for a in resend}
+    todo: list[Subscriber] = []
+    for sub in subscribers:
+        key = address_key(sub.email)
+        status = d.status if (d := done.get(key)) is not None else None
+        if wanted is not None and key not in wanted:
+            continue
+        if status == SENT:
+            report.already_sent += 1
+        elif status == UNCERTAIN and wanted is None:
+            report.held_uncertain += 1
+        else:
+            todo.append(sub)
+    if resend is not None:
+        subscribed = {address_key(sub.email) for sub in subscribers}
+        for address in resend:
+            if address_key(address) not in subscribed:
+                report.skipped.append((address, "not an active subscriber"))
     if not todo:
         return report
     ledger.queue(day, [s.email for s in todo])
@@ -150,20 +207,33 @@ def send_digests(
         if progress:
             progress(n, len(todo), address, status)
 
-    with Mailer(config.smtp, sleep=sleep, clock=clock, backoff=backoff) as mailer:
+    mailer_options: dict[str, Any] = {"sleep": sleep, "clock": clock, "backoff": backoff}
+    if data_timeout is not None:
+        mailer_options["data_timeout"] = data_timeout
+    with Mailer(config.smtp, **mailer_options) as mailer:
         render_one = render
 
-        def prepared() -> Iterator[tuple[Subscriber, Outgoing | str]]:
+        def prepared() -> Iterator[tuple[Subscriber, Outgoing | _NotSent]]:
             for sub in todo:
                 if address_key(sub.email) in gone:
                     topics = ", ".join(gone[address_key(sub.email)])
-                    yield sub, f"their topics are no longer in the config ({topics})"
+                    yield sub, _NotSent(f"their topics are no longer in the config ({topics})")
                     continue
-                message = render_one(sub)
-                if message is None:
-                    yield sub, nothing_today or "nothing new matched their topics"
+                bad = unsendable(sub.email)
+                if bad:
+                    yield sub, _NotSent(bad, failed=True)
                     continue
-                yield sub, mailer.prepare(message, sub.email)
+                try:
+                    message = render_one(sub)
+                    if message is None:
+                        yield sub, _NotSent(nothing_today or "nothing new matched their topics")
+                        continue
+                    out = mailer.prepare(message, sub.email)
+                except Exception as e:  # one reader's message cannot be made: theirs only
+                    why = f"cannot make their message: {type(e).__name__}: {e}"
+                    yield sub, _NotSent(_one_line(why), failed=True)
+                    continue
+                yield sub, out
 
         # Rendering runs one step ahead in a helper thread while this one waits on the
         # server; the ledger is written here only, in order.
@@ -172,13 +242,38 @@ def send_digests(
                 report.stopped = "the process is stopping (SIGTERM)"
                 report.left = len(todo) - n + 1
                 break
-            if isinstance(out, str):
-                ledger.skipped(day, sub.email, out)
-                report.skipped.append((sub.email, out.split(" (")[0]))
-                note(n, sub.email, "skipped")
+            if isinstance(out, _NotSent):
+                if out.failed:
+                    ledger.failed(day, sub.email, None, 0, out.reason)
+                    report.failed.append((sub.email, out.reason))
+                    note(n, sub.email, "failed")
+                else:
+                    ledger.skipped(day, sub.email, out.reason)
+                    report.skipped.append((sub.email, out.reason.split(" (")[0]))
+                    note(n, sub.email, "skipped")
                 continue
+            row = ledger.get(day, sub.email)
+            if (
+                row is None
+                or row.status in (SENT, SENDING)
+                or (row.status == UNCERTAIN and wanted is None)
+            ):
+                report.taken += 1  # another send got there first (a cheap read, no commit)
+                note(n, sub.email, "taken")
+                continue
+            claimed = False
+
+            def claim(address: str = sub.email) -> bool:
+                nonlocal claimed
+                claimed = ledger.claim(day, address, uncertain_too=wanted is not None)
+                return claimed
+
             try:
-                accepted = mailer.send(out)
+                accepted = mailer.send(out, before_dot=claim)
+            except NotClaimed:
+                report.taken += 1
+                note(n, sub.email, "taken")
+                continue
             except PermanentFailure as e:
                 ledger.failed(day, sub.email, e.reply, e.attempts, "refused by the server")
                 report.failed.append((sub.email, e.reply))
@@ -190,16 +285,50 @@ def send_digests(
                 report.deferred.append(sub.email)
                 note(n, sub.email, "failed")
                 continue
+            except Uncertain as e:
+                # Never retried: the server may have it. At most one copy, and told.
+                ledger.uncertain(day, sub.email, e.reply, e.attempts, out.message_id)
+                report.uncertain.append((sub.email, e.reply))
+                note(n, sub.email, "uncertain")
+                continue
             except DeliveryError as e:
+                if claimed:  # a 4xx to its "." then no server: known not taken, try again
+                    ledger.failed(day, sub.email, str(e), 1, "the server became unreachable")
                 report.stopped = str(e)
                 report.left = len(todo) - n + 1
                 break
+            except Exception as e:  # a bug or a surprise for one reader: theirs only
+                why = _one_line(f"cannot send: {type(e).__name__}: {e}")
+                if claimed:  # the Mailer raises Uncertain for anything after the "."
+                    ledger.failed(day, sub.email, None, 1, why)
+                else:
+                    ledger.failed(day, sub.email, None, 0, why)
+                report.failed.append((sub.email, why))
+                note(n, sub.email, "failed")
+                continue
             # Committed before the next message: a crash from here on cannot resend it.
             ledger.sent(day, sub.email, accepted.reply, accepted.attempts, accepted.message_id)
             report.sent.append(sub.email)
             note(n, sub.email, "sent")
         report.connections = mailer.connections
     return report
+
+
+@dataclass(frozen=True)
+class _NotSent:
+    """A reader with no message: skipped (nothing for them) or failed (it cannot be made)."""
+
+    reason: str
+    failed: bool = False
+
+
+def _shown(address: str) -> str:
+    """The address for the run line: control characters escaped, so it stays one line."""
+    return address if not unsendable(address) else ascii(address)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 def _ahead(items: Iterator[T], size: int) -> Iterator[T]:

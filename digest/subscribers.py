@@ -11,10 +11,13 @@ variable; without it, a random key is generated on first use and kept in the dat
 (table `meta`, key "secret_key"), so links stay valid across restarts. Setting
 DIGEST_SECRET_KEY later invalidates the links already mailed.
 
-The ledger (table `deliveries`) has one row per (address, digest day): queued, sent,
-failed or skipped, with the server's last reply, the number of attempts and times. A row
-turns "sent" only after the SMTP server accepted the message, committed at once, so a
-re-run or a restart after a crash sends only what is not yet "sent".
+The ledger (table `deliveries`) has one row per (address, digest day): queued, sending,
+sent, failed, skipped or uncertain, with the server's last reply, the number of attempts
+and times. A row is claimed ("sending", committed) just before the message's final "."
+goes out, by an UPDATE that re-checks its state, so two sends can never both take it; it
+turns "sent" once the server accepted the message, committed at once. A message whose
+final "." went out without a reply, or whose "sending" row a crashed run left behind, is
+"uncertain": the reader has at most one copy, and only the operator resends it.
 """
 
 from __future__ import annotations
@@ -45,8 +48,13 @@ if TYPE_CHECKING:  # store.py imports this module for its migration step
 SECRET_ENV = "DIGEST_SECRET_KEY"
 # "pending": signed up on the web, confirmation link not followed yet (gets no email).
 STATUSES = ("active", "unsubscribed", "pending")
-# Ledger states: "sent" is final; the others are retried by the next run of the day.
-QUEUED, SENT, FAILED, SKIPPED = "queued", "sent", "failed", "skipped"
+# Ledger states. "sent" is final; "sending" is in flight (its final "." may be out);
+# "uncertain" waits for the operator (`digest resend`); queued, failed and skipped are
+# tried again by the next run of the day.
+QUEUED, SENDING, SENT = "queued", "sending", "sent"
+FAILED, SKIPPED, UNCERTAIN = "failed", "skipped", "uncertain"
+RETRIED = (QUEUED, FAILED, SKIPPED)  # what a send of the day takes up by itself
+CRASHED = "the send was stopped (crash or kill) while this message was in flight"
 
 
 class SubscriberError(DigestError):
@@ -329,7 +337,7 @@ class Delivery:
 
     email: str
     day: date
-    status: str  # queued, sent, failed or skipped
+    status: str  # queued, sending, sent, failed, skipped or uncertain
     reply: str | None = None
     reason: str | None = None
     attempts: int = 0
@@ -337,6 +345,10 @@ class Delivery:
     queued: str | None = None
     last_attempt: str | None = None
     sent: str | None = None
+
+
+def _delivery(row: dict[str, Any]) -> Delivery:
+    return Delivery(**(row | {"day": date.fromisoformat(row["day"])}))
 
 
 class Ledger:
@@ -348,10 +360,29 @@ class Ledger:
     def of_day(self, day: date) -> dict[str, Delivery]:
         """Return address_key(address) -> Delivery, for every row of `day`."""
         rows = self.store.db.query("SELECT * FROM deliveries WHERE day = ?", [day.isoformat()])
-        return {
-            address_key(r["email"]): Delivery(**(r | {"day": date.fromisoformat(r["day"])}))
-            for r in rows
-        }
+        return {address_key(r["email"]): _delivery(r) for r in rows}
+
+    def get(self, day: date, address: str) -> Delivery | None:
+        """Return the row of (`address`, `day`), or None."""
+        rows = list(
+            self.store.db.query(
+                "SELECT * FROM deliveries WHERE email = ? AND day = ?", [address, day.isoformat()]
+            )
+        )
+        return _delivery(rows[0]) if rows else None
+
+    def rows(self, statuses: Iterable[str], day: date | None = None) -> list[Delivery]:
+        """Return the rows in `statuses` (of `day`, or of every day), newest day first."""
+        wanted = list(statuses)
+        where = f"status IN ({', '.join('?' for _ in wanted)})"
+        args: list[str] = wanted
+        if day is not None:
+            where += " AND day = ?"
+            args = [*wanted, day.isoformat()]
+        rows = self.store.db.query(
+            f"SELECT * FROM deliveries WHERE {where} ORDER BY day DESC, email", args
+        )
+        return [_delivery(r) for r in rows]
 
     def queue(self, day: date, addresses: Iterable[str]) -> None:
         """Record the day's batch as queued (rows already there keep their state)."""
@@ -362,6 +393,40 @@ class Ledger:
                 "VALUES (?, ?, 'queued', ?)",
                 [(a, day.isoformat(), stamp) for a in addresses],
             )
+
+    def settle_in_flight(self) -> int:
+        """Turn "sending" rows left by a run that died into "uncertain"; return how many.
+
+        Call only under the run lock, before sending: then no live send owns them."""
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status = ?, reason = ? WHERE status = ?",
+                (UNCERTAIN, CRASHED, SENDING),
+            )
+            return cur.rowcount
+
+    def claim(self, day: date, address: str, *, uncertain_too: bool = False) -> bool:
+        """Mark the row in flight ("sending", committed) if no other send has taken it;
+        return whether it is ours. `uncertain_too`: an operator's resend may take an
+        "uncertain" row as well."""
+        states = [*RETRIED, UNCERTAIN] if uncertain_too else list(RETRIED)
+        db = self.store.db.conn
+        synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
+        # Committed without waiting for the disk (fsync): a killed process loses nothing
+        # written, only a power cut could, and the "sent" commit right after (FULL) makes
+        # this one durable too. It keeps the claim from doubling the cost per message.
+        db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self.store.transaction() as conn:
+                # The state is re-checked here, in the transaction that claims the row.
+                cur = conn.execute(
+                    "UPDATE deliveries SET status = ?, last_attempt = ? WHERE email = ? "
+                    f"AND day = ? AND status IN ({', '.join('?' for _ in states)})",
+                    (SENDING, _stamp(), address, day.isoformat(), *states),
+                )
+                return cur.rowcount == 1
+        finally:
+            db.execute(f"PRAGMA synchronous = {int(synchronous)}")
 
     def _finish(
         self,
@@ -402,10 +467,35 @@ class Ledger:
         """Record that the server accepted the message (committed before returning)."""
         self._finish(day, address, SENT, attempts=attempts, reply=reply, message_id=message_id)
 
-    def failed(self, day: date, address: str, reply: str, attempts: int, reason: str) -> None:
-        """Record that the server refused the message, with its reply."""
+    def failed(
+        self, day: date, address: str, reply: str | None, attempts: int, reason: str
+    ) -> None:
+        """Record that the message was refused (with the server's reply) or could not be
+        made or sent (`reply` None, `reason` says why); the next run tries again."""
         self._finish(day, address, FAILED, attempts=attempts, reply=reply, reason=reason)
+
+    def uncertain(
+        self, day: date, address: str, reply: str, attempts: int, message_id: str
+    ) -> None:
+        """Record that the final "." went out and no reply came: maybe delivered."""
+        reason = "no reply to the end of the message: maybe delivered; not resent by itself"
+        self._finish(
+            day,
+            address,
+            UNCERTAIN,
+            attempts=attempts,
+            reply=reply,
+            reason=reason,
+            message_id=message_id,
+        )
 
     def skipped(self, day: date, address: str, reason: str) -> None:
         """Record that there was nothing to send; a later run of the day tries again."""
         self._finish(day, address, SKIPPED, attempts=0, reason=reason)
+
+    def count(self, status: str) -> int:
+        """Return how many rows (of every day) are in `status`."""
+        row = self.store.db.execute(
+            "SELECT count(*) FROM deliveries WHERE status = ?", [status]
+        ).fetchone()
+        return int(row[0])

@@ -166,6 +166,7 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
         "last_success": None,
         "papers": 0,
         "last_send": None,
+        "uncertain": 0,
         "next_runs": {},
     }
     problems: list[str] = []
@@ -183,6 +184,10 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
                 "WHERE status IN ('ok', 'empty') ORDER BY id DESC LIMIT 1"
             ).fetchone()
             body["papers"] = conn.execute("SELECT count(*) FROM papers").fetchone()[0]
+            # Maybe delivered, not resent by itself: the operator's to check (`digest deliveries`).
+            body["uncertain"] = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE status = 'uncertain'"
+            ).fetchone()[0]
             send = _last_send(conn)
         finally:
             conn.close()

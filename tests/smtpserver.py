@@ -12,6 +12,9 @@ As a process (the benchmark runs it apart so it does not share the sender's GIL)
 
     python -m tests.smtpserver        prints "ready PORT"; reads "count" lines on stdin
                                       and answers the number of messages taken; EOF stops it.
+    python -m tests.smtpserver --log FILE [--port N]
+                                      also appends each taken message's recipients to FILE
+                                      (for tests that kill the server).
 """
 
 from __future__ import annotations
@@ -59,16 +62,27 @@ class Received:
 class Handler:
     """Keeps every accepted message; replies as programmed.
 
-    `data_plan`: one action per DATA command, in order, then "accept" for the rest:
-    "accept", "drop" (close the connection without answering: the message is not
-    taken), "accept-drop" (take it, answer 250, then close), or a reply like "421 ...".
+    `data_plan`: one action per message (after its final "."), in order, then "accept"
+    for the rest: "accept", "drop" (close the connection without answering: the message
+    is not taken), "take-drop" (take it, then close without answering), "accept-drop"
+    (take it, answer 250, then close), "slow:SECONDS" (take it, answer 250 that late),
+    "hang" (take it and never answer), or a reply like "421 ...".
+    `data_for`: recipient -> the action for every message to it (before `data_plan`).
+    `mail_plan`: one action per MAIL command, then "ok": "ok", "drop" (close before the
+    message is sent) or a reply like "421 ...".
+    `log`: a file to which each taken message's recipients are appended (one line each,
+    flushed before the reply), so a test can count what a killed server had taken.
     """
 
     keep: bool = True
     messages: list[Received] = field(default_factory=list)
     count: int = 0
+    taken: Counter[str] = field(default_factory=Counter)  # recipient -> messages taken
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_plan: list[str] = field(default_factory=list)
+    mail_plan: list[str] = field(default_factory=list)
+    data_for: dict[str, str] = field(default_factory=dict)
+    log: Path | None = None
     sessions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,6 +92,19 @@ class Handler:
         session.host_name = hostname
         self.sessions += 1
         return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        action = self.mail_plan.pop(0) if self.mail_plan else "ok"
+        if action == "drop":
+            server.transport.close()  # type: ignore[union-attr]
+            return "421 closing"  # never reaches the client
+        if action != "ok":
+            return action
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -90,18 +117,32 @@ class Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         action = self.data_plan.pop(0) if self.data_plan else "accept"
+        for rcpt in envelope.rcpt_tos:
+            action = self.data_for.get(rcpt.lower(), action)
         if action == "drop":
             server.transport.close()  # type: ignore[union-attr]
             return "421 closing"  # never reaches the client: the transport is closed
-        if action not in ("accept", "accept-drop"):
+        taking = ("accept", "accept-drop", "take-drop", "hang")
+        if action not in taking and not action.startswith("slow:"):
             return action
         with self.lock:
             self.count += 1
+            self.taken.update(envelope.rcpt_tos)
             if self.keep:
                 data = envelope.original_content or b""
                 self.messages.append(
                     Received(str(envelope.mail_from), list(envelope.rcpt_tos), data)
                 )
+            if self.log is not None:
+                with self.log.open("a") as f:
+                    f.write("".join(f"{r}\n" for r in envelope.rcpt_tos))
+        if action == "take-drop":
+            server.transport.close()  # type: ignore[union-attr]
+            return "250 never sent"  # the transport is closed: the client gets no reply
+        if action == "hang":
+            await asyncio.sleep(3600)  # ended by the client hanging up or the server stopping
+        if action.startswith("slow:"):
+            await asyncio.sleep(float(action.partition(":")[2]))
         if action == "accept-drop":
             asyncio.get_running_loop().call_soon(server.transport.close)  # type: ignore[union-attr]
         return "250 2.0.0 Ok: queued"
@@ -145,12 +186,25 @@ class SmtpServer:
         self.handler.data_plan[:] = plan
 
     @property
+    def data_for(self) -> dict[str, str]:
+        return self.handler.data_for
+
+    @property
+    def mail_plan(self) -> list[str]:
+        return self.handler.mail_plan
+
+    @mail_plan.setter
+    def mail_plan(self, plan: list[str]) -> None:
+        self.handler.mail_plan[:] = plan
+
+    @property
     def sessions(self) -> int:
         return self.handler.sessions
 
     def received_by(self) -> Counter[str]:
-        """Recipient address -> number of messages it was sent."""
-        return Counter(r for m in self.messages for r in m.recipients)
+        """Recipient address -> number of messages the server took for it."""
+        with self.handler.lock:
+            return Counter(self.handler.taken)
 
 
 def simple_message(
@@ -191,10 +245,22 @@ def main() -> None:
     # `--starttls CERT KEY`: offer and require STARTTLS with that certificate.
     args = sys.argv[1:]
     extra: dict[str, Any] = {}
-    if args[:1] == ["--starttls"]:
-        extra = {"tls_context": server_tls(Path(args[1]), Path(args[2])), "require_starttls": True}
     handler = Handler(keep=False)
-    port = free_port()
+    port = 0
+    while args:
+        if args[0] == "--starttls":
+            tls = server_tls(Path(args[1]), Path(args[2]))
+            extra = {"tls_context": tls, "require_starttls": True}
+            args = args[3:]
+        elif args[0] == "--log":
+            handler.log = Path(args[1])
+            args = args[2:]
+        elif args[0] == "--port":
+            port = int(args[1])
+            args = args[2:]
+        else:
+            raise SystemExit(f"unknown argument {args[0]!r}")
+    port = port or free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, **extra)
     controller.start()
     print(f"ready {port}", flush=True)

@@ -75,10 +75,15 @@ def test_550_for_one_address_fails_it_and_the_rest_arrive() -> None:
     assert server.sessions == 1  # a refusal is not a reason to reconnect
 
 
-@pytest.mark.parametrize("action", ["drop", "accept-drop"])
-def test_dropped_connection_reconnects_and_continues(action: str) -> None:
+@pytest.mark.parametrize("where", ["mail", "accept-drop"])
+def test_dropped_connection_reconnects_and_continues(where: str) -> None:
+    # Dropped before the message went ("mail"), or after its 250 ("accept-drop"): known
+    # outcomes, so the mailer reconnects, retries what was not taken, and goes on.
     with SmtpServer() as server:
-        server.data_plan = ["accept", action]
+        if where == "mail":
+            server.mail_plan = ["ok", "drop"]
+        else:
+            server.data_plan = ["accept", "accept-drop"]
         with Mailer(smtp_for(server.port), sleep=lambda _s: None) as mailer:
             replies = send_all(mailer, ADDRESSES)
     assert all(r.startswith("250") for r in replies.values()), replies
@@ -165,3 +170,15 @@ def test_unreadable_ca_file_is_named(tmp_path) -> None:
         pytest.raises(DeliveryError, match=r"smtp\.ca_file.*nope\.pem"),
     ):
         send_all(mailer, ADDRESSES[:1])
+
+
+def test_a_line_break_in_an_address_is_refused_before_anything_is_sent() -> None:
+    # smtplib would turn "csrf\0\r\nbcc: x@evil.org" into the envelope address
+    # <x@evil.org>: the reader's message, with their links, to someone else.
+    evil = "csrf\0\r\nbcc: x@evil.org"
+    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+        with pytest.raises(PermanentFailure, match="control characters"):
+            mailer.deliver(simple_message(Subscriber("x@example.org"), DAY), evil)
+        replies = send_all(mailer, ADDRESSES[:2])
+    assert all(r.startswith("250") for r in replies.values())
+    assert server.received_by() == {a: 1 for a in ADDRESSES[:2]}  # nothing for x@evil.org

@@ -122,10 +122,13 @@ def test_550_for_one_address_is_recorded_and_the_others_go_out(store: Store) -> 
     assert Ledger(store).of_day(DAY)[bad].attempts == 2
 
 
-@pytest.mark.parametrize("action", ["drop", "accept-drop"])
-def test_dropped_connection_mid_batch_reconnects(store: Store, action: str) -> None:
+@pytest.mark.parametrize("where", ["mail", "accept-drop"])
+def test_dropped_connection_mid_batch_reconnects(store: Store, where: str) -> None:
     with SmtpServer() as server:
-        server.data_plan = ["accept", "accept", action]
+        if where == "mail":
+            server.mail_plan = ["ok", "ok", "drop"]
+        else:
+            server.data_plan = ["accept", "accept", "accept-drop"]
         report = send(make_config(server.port), store)
     assert server.received_by() == {a: 1 for a in ADDRESSES}
     assert report.connections == 2
@@ -340,3 +343,17 @@ def test_a_day_that_has_not_come_is_refused(store: Store, tmp_path: Path) -> Non
         result = CliRunner().invoke(main, ["--config", str(cfg), "send", "--date", "2999-01-01"])
     assert result.exit_code == 1 and "that day has not come yet" in result.output
     assert server.messages == [] and Ledger(store).of_day(date(2999, 1, 1)) == {}
+
+
+def test_the_run_lock_is_the_database_file_whatever_its_name(tmp_path: Path) -> None:
+    # A symlink or a path with ".." to the same database must meet the same lock (keyed
+    # on the path string, two sends through a symlink once mailed 600 of 600 twice).
+    db = tmp_path / "data" / "digest.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    (tmp_path / "link.db").symlink_to(db)
+    names = [db, tmp_path / "link.db", tmp_path / "data" / ".." / "data" / "digest.db"]
+    assert len({lock_path_for(n) for n in names}) == 1
+    with RunLock(lock_path_for(db)):
+        for name in names[1:]:
+            assert not RunLock(lock_path_for(name)).acquire()
