@@ -113,7 +113,7 @@ def validate_schedule(config: Config) -> None:
             raise ConfigError("must not be negative", path=config.path, key=f"schedule.{key}")
     if not 0 <= config.web.port < 65536:
         raise ConfigError("must be a port number, 0 to 65535", path=config.path, key="web.port")
-    for key in ("stale_after", "confirm_hours", "subscribe_per_hour"):
+    for key in ("stale_after", "confirm_hours", "subscribe_per_hour", "confirm_mails_per_hour"):
         if getattr(config.web, key) <= 0:
             raise ConfigError("must be more than 0", path=config.path, key=f"web.{key}")
 

@@ -184,7 +184,8 @@ class DigestRenderer:
             mark = "pdx" + secrets.token_hex(12)
         self._token_mark = mark + "t"
         self._address_mark = mark + "a"
-        self._marks = (self._token_mark, self._address_mark)
+        self._prefs_mark = mark + "p"  # the preferences link has a token of its own kind
+        self._marks = (self._token_mark, self._address_mark, self._prefs_mark)
         self._cache: dict[tuple[str, ...], _Bodies | None] = {}
         # Personal topics (keywords typed on the subscribe form): topic name -> paper id
         # -> match, computed once per distinct keyword text, kept apart from the config
@@ -213,8 +214,10 @@ class DigestRenderer:
             return None
         token = quote(subscriber.token, safe="")
         text = bodies.text_tail.replace(self._token_mark, token)
-        text = text.replace(self._address_mark, subscriber.email)
+        prefs = quote(subscriber.preferences_token, safe="")
+        text = text.replace(self._address_mark, subscriber.email).replace(self._prefs_mark, prefs)
         page = bodies.html_tail.replace(self._token_mark, html.escape(token))
+        page = page.replace(self._prefs_mark, html.escape(prefs))
         page = page.replace(self._address_mark, html.escape(subscriber.email))
         msg = EmailMessage()
         # The headers every subscriber of this topic set shares were parsed once, into
@@ -250,7 +253,7 @@ class DigestRenderer:
 
     def preferences_url(self, subscriber: Subscriber) -> str:
         """Return the link to change the subscriber's topics."""
-        return f"{self.base_url}/preferences/{quote(subscriber.token, safe='')}"
+        return f"{self.base_url}/preferences/{quote(subscriber.preferences_token, safe='')}"
 
     def unsubscribe_mailto(self, subscriber: Subscriber) -> str:
         """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
@@ -347,7 +350,7 @@ class DigestRenderer:
             "followed": followed,
             "title": _header_text(self.config.email.subject_prefix),
             "unsubscribe_url": f"{self.base_url}/unsubscribe/{self._token_mark}",
-            "preferences_url": f"{self.base_url}/preferences/{self._token_mark}",
+            "preferences_url": f"{self.base_url}/preferences/{self._prefs_mark}",
             "address": self._address_mark,
             "feeds_url": f"{self.base_url}/feeds/",
             "archive_url": f"{self.base_url}/archive",
@@ -490,7 +493,7 @@ def write_preview(
     there, else they follow no topics. Raises DigestError when there are no papers at
     all or out_dir cannot be written.
     """
-    from digest.subscribers import make_token, secret_key  # the delivery side's tokens
+    from digest.subscribers import PREFERENCES, make_token, secret_key  # the links' tokens
 
     if day is None:
         day = latest_day(store)
@@ -501,7 +504,9 @@ def write_preview(
         if address_key(sub.email) == address_key(address):
             topics = tuple(sub.topics)
             break
-    subscriber = Subscriber(address, topics, make_token(secret_key(store), address))
+    key = secret_key(store)
+    links = make_token(key, address), make_token(key, address, PREFERENCES)
+    subscriber = Subscriber(address, topics, links[0], preferences_token=links[1])
     papers = store.digest_papers(day, today=local_today(config))
     message = DigestRenderer(config, papers, day).render(subscriber)
     if message is None:
