@@ -169,6 +169,7 @@ def ensure_mail_table(store: Store) -> None:
         " body TEXT NOT NULL,"
         " queued TEXT NOT NULL,"
         " status TEXT NOT NULL DEFAULT 'queued',"  # queued, sending, sent, failed
+        " claimed TEXT,"  # when a sender took it
         " used TEXT,"  # when its link was used up or voided (confirm, unsubscribe)
         " reason TEXT)"
     )
@@ -217,13 +218,23 @@ class Outbox:
         try:
             ensure_mail_table(store)
             with store.transaction() as conn:
+                # A mail left "sending" by a process that died: we cannot know whether it
+                # went; call it failed (never resent by itself), so the address may ask again.
+                conn.execute(
+                    "UPDATE web_mails SET status = 'failed', reason = 'interrupted' "
+                    "WHERE status = 'sending' AND claimed < ?",
+                    (_stamp(datetime.now(UTC) - timedelta(minutes=15)),),
+                )
                 row = conn.execute(
                     "SELECT id, email, subject, body FROM web_mails WHERE status = 'queued' "
                     "ORDER BY id LIMIT 1"
                 ).fetchone()
                 if row is None:
                     return False
-                conn.execute("UPDATE web_mails SET status = 'sending' WHERE id = ?", (row[0],))
+                conn.execute(
+                    "UPDATE web_mails SET status = 'sending', claimed = ? WHERE id = ?",
+                    (_stamp(datetime.now(UTC)), row[0]),
+                )
             mail_id, address, subject, body = row
             reason: str | None = None
             try:
@@ -398,7 +409,21 @@ def confirm_token_address(
     (the page a GET shows: link scanners in mail filters fetch links, people press)."""
     max_age = timedelta(hours=config.web.confirm_hours)
     found = verify_confirm_token(secret_key(store), token, max_age, now)
-    return found[0] if found else None
+    if found is None:
+        return None
+    address, nonce, _issued = found
+    ensure_mail_table(store)
+    outstanding = store.db.execute(
+        "SELECT 1 FROM web_mails WHERE email = ? AND kind = 'confirm' AND nonce = ? "
+        "AND used IS NULL",
+        [address, nonce],
+    ).fetchone()
+    if outstanding is None:  # used up, voided by an unsubscribe, or not ours
+        active = store.db.execute(
+            "SELECT 1 FROM subscribers WHERE email = ? AND status = 'active'", [address]
+        ).fetchone()
+        return address if active else None
+    return address
 
 
 def confirm(config: Config, store: Store, token: str, *, now: datetime | None = None) -> str | None:

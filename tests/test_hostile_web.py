@@ -27,6 +27,7 @@ from digest.config import Config, SmtpConfig, SubscriberConfig
 from digest.pipeline import DAILY
 from digest.source.parse import parse_page
 from digest.store import Store
+from digest.subscribers import secret_key
 from digest.web import create_app
 from tests.conftest import PAGE_2024_08_01
 from tests.signup import wait_mail_queue
@@ -44,6 +45,7 @@ from tests.test_subscribe_flow import (
     store_day,
     subscribe,
 )
+from tests.test_subscribers import old_token
 from tests.webserver import free_port, make_config, serving
 
 READER = "reader@example.org"
@@ -465,5 +467,22 @@ def test_a_confirm_link_of_the_same_second_as_an_unsubscribe_does_not_resubscrib
             assert subscribe(client, site, KNOWN).status_code == 200
         assert httpx.post(unsubscribe).status_code == 200
         confirm = site + path_of(link_in(mail_to(smtp, KNOWN)[-1], "confirm"))
+        assert httpx.get(confirm).status_code == 400  # the page says so before any press
         assert httpx.post(confirm).status_code == 400
         assert statuses(config)[KNOWN] == "unsubscribed"
+
+
+def test_an_unsubscribe_link_of_the_old_format_still_works(config: Config, site: str) -> None:
+    # Mails sent before the itsdangerous tokens carry base64(address).HMAC links.
+    store = Store.open(config.store.database)
+    try:
+        key = secret_key(store)
+    finally:
+        store.close()
+    link = f"{site}/unsubscribe/{old_token(key, KNOWN)}"
+    page = httpx.get(link)
+    assert page.status_code == 200 and "Stop the daily email" in page.text
+    assert httpx.post(link).status_code == 200
+    assert statuses(config)[KNOWN] == "unsubscribed"
+    # An old-format token is no preferences link.
+    assert httpx.get(f"{site}/preferences/{old_token(key, KNOWN)}").status_code == 400
