@@ -4,6 +4,8 @@ archive. The rules of each step live in subscribe_flow.py; this module is HTTP o
 Database work runs in Starlette's thread pool, one short-lived Store per request (SQLite
 connections are cheap, and this keeps the event loop free for feed requests).
 Forms are parsed from the urlencoded body with the standard library, capped in size.
+Sign-up mails are queued in the database and sent by subscribe_flow.Outbox's thread, so
+no request waits for the mail server.
 """
 
 from __future__ import annotations
@@ -176,7 +178,8 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             "Check your inbox",
             f"We sent a mail to {mailed}. Open the link in it to confirm your subscription "
             f"(it works for {config.web.confirm_hours} hours).",
-            "No mail? Look in the spam folder, or subscribe again.",
+            "No mail within a few minutes? Look in the spam folder. (One mail per address "
+            f"every {config.web.confirm_hours} hours: asking again sends no other.)",
         )
 
     async def confirm_page(request: Request) -> Response:

@@ -373,12 +373,16 @@ def test_cookies_are_secure_when_the_site_is_https(tmp_path: Path, smtp: SmtpSer
     )
     Store.open(config.store.database).close()
     with serving(create_app(config)) as site:
-        cookie = httpx.get(f"{site}/").headers["set-cookie"]
+        landing = httpx.get(f"{site}/")
+        cookie = landing.headers["set-cookie"]
     assert "secure" in cookie.lower() and "httponly" in cookie.lower()
+    assert landing.headers["strict-transport-security"] == "max-age=31536000"
     # Over plain http (the default base_url) a Secure cookie would never come back.
     plain = replace(base, smtp=smtp_for(smtp))
     with serving(create_app(plain)) as site:
-        assert "secure" not in httpx.get(f"{site}/").headers["set-cookie"].lower()
+        landing = httpx.get(f"{site}/")
+    assert "secure" not in landing.headers["set-cookie"].lower()
+    assert "strict-transport-security" not in landing.headers
 
 
 def test_no_proxy_is_trusted_by_default(tmp_path: Path) -> None:
