@@ -163,8 +163,10 @@ class WebConfig:
     stale_after: int = 24  # hours: /healthz answers 503 when the last success is older
     confirm_hours: int = 48  # a confirmation link works this long; then the pending entry goes
     subscribe_per_hour: int = 5  # subscribe requests per client address and hour
+    confirm_mails_per_hour: int = 100  # subscription mails (all addresses) per hour
     # Proxies whose X-Forwarded-For names the client (for the rate limit); "*" trusts all.
-    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    # None by default: any local process could otherwise name a client of its choosing.
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("web", "stale_after"): (1, 8760, False),
     ("web", "confirm_hours"): (1, 8760, False),
     ("web", "subscribe_per_hour"): (1, 100_000, False),
+    ("web", "confirm_mails_per_hour"): (1, 100_000, False),
 }
 
 

@@ -130,3 +130,4 @@ class Subscriber:
     topics: tuple[str, ...] = ()
     token: str = ""  # signed token for the unsubscribe / preferences links
     keywords: str = ""  # free keywords from the subscribe form: a personal topic
+    preferences_token: str = ""  # signed token for the preferences link (its own kind)

@@ -1,24 +1,32 @@
 """Subscribing on the web: sign up, confirm by mail, change topics, unsubscribe.
 
 What each step trusts:
-- The subscribe form carries a CSRF token bound to a random cookie (double submit,
-  signed with the secret key), so another site cannot post it from a visitor's browser.
-  Requests are limited per client address. The answer is the same whether the address
-  was new, pending or already subscribed: nobody learns who reads the digest.
-- The confirmation link is signed, names its purpose and expires after
-  `web.confirm_hours`; unconfirmed sign-ups older than that are deleted on the next
-  subscribe or confirm.
-- Unsubscribe and preferences links carry the subscriber's HMAC token (the one in every
-  email, subscribers.make_token). They never expire: an unsubscribe link in a mail from
-  last year must still work. Nothing changes for a subscriber without their token.
+- Every token is an itsdangerous token with a salt of its own kind (subscribers.sign):
+  a CSRF token, a confirm link, an unsubscribe link and a preferences link are never
+  valid as one another, and a token whose address does not normalise is refused.
+- The subscribe form carries a CSRF token bound to a random cookie (double submit), so
+  another site cannot post it from a visitor's browser. Requests are limited per client
+  address. The answer is the same whether the address was new, pending or already
+  subscribed: nobody learns who reads the digest.
+- Mails to a sign-up address are limited: at most one outstanding mail per address per
+  `web.confirm_hours`, and `web.confirm_mails_per_hour` for all addresses together, so
+  the form cannot be used to bomb a mailbox from many client addresses. The mails go
+  through a table (`web_mails`) that a background thread sends: a slow mail server never
+  holds a web worker, and a mail queued before a restart still goes out.
+- The confirmation link expires after `web.confirm_hours` and is bound to the sign-up it
+  was made for (a random nonce kept with its mail): confirming uses it up, and an
+  unsubscribe voids every link issued before it, whatever the clock says.
+- Unsubscribe and preferences links never expire: an unsubscribe link in a mail from
+  last year must still work. Only a confirmed reader can change preferences; coming back
+  after an unsubscribe goes through the form and a new confirmation.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
+import logging
+import re
 import secrets
 import threading
 import time
@@ -26,12 +34,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from digest.config import Config
 from digest.errors import DigestError
 from digest.notices import send_notice
 from digest.store import Store
 from digest.subscribers import (
+    CONFIRM,
+    CSRF,
+    PREFERENCES,
+    UNSUBSCRIBE,
     SubscriberError,
     address_key,
     check_topics,
@@ -39,79 +52,70 @@ from digest.subscribers import (
     make_token,
     normalize_address,
     secret_key,
+    sign,
+    token_address,
+    unsign,
     verify_token,
 )
 from digest.topics import parse_keywords
 
-CONFIRM = "confirm"
+log = logging.getLogger("digest.web")
 MAX_KEYWORDS = 300  # characters; a personal topic, not an essay
+# The cookie nonce we hand out (secrets.token_urlsafe(18)); any other cookie value is
+# replaced, never echoed or signed.
+NONCE = re.compile(r"[A-Za-z0-9_-]{24}")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _sign(key: bytes, *parts: str) -> str:
-    mac = hmac.new(key, "\x00".join(parts).encode(), hashlib.sha256).digest()
-    return _b64(mac)[:32]
+class MailLimitReached(DigestError):
+    """The hourly cap on subscription mails (all addresses) is reached."""
 
 
 def _stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_stamp(stamp: str) -> datetime:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 # -- tokens ------------------------------------------------------------------------------
 
 
-def make_confirm_token(key: bytes, address: str, now: datetime) -> str:
-    """Return a confirmation token for `address`, issued at `now`."""
-    issued = str(int(now.timestamp()))
-    return f"{_b64(address.encode())}.{issued}.{_sign(key, CONFIRM, address_key(address), issued)}"
+def make_confirm_token(key: bytes, address: str, nonce: str, now: datetime | None = None) -> str:
+    """Return the confirmation token of the sign-up `nonce` of `address`."""
+    return sign(key, CONFIRM, {"a": address, "n": nonce}, now=now)
 
 
 def verify_confirm_token(
-    key: bytes, token: str, max_age: timedelta, now: datetime
-) -> tuple[str, datetime] | None:
-    """Return (address, issued at) of a genuine, unexpired confirmation token, else None."""
-    try:
-        encoded, issued, mac = token.split(".")
-        address = _unb64(encoded).decode()
-        age = now.timestamp() - int(issued)
-    except (ValueError, UnicodeDecodeError):
+    key: bytes, token: str, max_age: timedelta, now: datetime | None = None
+) -> tuple[str, str, datetime] | None:
+    """Return (address, sign-up nonce, issued at) of a genuine, unexpired confirmation
+    token, else None."""
+    found = unsign(key, CONFIRM, token, max_age=int(max_age.total_seconds()), now=now)
+    if found is None or not isinstance(found[0], dict):
         return None
-    # As bytes: compare_digest refuses str with non-ASCII characters (a mangled link).
-    expected = _sign(key, CONFIRM, address_key(address), issued)
-    if not hmac.compare_digest(mac.encode(), expected.encode()):
+    payload, issued = found
+    address, nonce = token_address(payload.get("a")), payload.get("n")
+    if address is None or not isinstance(nonce, str):
         return None
-    if not 0 <= age <= max_age.total_seconds():
-        return None
-    return address, datetime.fromtimestamp(int(issued), UTC)
+    return address, nonce, issued
 
 
 def new_csrf(key: bytes) -> tuple[str, str]:
-    """Return (cookie value, form token): a random nonce and its signature."""
+    """Return (cookie value, form token): a random nonce and its CSRF token."""
     nonce = secrets.token_urlsafe(18)
     return nonce, csrf_token(key, nonce)
 
 
 def csrf_token(key: bytes, nonce: str) -> str:
     """Return the form token that goes with the cookie's `nonce`."""
-    return _sign(key, "csrf", nonce)
+    return sign(key, CSRF, nonce)
 
 
 def csrf_ok(key: bytes, cookie: str | None, token: str | None) -> bool:
-    """True when the form token is the signature of the cookie's nonce."""
-    if not cookie or not token:
+    """True when the form token is a CSRF token for the cookie's nonce."""
+    if not cookie or not token or not NONCE.fullmatch(cookie):
         return False
-    return hmac.compare_digest(token.encode(), csrf_token(key, cookie).encode())
+    found = unsign(key, CSRF, token)
+    if found is None or not isinstance(found[0], str):
+        return False
+    return hmac.compare_digest(found[0].encode(), cookie.encode())
 
 
 # -- rate limit --------------------------------------------------------------------------
@@ -134,6 +138,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def allow(self, client: str) -> bool:
+        """Count a hit for `client`; False when it is over the limit."""
         now = self.clock()
         with self._lock:
             if len(self._hits) > 10_000:  # forget the quiet ones
@@ -147,6 +152,115 @@ class RateLimiter:
                 return False
             hits.append(now)
             return True
+
+
+# -- the mail queue ----------------------------------------------------------------------
+
+
+def ensure_mail_table(store: Store) -> None:
+    """Create `web_mails` (the sign-up mails: the queue, and what the limits count)."""
+    store.db.execute(
+        "CREATE TABLE IF NOT EXISTS web_mails ("
+        " id INTEGER PRIMARY KEY,"
+        " email TEXT NOT NULL COLLATE NOCASE,"
+        " kind TEXT NOT NULL,"  # "confirm" or "note" (already subscribed)
+        " nonce TEXT,"  # confirm: the sign-up its link is for
+        " subject TEXT NOT NULL,"
+        " body TEXT NOT NULL,"
+        " queued TEXT NOT NULL,"
+        " status TEXT NOT NULL DEFAULT 'queued',"  # queued, sending, sent, failed
+        " claimed TEXT,"  # when a sender took it
+        " used TEXT,"  # when its link was used up or voided (confirm, unsubscribe)
+        " reason TEXT)"
+    )
+    store.db.execute("CREATE INDEX IF NOT EXISTS web_mails_email ON web_mails (email, queued)")
+
+
+class Outbox:
+    """Sends the queued `web_mails` rows from one background thread.
+
+    The thread starts on `wake()` and ends after `idle` seconds with nothing to send,
+    so no thread outlives its work. Each row is claimed (queued -> sending) before it is
+    sent, so two processes on one database never send the same mail.
+    """
+
+    def __init__(self, config: Config, idle: float = 5.0) -> None:
+        self.config = config
+        self.idle = idle
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Make sure the sender thread runs and looks at the queue now."""
+        with self._lock:
+            self._event.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._event.clear()
+            try:
+                while self._send_one():
+                    pass
+            except Exception:  # never let the thread die silently with mail queued
+                log.exception("sign-up mails: the queue could not be read")
+            if not self._event.wait(self.idle):
+                with self._lock:
+                    if not self._event.is_set():
+                        self._thread = None
+                        return
+
+    def _send_one(self) -> bool:
+        store = Store.open(self.config.store.database)
+        try:
+            ensure_mail_table(store)
+            with store.transaction() as conn:
+                # A mail left "sending" by a process that died: we cannot know whether it
+                # went; call it failed (never resent by itself), so the address may ask again.
+                conn.execute(
+                    "UPDATE web_mails SET status = 'failed', reason = 'interrupted' "
+                    "WHERE status = 'sending' AND claimed < ?",
+                    (_stamp(datetime.now(UTC) - timedelta(minutes=15)),),
+                )
+                row = conn.execute(
+                    "SELECT id, email, subject, body FROM web_mails WHERE status = 'queued' "
+                    "ORDER BY id LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return False
+                conn.execute(
+                    "UPDATE web_mails SET status = 'sending', claimed = ? WHERE id = ?",
+                    (_stamp(datetime.now(UTC)), row[0]),
+                )
+            mail_id, address, subject, body = row
+            reason: str | None = None
+            try:
+                send_notice(self.config, address, subject, body)
+            except DigestError as e:
+                log.warning("sign-up mail to %s not sent: %s", address, e)
+                status, reason = "failed", str(e)
+            else:
+                status = "sent"
+            with store.transaction() as conn:
+                conn.execute(
+                    "UPDATE web_mails SET status = ?, reason = ? WHERE id = ?",
+                    (status, reason, mail_id),
+                )
+            return True
+        finally:
+            store.close()
+
+
+def unsent_mails(store: Store) -> int:
+    """Return how many sign-up mails are queued or being sent (tests wait on this)."""
+    ensure_mail_table(store)
+    row = store.db.execute(
+        "SELECT count(*) FROM web_mails WHERE status IN ('queued', 'sending')"
+    ).fetchone()
+    return int(row[0])
 
 
 # -- the steps ---------------------------------------------------------------------------
@@ -184,6 +298,16 @@ def purge_pending(store: Store, max_age: timedelta, now: datetime) -> int:
     return cur.rowcount
 
 
+def _outstanding(conn: Any, address: str, since: str) -> bool:
+    """True when `address` has a sign-up mail of the window not used up nor failed."""
+    row = conn.execute(
+        "SELECT 1 FROM web_mails WHERE email = ? AND queued >= ? AND used IS NULL "
+        "AND status != 'failed' LIMIT 1",
+        (address, since),
+    ).fetchone()
+    return row is not None
+
+
 def request_subscription(
     config: Config,
     store: Store,
@@ -192,58 +316,89 @@ def request_subscription(
     *,
     now: datetime | None = None,
 ) -> str:
-    """Record a sign-up and mail the link that confirms it; return the address as mailed.
+    """Record a sign-up and queue the mail that confirms it; return the address.
 
     An address that already gets the digest is not changed: it is mailed a note with
-    its preferences link instead, so the page shown is the same in both cases.
-    Raises SubscriberError for a bad address, DeliveryError when the mail was refused.
+    its preferences link instead, so the page shown is the same in both cases. An
+    address with a mail of the last `web.confirm_hours` still outstanding gets no other
+    (the answer is the same). Raises SubscriberError for a bad address, MailLimitReached
+    when `web.confirm_mails_per_hour` mails went out in the last hour.
     """
     now = now or datetime.now(UTC)
     address = normalize_address(address)
     key = secret_key(store)
     max_age = timedelta(hours=config.web.confirm_hours)
+    ensure_mail_table(store)
     purge_pending(store, max_age, now)
     base = config.feeds.base_url.rstrip("/")
     title = config.email.subject_prefix
-    active = {address_key(r.email) for r in list_subscribers(config, store) if r.status == "active"}
-    if address_key(address) in active:
-        link = f"{base}/preferences/{make_token(key, address)}"
-        send_notice(
-            config,
-            address,
-            f"{title}: you are already subscribed",
-            f"Someone (probably you) asked to subscribe {address} to the {title} digest.\n"
-            f"This address already gets it. To change your topics or unsubscribe:\n\n"
-            f"{link}\n\nIf it was not you, there is nothing to do.\n",
-        )
-        return address
     with store.transaction() as conn:
-        # Someone who unsubscribed stays unsubscribed, with the time they did, until they
-        # follow a link issued after it: anyone can post this form with their address,
-        # and a pending row would not survive purge_pending (nor, for a config
-        # subscriber, keep them silenced; see list_subscribers).
+        # One transaction (BEGIN IMMEDIATE): thirty requests at once for one address
+        # see each other's mail, and only the first queues one.
+        recent = conn.execute(
+            "SELECT count(*) FROM web_mails WHERE queued >= ?", (_stamp(now - timedelta(hours=1)),)
+        ).fetchone()[0]
+        if recent >= config.web.confirm_mails_per_hour:
+            raise MailLimitReached(
+                f"{recent} sign-up mails in the last hour "
+                f"(web.confirm_mails_per_hour = {config.web.confirm_mails_per_hour})"
+            )
+        if _outstanding(conn, address, _stamp(now - max_age)):
+            return address
+        rows = list_subscribers(config, store)
+        active = {address_key(r.email) for r in rows if r.status == "active"}
+        if address_key(address) in active:
+            link = f"{base}/preferences/{make_token(key, address, PREFERENCES)}"
+            mail: tuple[str, str | None, str, str] = (
+                "note",
+                None,
+                f"{title}: you are already subscribed",
+                f"Someone (probably you) asked to subscribe {address} to the {title} digest.\n"
+                f"This address already gets it. To change your topics or unsubscribe:\n\n"
+                f"{link}\n\nIf it was not you, there is nothing to do.\n",
+            )
+        else:
+            # Someone who unsubscribed stays unsubscribed until they use the link mailed
+            # now: anyone can post this form with their address, and a pending row would
+            # not survive purge_pending (nor, for a config subscriber, keep them silenced;
+            # see list_subscribers).
+            conn.execute(
+                "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
+                "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (email) DO UPDATE SET "
+                "topics = excluded.topics, keywords = excluded.keywords, "
+                "status = CASE WHEN status = 'unsubscribed' THEN status ELSE 'pending' END, "
+                "updated = CASE WHEN status = 'unsubscribed' THEN updated "
+                "ELSE excluded.updated END",
+                (
+                    address,
+                    json.dumps(list(choice.topics)),
+                    choice.keywords,
+                    _stamp(now),
+                    _stamp(now),
+                ),
+            )
+            nonce = secrets.token_urlsafe(12)
+            link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
+            follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
+            if choice.keywords:
+                follows = ", ".join(filter(None, [follows, f"your keywords ({choice.keywords})"]))
+            mail = (
+                "confirm",
+                nonce,
+                f"{title}: confirm your subscription",
+                f"Someone (probably you) asked to subscribe {address} to the {title} digest:\n"
+                "new papers from the Hugging Face Daily Papers list, once a day "
+                f"({follows}).\n\n"
+                f"To confirm, open this link within {config.web.confirm_hours} hours and "
+                f"press Confirm:\n\n{link}\n\n"
+                "If it was not you, ignore this mail: nothing is sent without the "
+                "confirmation.\n",
+            )
         conn.execute(
-            "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
-            "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-            "topics = excluded.topics, keywords = excluded.keywords, "
-            "status = CASE WHEN status = 'unsubscribed' THEN status ELSE 'pending' END, "
-            "updated = CASE WHEN status = 'unsubscribed' THEN updated ELSE excluded.updated END",
-            (address, json.dumps(list(choice.topics)), choice.keywords, _stamp(now), _stamp(now)),
+            "INSERT INTO web_mails (email, kind, nonce, subject, body, queued) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (address, *mail, _stamp(now)),
         )
-    link = f"{base}/confirm/{make_confirm_token(key, address, now)}"
-    follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
-    if choice.keywords:
-        follows = ", ".join(filter(None, [follows, f"your keywords ({choice.keywords})"]))
-    send_notice(
-        config,
-        address,
-        f"{title}: confirm your subscription",
-        f"Someone (probably you) asked to subscribe {address} to the {title} digest:\n"
-        f"new papers from the Hugging Face Daily Papers list, once a day ({follows}).\n\n"
-        f"To confirm, open this link within {config.web.confirm_hours} hours and press "
-        f"Confirm:\n\n{link}\n\n"
-        "If it was not you, ignore this mail: nothing is sent without the confirmation.\n",
-    )
     return address
 
 
@@ -253,49 +408,74 @@ def confirm_token_address(
     """Return the address of a genuine, unexpired confirmation token, changing nothing
     (the page a GET shows: link scanners in mail filters fetch links, people press)."""
     max_age = timedelta(hours=config.web.confirm_hours)
-    found = verify_confirm_token(secret_key(store), token, max_age, now or datetime.now(UTC))
-    return found[0] if found else None
+    found = verify_confirm_token(secret_key(store), token, max_age, now)
+    if found is None:
+        return None
+    address, nonce, _issued = found
+    ensure_mail_table(store)
+    outstanding = store.db.execute(
+        "SELECT 1 FROM web_mails WHERE email = ? AND kind = 'confirm' AND nonce = ? "
+        "AND used IS NULL",
+        [address, nonce],
+    ).fetchone()
+    if outstanding is None:  # used up, voided by an unsubscribe, or not ours
+        active = store.db.execute(
+            "SELECT 1 FROM subscribers WHERE email = ? AND status = 'active'", [address]
+        ).fetchone()
+        return address if active else None
+    return address
 
 
 def confirm(config: Config, store: Store, token: str, *, now: datetime | None = None) -> str | None:
     """Activate the sign-up a confirmation token names; return its address, or None when
-    the token is forged, expired, or its sign-up is gone."""
+    the token is forged or expired, or its sign-up is gone, used up or voided."""
     now = now or datetime.now(UTC)
     max_age = timedelta(hours=config.web.confirm_hours)
     found = verify_confirm_token(secret_key(store), token, max_age, now)
     if found is None:
         return None
-    address, issued = found
+    address, nonce, _issued = found
+    ensure_mail_table(store)
     purge_pending(store, max_age, now)
     with store.transaction() as conn:
-        row = conn.execute(
-            "SELECT status, updated FROM subscribers WHERE email = ?", (address,)
+        mail = conn.execute(
+            "SELECT id FROM web_mails WHERE email = ? AND kind = 'confirm' AND nonce = ? "
+            "AND used IS NULL",
+            (address, nonce),
         ).fetchone()
+        row = conn.execute("SELECT status FROM subscribers WHERE email = ?", (address,)).fetchone()
         if row is None:
             return None
-        status, updated = row
-        # A link issued after the unsubscribe is a new sign-up; an older one does not undo it.
-        if status == "pending" or (status == "unsubscribed" and issued >= _parse_stamp(updated)):
-            conn.execute(
-                "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?",
-                (_stamp(now), address),
-            )
-        elif status != "active":
-            return None
+        if mail is None:
+            # Used already (a second press of the button is fine), voided by an
+            # unsubscribe since, or never ours.
+            return address if row[0] == "active" else None
+        conn.execute("UPDATE web_mails SET used = ? WHERE id = ?", (_stamp(now), mail[0]))
+        conn.execute(
+            "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?",
+            (_stamp(now), address),
+        )
     return address
 
 
-def token_address(store: Store, token: str) -> str | None:
-    """Return the address a subscriber token was made for, or None if it is not genuine."""
-    return verify_token(secret_key(store), token)
+def unsubscribe_address(store: Store, token: str) -> str | None:
+    """Return the address of a genuine unsubscribe token (old format too), else None."""
+    return verify_token(secret_key(store), token, UNSUBSCRIBE)
+
+
+def preferences_address(store: Store, token: str) -> str | None:
+    """Return the address of a genuine preferences token, else None."""
+    return verify_token(secret_key(store), token, PREFERENCES)
 
 
 def unsubscribe(config: Config, store: Store, token: str) -> str | None:
-    """Unsubscribe the token's address (config subscribers too); return it, or None."""
-    address = token_address(store, token)
+    """Unsubscribe the token's address (config subscribers too) and void its outstanding
+    confirmation links; return the address, or None for a bad token."""
+    address = unsubscribe_address(store, token)
     if address is None:
         return None
     stamp = _stamp(datetime.now(UTC))
+    ensure_mail_table(store)
     with store.transaction() as conn:
         conn.execute(
             "INSERT INTO subscribers (email, topics, status, created, updated) "
@@ -303,11 +483,16 @@ def unsubscribe(config: Config, store: Store, token: str) -> str | None:
             "status = 'unsubscribed', updated = excluded.updated",
             (address, stamp, stamp),
         )
+        conn.execute(
+            "UPDATE web_mails SET used = ? WHERE email = ? AND used IS NULL", (stamp, address)
+        )
     return address
 
 
 @dataclass(frozen=True)
 class Preferences:
+    """What a reader follows now, for the preferences page."""
+
     address: str
     status: str
     topics: tuple[str, ...]
@@ -316,7 +501,7 @@ class Preferences:
 
 def preferences(config: Config, store: Store, token: str) -> Preferences | None:
     """Return what the token's subscriber follows now, or None for a bad token."""
-    address = token_address(store, token)
+    address = preferences_address(store, token)
     if address is None:
         return None
     for row in list_subscribers(config, store):
@@ -325,18 +510,33 @@ def preferences(config: Config, store: Store, token: str) -> Preferences | None:
     return Preferences(address, "unsubscribed", (), "")
 
 
+class NotSubscribed(SubscriberError):
+    """Preferences were sent for an address that is not a confirmed reader now."""
+
+
 def save_preferences(config: Config, store: Store, token: str, choice: Choice) -> str | None:
-    """Set the token's subscriber's topics and keywords and make them active (saving is
-    also how someone who unsubscribed comes back); return the address, or None."""
-    address = token_address(store, token)
+    """Set the token's reader's topics and keywords; return the address, or None for a
+    bad token.
+
+    Only a confirmed reader (active in the database or in the config) can: this never
+    creates nor re-activates a subscriber (raises NotSubscribed), so a token, whatever
+    it is, cannot stand in for the confirmation mail.
+    """
+    address = preferences_address(store, token)
     if address is None:
         return None
     stamp = _stamp(datetime.now(UTC))
     with store.transaction() as conn:
+        rows = list_subscribers(config, store)
+        if not any(
+            address_key(r.email) == address_key(address) and r.status == "active" for r in rows
+        ):
+            raise NotSubscribed(f"{address} is not subscribed now")
+        # An active config subscriber without a row gets one: the row has the last word.
         conn.execute(
             "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
             "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-            "topics = excluded.topics, keywords = excluded.keywords, status = 'active', "
+            "topics = excluded.topics, keywords = excluded.keywords, "
             "updated = excluded.updated",
             (address, json.dumps(list(choice.topics)), choice.keywords, stamp, stamp),
         )

@@ -5,11 +5,13 @@ subscriber whose status is "active" (`digest subscribers add`). A database recor
 status "unsubscribed" also silences a config entry with the same address: the person
 asked to stop, and a config file must not override that.
 
-Tokens: each subscriber carries a token for the unsubscribe / preferences links, an
-HMAC-SHA256 of the address. The key comes from the DIGEST_SECRET_KEY environment
+Tokens: every link we mail (unsubscribe, preferences, confirm) and the CSRF form token
+are itsdangerous tokens (HMAC-SHA256), each kind with its own salt, so a token of one
+kind is never valid as another. The key comes from the DIGEST_SECRET_KEY environment
 variable; without it, a random key is generated on first use and kept in the database
 (table `meta`, key "secret_key"), so links stay valid across restarts. Setting
-DIGEST_SECRET_KEY later invalidates the links already mailed.
+DIGEST_SECRET_KEY later invalidates the links already mailed. Unsubscribe links of the
+older hand-made HMAC format still unsubscribe; nothing else of that format is accepted.
 
 The ledger (table `deliveries`) has one row per (address, digest day): queued, sending,
 sent, failed, skipped or uncertain, with the server's last reply, the number of attempts
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import email_validator
 import sqlite_utils
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 from digest.config import Config
 from digest.errors import ConfigError, DigestError
@@ -146,27 +149,112 @@ def address_key(address: str) -> str:
     return address.translate(_ASCII_LOWER)
 
 
-def _mac(key: bytes, address: str) -> str:
-    digest = hmac.new(key, address_key(address).encode(), hashlib.sha256).digest()
-    return _b64(digest)[:32]  # 192 bits is plenty and keeps links short
+# Every signed thing we hand out is an itsdangerous token with its own salt (purpose):
+# the salt goes into the key derivation, so a token of one kind never verifies as
+# another, whatever its payload.
+UNSUBSCRIBE = "unsubscribe"  # the unsubscribe link of every digest (never expires)
+PREFERENCES = "preferences"  # the change-your-topics link (never expires)
+CONFIRM = "confirm"  # the link in a confirmation mail (expires, bound to one sign-up)
+CSRF = "csrf"  # the subscribe / preferences form token (bound to the cookie's nonce)
+PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF)
 
 
-def make_token(key: bytes, address: str) -> str:
-    """Return the link token of `address`: the address and its HMAC, URL-safe."""
-    return f"{_b64(address.encode())}.{_mac(key, address)}"
+def _serializer(key: bytes, purpose: str, now: datetime | None = None) -> URLSafeTimedSerializer:
+    if purpose not in PURPOSES:
+        raise ValueError(f"no token purpose {purpose!r}")
+    signer: type[TimestampSigner] = TimestampSigner
+    if now is not None:  # a token issued (or checked) at a given time: tests, mostly
+        stamp = int(now.timestamp())
+
+        class _At(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return stamp
+
+        signer = _At
+    return URLSafeTimedSerializer(
+        key,
+        salt=f"papers-digest/{purpose}",
+        signer=signer,
+        signer_kwargs={"digest_method": hashlib.sha256},
+    )
 
 
-def verify_token(key: bytes, token: str) -> str | None:
-    """Return the address a token was made for, or None if it is forged or mangled."""
+def sign(key: bytes, purpose: str, payload: Any, *, now: datetime | None = None) -> str:
+    """Return a URL-safe token holding `payload` (JSON-able), signed for `purpose`."""
+    return str(_serializer(key, purpose, now).dumps(payload))
+
+
+def unsign(
+    key: bytes,
+    purpose: str,
+    token: str,
+    max_age: int | None = None,
+    *,
+    now: datetime | None = None,
+) -> tuple[Any, datetime] | None:
+    """Return (payload, issued at) of a genuine `purpose` token (younger than `max_age`
+    seconds at `now` when given), else None: forged, of another purpose, mangled or
+    expired."""
+    try:
+        payload, issued = _serializer(key, purpose, now).loads(
+            token, max_age=max_age, return_timestamp=True
+        )
+    # itsdangerous turns a signed but absurd time into a datetime while raising
+    # SignatureExpired; that conversion overflows for huge numbers.
+    except (BadData, OverflowError, ValueError, OSError):
+        return None
+    return payload, issued
+
+
+def token_address(payload: Any) -> str | None:
+    """Return the normal form of an address carried in a token, or None when it is not
+    an address (a token we made always holds one; anything else is refused)."""
+    if not isinstance(payload, str):
+        return None
+    try:
+        return normalize_address(payload)
+    except SubscriberError:
+        return None
+
+
+def make_token(key: bytes, address: str, purpose: str = UNSUBSCRIBE) -> str:
+    """Return the `purpose` link token (unsubscribe or preferences) of `address`."""
+    if purpose not in (UNSUBSCRIBE, PREFERENCES):
+        raise ValueError(f"make_token is for subscriber links, not {purpose!r}")
+    return sign(key, purpose, address)
+
+
+def verify_token(key: bytes, token: str, purpose: str = UNSUBSCRIBE) -> str | None:
+    """Return the (normalised) address of a genuine `purpose` token, else None."""
+    if purpose not in (UNSUBSCRIBE, PREFERENCES):
+        raise ValueError(f"verify_token is for subscriber links, not {purpose!r}")
+    found = unsign(key, purpose, token)
+    address = token_address(found[0]) if found else None
+    if address is None and purpose == UNSUBSCRIBE:
+        # Unsubscribe links mailed before the itsdangerous tokens must keep working.
+        return _verify_legacy(key, token)
+    return address
+
+
+def _verify_legacy(key: bytes, token: str) -> str | None:
+    """The pre-itsdangerous unsubscribe token: base64(address) "." HMAC(address)[:32].
+
+    Accepted for unsubscribing only, and only for a real address: that old HMAC also
+    signed CSRF nonces and confirm links (shaped "csrf\0..." / "confirm\0..."), which
+    never normalise to an address, so none of those can pass for a reader here.
+    """
     encoded, _, mac = token.partition(".")
+    if not mac or "." in mac:
+        return None
     try:
         address = _unb64(encoded).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+    expected = _b64(hmac.new(key, address_key(address).encode(), hashlib.sha256).digest())[:32]
     # As bytes: compare_digest refuses str with non-ASCII characters (a mangled link).
-    if not mac or not hmac.compare_digest(mac.encode(), _mac(key, address).encode()):
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
         return None
-    return address
+    return token_address(address)
 
 
 # -- subscribers -------------------------------------------------------------------------
@@ -310,7 +398,15 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
         if row.status != "active":
             continue
         topics = tuple(t for t in row.topics if t in known) if row.topics else ()
-        out.append(Subscriber(row.email, topics, make_token(key, row.email), row.keywords))
+        out.append(
+            Subscriber(
+                row.email,
+                topics,
+                make_token(key, row.email, UNSUBSCRIBE),
+                row.keywords,
+                preferences_token=make_token(key, row.email, PREFERENCES),
+            )
+        )
     return out
 
 

@@ -10,6 +10,11 @@ Caching: a strong ETag from the bytes (so it is the same in every process and af
 restart), Last-Modified from the file, 304 for If-None-Match (which wins) or
 If-Modified-Since. The gzip form has its own ETag, as RFC 9110 asks of a different
 representation; an If-None-Match naming either form answers 304.
+
+Every response, feeds and errors included, carries the security headers (SECURITY_HEADERS):
+no scripts, no framing, no MIME sniffing, no Referer (our paths hold tokens). A path with
+a trailing slash is redirected to the one without, to a Location made from
+`feeds.base_url`, never from the request's Host header.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +39,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
 from digest.web_pages import page_routes
@@ -45,6 +52,20 @@ CONTENT_TYPES = {
     "opml": "text/x-opml; charset=utf-8",
 }
 NextRuns = Callable[[], Mapping[str, datetime | None]]
+# Our pages have no scripts and one inline <style>; archive pages show thumbnails (https).
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+# A path we redirect without its trailing slash: plain characters only, so the target is
+# never another host ("//evil", "/\\evil") whatever was asked.
+SLASHED = re.compile(r"/[A-Za-z0-9._~-][A-Za-z0-9._~/-]*/")
 
 
 # -- feed files ------------------------------------------------------------------------
@@ -176,13 +197,20 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
         conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
         conn.row_factory = sqlite3.Row
         try:
+            # Judged by the daily job's latest fetch, as the send is (pipeline.send_job):
+            # a backfill of an old day that failed says nothing about today's list.
+            daily = conn.execute("SELECT value FROM meta WHERE key = 'run:daily'").fetchone()
             last = conn.execute(
-                "SELECT id, started, finished, status, reason FROM runs ORDER BY id DESC LIMIT 1"
+                "SELECT id, started, finished, status, reason FROM runs "
+                + ("WHERE id = ?" if daily else "ORDER BY id DESC LIMIT 1"),
+                [int(daily[0])] if daily else [],
             ).fetchone()
             ok = conn.execute(
                 "SELECT id, started, finished, status FROM runs "
                 "WHERE status IN ('ok', 'empty') ORDER BY id DESC LIMIT 1"
             ).fetchone()
+            if last is not None and last["status"] in ("ok", "empty"):
+                ok = last  # how fresh the daily fetch is, not a later backfill
             body["papers"] = conn.execute("SELECT count(*) FROM papers").fetchone()[0]
             # Maybe delivered, not resent by itself: the operator's to check (`digest deliveries`).
             body["uncertain"] = conn.execute(
@@ -233,9 +261,34 @@ def _last_send(conn: sqlite3.Connection) -> dict[str, Any] | None:
 # -- the app ---------------------------------------------------------------------------
 
 
-def create_app(config: Config, *, next_runs: NextRuns | None = None) -> Starlette:
-    """Return the Starlette app serving `config`'s feeds, landing page and /healthz."""
+class SecurityHeaders:
+    """ASGI middleware: add SECURITY_HEADERS to every response (a plain ASGI wrapper, so
+    a feed poll pays no more than a list append)."""
+
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
+        self.app = app
+        self.headers = list(SECURITY_HEADERS)
+        if hsts:
+            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
+    """Return the ASGI app serving `config`'s feeds, pages and /healthz."""
     feeds = FeedCache(config.feeds.dir)
+    # Where our paths live under base_url ("" or "/digest"), for redirects.
+    prefix = urlsplit(config.feeds.base_url).path.rstrip("/")
 
     async def feed(request: Request) -> Response:
         name = request.path_params["name"]
@@ -257,13 +310,29 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> Starlett
         status, body = await run_in_threadpool(health, config, next_runs)
         return JSONResponse(body, status_code=status)
 
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette's own slash redirect builds its Location from the Host header.
+        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        if scope["method"] in ("GET", "HEAD") and SLASHED.fullmatch(path):
+            target = prefix + "/" + path.strip("/")
+            query = scope.get("query_string", b"").decode("latin-1")
+            response: Response = Response(
+                status_code=308, headers={"location": target + (f"?{query}" if query else "")}
+            )
+        else:
+            response = PlainTextResponse("not found\n", status_code=404)
+        await response(scope, receive, send)
+
     # Pages and health JSON go through GZipMiddleware; feeds come compressed already
     # (and it would gzip a feed for "gzip;q=0", which it does not parse).
     gz = [Middleware(GZipMiddleware, minimum_size=500)]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"], middleware=gz),
             *page_routes(config, gz),
         ]
     )
+    app.router.redirect_slashes = False
+    app.router.default = not_found
+    return SecurityHeaders(app, hsts=config.feeds.base_url.lower().startswith("https:"))

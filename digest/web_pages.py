@@ -4,6 +4,8 @@ archive. The rules of each step live in subscribe_flow.py; this module is HTTP o
 Database work runs in Starlette's thread pool, one short-lived Store per request (SQLite
 connections are cheap, and this keeps the event loop free for feed requests).
 Forms are parsed from the urlencoded body with the standard library, capped in size.
+Sign-up mails are queued in the database and sent by subscribe_flow.Outbox's thread, so
+no request waits for the mail server.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
@@ -23,10 +26,9 @@ from starlette.routing import Route
 
 from digest import subscribe_flow as flow
 from digest.config import Config
-from digest.errors import DigestError
 from digest.render.email import DigestRenderer
 from digest.store import Store
-from digest.subscribers import SubscriberError, make_token, secret_key
+from digest.subscribers import PREFERENCES, SubscriberError, make_token, secret_key
 
 log = logging.getLogger("digest.web")
 CSRF_COOKIE = "digest_csrf"
@@ -43,6 +45,10 @@ _templates = jinja2.Environment(
 def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[Route]:
     """Return the routes of the landing page, the subscription steps and the archive."""
     limiter = flow.RateLimiter(config.web.subscribe_per_hour)
+    outbox = flow.Outbox(config)
+    if Path(config.store.database).exists():
+        outbox.wake()  # mails queued before a restart go out now
+    secure_cookies = config.feeds.base_url.lower().startswith("https:")
     keys: list[bytes] = []
     title = config.feeds.title
     choices = [(t.name, t.display_title) for t in config.topics]
@@ -91,14 +97,18 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
     async def csrf_pair(request: Request) -> tuple[str, str]:
+        # Only a nonce of the shape we hand out is kept; anything else a client sends is
+        # replaced, never signed or echoed into a header.
         cookie = request.cookies.get(CSRF_COOKIE)
         k = await key()
-        if cookie and len(cookie) < 64:
+        if cookie and flow.NONCE.fullmatch(cookie):
             return cookie, flow.csrf_token(k, cookie)
         return flow.new_csrf(k)
 
     def set_csrf(response: Response, cookie: str) -> Response:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict", path="/")
+        response.set_cookie(
+            CSRF_COOKIE, cookie, httponly=True, samesite="strict", path="/", secure=secure_cookies
+        )
         return response
 
     async def csrf_checked(request: Request, fields: dict[str, list[str]]) -> bool:
@@ -154,19 +164,22 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             mailed = await db(lambda s: flow.request_subscription(config, s, address, choice))
         except SubscriberError as e:
             return message("Please check the form", str(e), status=400, links=[("/", "Back")])
-        except DigestError as e:
-            log.warning("subscribe: could not send the confirmation mail: %s", e)
+        except flow.MailLimitReached as e:
+            log.warning("subscribe: %s; refusing sign-ups for now", e)
             return message(
-                "We could not send the mail",
-                "The mail server did not take our message just now. Please try again later.",
-                status=503,
+                "Too many sign-ups just now",
+                "We send only so many confirmation mails an hour. Please try again later.",
+                status=429,
             )
+        # The mail goes out from the background queue: a slow mail server holds no worker.
+        outbox.wake()
         # The same answer for a new, a pending and a known address.
         return message(
             "Check your inbox",
             f"We sent a mail to {mailed}. Open the link in it to confirm your subscription "
             f"(it works for {config.web.confirm_hours} hours).",
-            "No mail? Look in the spam folder, or subscribe again.",
+            "No mail within a few minutes? Look in the spam folder. (One mail per address "
+            f"every {config.web.confirm_hours} hours: asking again sends no other.)",
         )
 
     async def confirm_page(request: Request) -> Response:
@@ -187,7 +200,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         address = await db(lambda s: flow.confirm(config, s, token))
         if address is None:
             return bad_link()
-        manage = f"/preferences/{quote(make_token(await key(), address), safe='')}"
+        manage = f"/preferences/{quote(make_token(await key(), address, PREFERENCES), safe='')}"
         return message(
             "You are subscribed",
             f"{address} gets the next daily email.",
@@ -198,7 +211,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
 
     async def unsubscribe_page(request: Request) -> Response:
         token = request.path_params["token"]
-        address = await db(lambda s: flow.token_address(s, token))
+        address = await db(lambda s: flow.unsubscribe_address(s, token))
         if address is None:
             return bad_link()
         return message(
@@ -217,7 +230,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         return message(
             "You are unsubscribed",
             f"{address} gets no more daily emails.",
-            links=[(f"/preferences/{quote(token, safe='')}", "Changed your mind? Subscribe again")],
+            links=[("/#subscribe", "Changed your mind? Subscribe again")],
         )
 
     async def preferences(request: Request) -> Response:
@@ -234,7 +247,16 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             except SubscriberError as e:
                 error = str(e)
             else:
-                saved = await db(lambda s: flow.save_preferences(config, s, token, choice))
+                try:
+                    saved = await db(lambda s: flow.save_preferences(config, s, token, choice))
+                except flow.NotSubscribed as e:
+                    return message(
+                        "You are not subscribed",
+                        f"{e}, so there is nothing to change. To get the daily email again, "
+                        "subscribe on the form and confirm the mail we send.",
+                        status=409,
+                        links=[("/#subscribe", "Subscribe")],
+                    )
                 if saved is None:
                     return bad_link()
                 return message(
@@ -264,9 +286,16 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             csrf=csrf,
             error=error,
             action=f"/preferences/{quote(token, safe='')}",
-            unsubscribe=f"/unsubscribe/{quote(token, safe='')}",
+            # Its own kind of token: a preferences token does not unsubscribe.
+            unsubscribe=f"/unsubscribe/{quote(make_token(await key(), prefs.address), safe='')}",
         )
         return set_csrf(response, cookie)
+
+    # -- feeds index -------------------------------------------------------------------
+
+    async def feeds_index(request: Request) -> Response:
+        # Every digest's footer links here: the list of feeds, as on the landing page.
+        return render("web_feeds.html", topics=[("all", "Every paper"), *choices], formats=FORMATS)
 
     # -- archive -----------------------------------------------------------------------
 
@@ -305,6 +334,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
         Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+        Route("/feeds/", feeds_index, methods=["GET", "HEAD"], middleware=middleware),
         Route("/archive", archive, methods=["GET", "HEAD"]),
         Route("/archive/{day}", archive_day, methods=["GET", "HEAD"], middleware=middleware),
     ]

@@ -36,6 +36,7 @@ TOPICS = [
     TopicConfig(name="quiet", keywords=["zebrafish"]),
 ]
 TOKEN = "YUBleGFtcGxlLm9yZw.abcDEF123_-xyz"
+PREFS = "YUBleGFtcGxlLm9yZw.prefsDEF123_-xyz"  # the preferences link's own token
 
 
 def make_config(**email: object) -> Config:
@@ -95,7 +96,7 @@ def test_real_day_message(day_papers: tuple[list[StoredPaper], date]) -> None:
     papers, day = day_papers
     config = make_config()
     renderer = DigestRenderer(config, papers, day)
-    sub = Subscriber("reader@example.net", ("video", "diffusion"), TOKEN)
+    sub = Subscriber("reader@example.net", ("video", "diffusion"), TOKEN, preferences_token=PREFS)
     message = renderer.render(sub)
     assert message is not None
     msg = parsed(message)
@@ -128,7 +129,7 @@ def test_real_day_message(day_papers: tuple[list[StoredPaper], date]) -> None:
         assert (p.hf_url in text and p.pdf_url in text) is inside
     for link in (
         f"https://papers.example.org/unsubscribe/{TOKEN}",
-        f"https://papers.example.org/preferences/{TOKEN}",
+        f"https://papers.example.org/preferences/{PREFS}",
     ):
         assert link in hrefs and link in text
     assert "reader@example.net" in text and "reader@example.net" in page

@@ -17,6 +17,7 @@ from digest.store import Store
 from digest.subscribers import list_subscribers
 from digest.web import create_app
 from tests.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
+from tests.signup import wait_mail_queue
 from tests.smtpserver import SmtpServer
 from tests.test_subscribe_flow import config as config  # the fixtures, shared
 from tests.test_subscribe_flow import smtp as smtp
@@ -55,6 +56,7 @@ def test_subscribe_in_the_browser_and_confirm_from_the_mail(
         assert page.inner_text("h1") == "Check your inbox"
         page.screenshot(path=str(ARTIFACTS / "subscribe-sent-375.png"), full_page=True)
 
+        wait_mail_queue(config)  # the mail goes out from a background queue
         (mail,) = [m.message() for m in smtp.messages if "browser@example.org" in m.recipients]
         link = re.search(r"https?://\S+/confirm/\S+", mail.get_content())
         assert link, mail.get_content()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -14,6 +17,10 @@ from digest.config import Config, SubscriberConfig, TopicConfig
 from digest.errors import ConfigError
 from digest.store import Store
 from digest.subscribers import (
+    CONFIRM,
+    CSRF,
+    PREFERENCES,
+    UNSUBSCRIBE,
     Ledger,
     SubscriberError,
     active_subscribers,
@@ -22,6 +29,8 @@ from digest.subscribers import (
     make_token,
     remove_subscriber,
     secret_key,
+    sign,
+    unsign,
     verify_token,
 )
 
@@ -116,14 +125,39 @@ def test_tokens_verify_and_resist_tampering(store: Store, monkeypatch: pytest.Mo
     assert verify_token(key, token) == "ada@example.org"
     forged = make_token(b"another key", "ada@example.org")
     assert verify_token(key, forged) is None
-    _, _, mac = token.partition(".")
-    other = make_token(key, "eve@example.org").partition(".")[0]
-    assert verify_token(key, f"{other}.{mac}") is None  # someone else's address, ada's MAC
+    _payload, stamp, mac = token.split(".")
+    other = make_token(key, "eve@example.org").split(".")[0]
+    assert verify_token(key, f"{other}.{stamp}.{mac}") is None  # eve's address, ada's MAC
     assert verify_token(key, "garbage") is None
     sub = active_subscribers(config(SubscriberConfig("ada@example.org")), store)[0]
     assert verify_token(key, sub.token) == "ada@example.org"
+    assert verify_token(key, sub.preferences_token, PREFERENCES) == "ada@example.org"
+    # One kind is never another: the salts differ.
+    assert verify_token(key, sub.token, PREFERENCES) is None
+    assert verify_token(key, sub.preferences_token, UNSUBSCRIBE) is None
+    assert unsign(key, CSRF, sub.token) is None and unsign(key, CONFIRM, sub.token) is None
+    # A token holding something that is not an address is refused, even when signed.
+    for junk in ("csrf\x00\r\nbcc: x@evil.org", "not-an-address", ["a@example.org"]):
+        assert verify_token(key, sign(key, PREFERENCES, junk), PREFERENCES) is None
     monkeypatch.setenv("DIGEST_SECRET_KEY", "from-the-environment")
     assert secret_key(store) == b"from-the-environment"
+
+
+def old_token(key: bytes, address: str) -> str:
+    """The hand-made HMAC token of earlier versions (what old mails carry)."""
+    mac = hmac.new(key, address.lower().encode(), hashlib.sha256).digest()
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    return f"{b64(address.encode())}.{b64(mac)[:32]}"
+
+
+def test_old_unsubscribe_links_still_unsubscribe_and_nothing_else(store: Store) -> None:
+    key = secret_key(store)
+    assert verify_token(key, old_token(key, "ada@example.org")) == "ada@example.org"
+    # Old links are for unsubscribing only, never to change preferences.
+    assert verify_token(key, old_token(key, "ada@example.org"), PREFERENCES) is None
+    # The old CSRF token was the same HMAC over "csrf\0<cookie>": not an address.
+    assert verify_token(key, old_token(key, "csrf\x00\r\nbcc: x@evil.org")) is None
+    assert verify_token(key, old_token(b"other key", "ada@example.org")) is None
 
 
 def test_secret_key_survives_reopening(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -162,7 +162,6 @@ def test_gzip_only_when_asked(site: tuple[Config, str]) -> None:
         "/feeds/ALL.XML",
         "/feeds/all.xml%00.txt",
         "/feeds/.all.xml",
-        "/feeds/",
         "/feeds/missing.xml",
         "/digest.db",
     ],

@@ -192,7 +192,8 @@ class DigestRenderer:
             mark = "pdx" + secrets.token_hex(12)
         self._token_mark = mark + "t"
         self._address_mark = mark + "a"
-        self._marks = (self._token_mark, self._address_mark)
+        self._prefs_mark = mark + "p"  # the preferences link has a token of its own kind
+        self._marks = (self._token_mark, self._address_mark, self._prefs_mark)
         self._cache: dict[tuple[str, ...], _Bodies | None] = {}
         # Personal topics (keywords typed on the subscribe form): topic name -> paper id
         # -> match, computed once per distinct keyword text, kept apart from the config
@@ -221,8 +222,10 @@ class DigestRenderer:
             return None
         token = quote(subscriber.token, safe="")
         text = bodies.text_tail.replace(self._token_mark, token)
-        text = text.replace(self._address_mark, subscriber.email)
+        prefs = quote(subscriber.preferences_token, safe="")
+        text = text.replace(self._address_mark, subscriber.email).replace(self._prefs_mark, prefs)
         page = bodies.html_tail.replace(self._token_mark, html.escape(token))
+        page = page.replace(self._prefs_mark, html.escape(prefs))
         page = page.replace(self._address_mark, html.escape(subscriber.email))
         msg = new_message()
         # The headers every subscriber of this topic set shares were parsed once, into
@@ -258,7 +261,7 @@ class DigestRenderer:
 
     def preferences_url(self, subscriber: Subscriber) -> str:
         """Return the link to change the subscriber's topics."""
-        return f"{self.base_url}/preferences/{quote(subscriber.token, safe='')}"
+        return f"{self.base_url}/preferences/{quote(subscriber.preferences_token, safe='')}"
 
     def unsubscribe_mailto(self, subscriber: Subscriber) -> str:
         """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
@@ -356,7 +359,7 @@ class DigestRenderer:
             "followed": followed,
             "title": _header_text(self.config.email.subject_prefix),
             "unsubscribe_url": f"{self.base_url}/unsubscribe/{self._token_mark}",
-            "preferences_url": f"{self.base_url}/preferences/{self._token_mark}",
+            "preferences_url": f"{self.base_url}/preferences/{self._prefs_mark}",
             "address": self._address_mark,
             "feeds_url": f"{self.base_url}/feeds/",
             "archive_url": f"{self.base_url}/archive",
