@@ -19,7 +19,7 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from digest.config import load_config
 from digest.store import Store, now_utc
 from digest.subscribe_flow import check_choice, save_preferences
-from digest.subscribers import make_token, secret_key
+from digest.subscribers import PREFERENCES, add_subscriber, make_token, secret_key
 from tests.conftest import ROOT
 from tests.smtpserver import SmtpServer
 from tests.test_email_render import real_day
@@ -90,8 +90,10 @@ def test_preview_is_what_the_send_sends(tmp_path: Path) -> None:
         store = Store.open(tmp_path / "p.db")
         papers, day = real_day(store)
         settings = load_config(config)
-        token = make_token(secret_key(store), KEYWORDS_READER)
-        # A reader who changed their choice on the preferences page: a topic and keywords.
+        # A confirmed reader who then changed their choice on the preferences page: a topic
+        # and keywords (only an active reader's preferences can be saved).
+        add_subscriber(settings, store, KEYWORDS_READER)
+        token = make_token(secret_key(store), KEYWORDS_READER, PREFERENCES)
         choice = check_choice(settings, ["diffusion"], "humanoid, agent*")
         assert save_preferences(settings, store, token, choice) == KEYWORDS_READER
         store.close()

@@ -373,10 +373,10 @@ def test_addresses_that_casefold_alike_are_two_readers(
     finally:
         store.close()
     mine = make_token(key, "strasse@example.com")
-    _payload, stamp, mac = mine.split(".")
+    _payload, mac = mine.split(".")
     forged = make_token(key, "straße@example.com").split(".")[0]
-    assert verify_token(key, f"{forged}.{stamp}.{mac}") is None
-    assert httpx.post(f"{site}/unsubscribe/{forged}.{stamp}.{mac}").status_code == 400
+    assert verify_token(key, f"{forged}.{mac}") is None
+    assert httpx.post(f"{site}/unsubscribe/{forged}.{mac}").status_code == 400
     assert verify_token(key, make_token(key, "straße@example.com", PREFERENCES)) is None
     store_day(config, PAGE_2024_08_01)
     report = send(config, datetime.now(UTC).date())

@@ -125,9 +125,9 @@ def test_tokens_verify_and_resist_tampering(store: Store, monkeypatch: pytest.Mo
     assert verify_token(key, token) == "ada@example.org"
     forged = make_token(b"another key", "ada@example.org")
     assert verify_token(key, forged) is None
-    _payload, stamp, mac = token.split(".")
+    _payload, mac = token.split(".")
     other = make_token(key, "eve@example.org").split(".")[0]
-    assert verify_token(key, f"{other}.{stamp}.{mac}") is None  # eve's address, ada's MAC
+    assert verify_token(key, f"{other}.{mac}") is None  # eve's address, ada's MAC
     assert verify_token(key, "garbage") is None
     sub = active_subscribers(config(SubscriberConfig("ada@example.org")), store)[0]
     assert verify_token(key, sub.token) == "ada@example.org"
