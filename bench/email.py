@@ -42,9 +42,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from digest.config import Config, SmtpConfig, TopicConfig  # noqa: E402
-from digest.ingest import ingest_file  # noqa: E402
+from digest.deliver.digest import Render, send_digests  # noqa: E402
+from digest.jobs import ingest_file  # noqa: E402
 from digest.models import Subscriber  # noqa: E402
-from digest.send import Render, send_digests  # noqa: E402
 from digest.store import Store, now_utc  # noqa: E402
 from tests.smtpserver import self_signed  # noqa: E402
 

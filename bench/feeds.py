@@ -40,7 +40,7 @@ from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from digest.config import Config, FeedsConfig, TopicConfig  # noqa: E402
-from digest.ingest import ingest_file  # noqa: E402
+from digest.jobs import ingest_file  # noqa: E402
 from digest.models import Listing  # noqa: E402
 from digest.render import feed  # noqa: E402
 from digest.store import Store  # noqa: E402

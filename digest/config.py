@@ -575,7 +575,7 @@ def sender_problem(text: str) -> str | None:
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that need the values, not only the types; every problem goes to `loader`."""
     # Imported here: both modules import this one.
-    from digest.subscribers import normalize_address
+    from digest.addresses import normalize_address
     from digest.topics import term_problem
 
     _check_text(config, loader)

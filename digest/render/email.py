@@ -31,18 +31,14 @@ from urllib.parse import quote
 import css_inline
 import jinja2
 
+from digest.addresses import address_key
+from digest.clock import local_today
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
-from digest.localtime import local_today
-from digest.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
+from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.store import Store
-from digest.subscribers import (
-    active_subscribers,
-    address_key,
-    list_subscribers,
-    unknown_topics,
-)
+from digest.store.readers import active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Matcher, parse_keywords
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

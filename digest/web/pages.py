@@ -1,10 +1,10 @@
 """The web front's pages: landing with the subscribe form, the subscription steps, the
-archive. The rules of each step live in subscribe_flow.py; this module is HTTP only.
+archive. The rules of each step live in web/subscribe.py; this module is HTTP only.
 
 Database work runs in Starlette's thread pool, one short-lived Store per request (SQLite
 connections are cheap, and this keeps the event loop free for feed requests).
 Forms are parsed from the urlencoded body with the standard library, capped in size.
-Sign-up mails are queued in the database and sent by subscribe_flow.Outbox's thread, so
+Sign-up mails are queued in the database and sent by web.subscribe.Outbox's thread, so
 no request waits for the mail server.
 """
 
@@ -24,11 +24,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from digest import subscribe_flow as flow
 from digest.config import Config
+from digest.errors import SubscriberError
 from digest.render.email import DigestRenderer
 from digest.store import Store
-from digest.subscribers import PREFERENCES, SubscriberError, make_token, secret_key
+from digest.store.readers import secret_key
+from digest.tokens import PREFERENCES, make_token
+from digest.web import subscribe as flow
 
 log = logging.getLogger("digest.web")
 CSRF_COOKIE = "digest_csrf"
