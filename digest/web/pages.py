@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
-import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -27,6 +26,7 @@ from starlette.routing import Route
 from digest.config import Config
 from digest.errors import SubscriberError
 from digest.render.email import DigestRenderer
+from digest.render.templates import environment
 from digest.store import Store
 from digest.store.readers import secret_key
 from digest.tokens import PREFERENCES, make_token
@@ -37,11 +37,6 @@ CSRF_COOKIE = "digest_csrf"
 MAX_FORM = 16 * 1024  # bytes: an address, some checkboxes and keywords
 FORMATS = (("xml", "RSS"), ("atom", "Atom"), ("json", "JSON Feed"))
 T = TypeVar("T")
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("digest", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
 
 
 def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[Route]:
@@ -54,6 +49,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
     keys: list[bytes] = []
     title = config.feeds.title
     choices = [(t.name, t.display_title) for t in config.topics]
+    templates = environment(config.templates.dir)
 
     def with_store(work: Callable[[Store], T]) -> T:
         store = Store.open(config.store.database)
@@ -71,11 +67,23 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         return keys[0]
 
     def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:
-        body = _templates.get_template(name).render(title=title, **context)
+        body = templates.get_template(name).render(title=title, **context)
         return HTMLResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
-    def message(heading: str, *lines: str, status: int = 200, **extra: Any) -> HTMLResponse:
-        return render("web_message.html", status, heading=heading, lines=lines, **extra)
+    def message(
+        heading: str,
+        *lines: str,
+        status: int = 200,
+        links: Sequence[tuple[str, str]] = (),
+        button: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        # Every name the template uses is passed (StrictUndefined): a button without a
+        # form token of its own has an empty one.
+        if button is not None:
+            button = {"csrf": ""} | button
+        return render(
+            "web/message.html", status, heading=heading, lines=lines, links=links, button=button
+        )
 
     def bad_link() -> HTMLResponse:
         return message(
@@ -122,7 +130,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
     async def landing(request: Request) -> Response:
         cookie, token = await csrf_pair(request)
         response = render(
-            "web_index.html",
+            "web/index.html",
             topics=[("all", "Every paper"), *choices],
             formats=FORMATS,
             choices=choices,
@@ -278,7 +286,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             return bad_link()
         cookie, csrf = await csrf_pair(request)
         response = render(
-            "web_preferences.html",
+            "web/preferences.html",
             400 if error else 200,
             address=prefs.address,
             status=prefs.status,
@@ -297,13 +305,13 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
 
     async def feeds_index(request: Request) -> Response:
         # Every digest's footer links here: the list of feeds, as on the landing page.
-        return render("web_feeds.html", topics=[("all", "Every paper"), *choices], formats=FORMATS)
+        return render("web/feeds.html", topics=[("all", "Every paper"), *choices], formats=FORMATS)
 
     # -- archive -----------------------------------------------------------------------
 
     async def archive(request: Request) -> Response:
         days = await db(lambda s: s.digest_days(limit=366))
-        return render("web_archive.html", days=days)
+        return render("web/archive.html", days=days)
 
     async def archive_day(request: Request) -> Response:
         try:
