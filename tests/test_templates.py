@@ -1,9 +1,9 @@
 """The templates: one top-level templates/ folder, shipped in the wheel, one Jinja
 environment for the email and the pages, and `[templates] dir` to restyle them.
 
-The wheel is built for real (`python -m build --wheel --no-isolation`, offline) and
-installed with pip into a folder of its own; a fresh interpreter renders a real day's
-email from it with the source checkout out of reach.
+The wheel is built for real (`python -m build --no-isolation`, offline: the sdist, then
+the wheel from it) and installed with pip into a folder of its own; a fresh interpreter
+renders a real day's email from it with the source checkout out of reach.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +47,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("digest", "templates"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)],
+        # sdist first, then the wheel from it: what `python -m build` does.
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out)],
         cwd=src,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (sdist,) = out.glob("papers_digest-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        top = {n.split("/", 1)[1] for n in tar.getnames() if "/templates/" in n}
+    assert {f"templates/{name}" for name in BUILT_IN} <= top
     (whl,) = out.glob("papers_digest-*.whl")
     return whl
 
