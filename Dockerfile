@@ -7,6 +7,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY digest ./digest
+# The email and page templates: package data of the wheel, from the top-level folder.
+COPY templates ./templates
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools || true

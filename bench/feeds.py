@@ -19,32 +19,26 @@ after a full garbage collection with the collector paused, as `timeit` does.
 
 from __future__ import annotations
 
+import argparse
+import gc
+import importlib.util
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-# bench/ holds email.py: keep this folder off the path so `import email` finds the stdlib.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+from digest.config import Config, FeedsConfig, TopicConfig
+from digest.jobs import ingest_file
+from digest.models import Listing
+from digest.render import feed
+from digest.store import Store
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import importlib.util  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
-
-from digest.config import Config, FeedsConfig, TopicConfig  # noqa: E402
-from digest.ingest import ingest_file  # noqa: E402
-from digest.models import Listing  # noqa: E402
-from digest.render import feed  # noqa: E402
-from digest.store import Store  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 TOPICS = [
     TopicConfig(name="agents", title="LLM agents", keywords=["agent*", "tool use"]),

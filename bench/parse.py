@@ -19,28 +19,22 @@ differs. Targets: ours >= 5x faster than the baseline and < 20 ms per page.
 
 from __future__ import annotations
 
+import argparse
+import html
+import json
+import re
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-# bench/ holds email.py: keep this folder off the path so `import email` finds the stdlib.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
+from bs4 import BeautifulSoup
+from selectolax.lexbor import LexborHTMLParser
 
-import argparse  # noqa: E402
-import html  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-from bs4 import BeautifulSoup  # noqa: E402
-from selectolax.lexbor import LexborHTMLParser  # noqa: E402
-
-from digest.models import Listing  # noqa: E402
-from digest.source.parse import (  # noqa: E402
+from digest.models import Listing
+from digest.source.parse import (
     HYDRATION_SELECTOR,
     _date_from_url,
     _parse_date,
@@ -49,6 +43,7 @@ from digest.source.parse import (  # noqa: E402
     parse_page_cards,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 PAGE = REAL / "page-daily-2024-08-01.html"
 URL = "https://huggingface.co/papers/date/2024-08-01"

@@ -21,31 +21,26 @@ floor, measured the same way for both servers.
 
 from __future__ import annotations
 
+import argparse
+import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-# bench/ holds email.py: keep this folder off the path so `import email` finds the stdlib.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
+import httpx
 
-import argparse  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+from digest.config import load_config
+from digest.jobs import ingest_file
+from digest.render.feed import write_feeds
+from digest.store import Store
 
-import httpx  # noqa: E402
-
-from digest.config import load_config  # noqa: E402
-from digest.ingest import ingest_file  # noqa: E402
-from digest.render.feed import write_feeds  # noqa: E402
-from digest.store import Store  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 
 

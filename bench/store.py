@@ -22,25 +22,20 @@ Timed: Store.store_listing only (one transaction, committed). Median over the re
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
-# bench/ holds email.py: keep this folder off the path so `import email` finds the stdlib.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
+from digest.models import Listing, Paper
+from digest.source.parse import parse_api, parse_page
+from digest.store import Store
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from datetime import date, timedelta  # noqa: E402
-
-from digest.models import Listing, Paper  # noqa: E402
-from digest.source.parse import parse_api, parse_page  # noqa: E402
-from digest.store import Store  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 PAGE = REAL / "page-daily-2024-08-01.html"
 DAY = REAL / "api-daily_papers-2024-06-13.reserialised.json"

@@ -13,9 +13,9 @@ import click
 from digest import __version__
 from digest.config import Config, ConfigProblems, config_path_from, load_config
 from digest.errors import DigestError
-from digest.ingest import backfill, make_fetcher
-from digest.lock import RunLock, lock_path_for
+from digest.jobs import backfill, make_fetcher
 from digest.models import RunResult
+from digest.service.lock import RunLock, lock_path_for
 from digest.source.listing import today_utc
 from digest.store import Store
 
@@ -108,7 +108,7 @@ def check(state: State) -> None:
     )
     click.echo(f"  smtp:      {smtp}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
-    from digest.localtime import schedule_timezone
+    from digest.clock import schedule_timezone
 
     s = config.schedule
     click.echo(
@@ -145,7 +145,7 @@ def _print_run(result: RunResult) -> None:
 @click.pass_obj
 def fetch(state: State, from_path: str | None, url: str | None, list_date: date | None) -> None:
     """Fetch the list once, store the papers not seen before, rebuild the feeds."""
-    from digest.pipeline import fetch_job
+    from digest.jobs import fetch_job
 
     report = fetch_job(state.config, from_path=from_path, url=url, list_date=list_date)
     failed = report.status == "failed"
@@ -217,7 +217,7 @@ def papers(state: State, since: date | None, search: str | None, limit: int) -> 
 @click.pass_obj
 def run(state: State, from_path: str | None) -> None:
     """The daily job: fetch, store, rebuild the feeds, send the emails."""
-    from digest.pipeline import run_job
+    from digest.jobs import run_job
 
     with _one_run(state.config), _send_progress() as progress:
         report = run_job(state.config, from_path=from_path, progress=progress)
@@ -261,7 +261,7 @@ def subscribers() -> None:
 @click.pass_obj
 def subscribers_add(state: State, address: str, topics: str) -> None:
     """Subscribe ADDRESS (or re-subscribe it with new topics)."""
-    from digest.subscribers import add_subscriber
+    from digest.store.readers import add_subscriber
 
     with state.store() as store:
         row = add_subscriber(state.config, store, address, topics.split(","))
@@ -272,7 +272,7 @@ def subscribers_add(state: State, address: str, topics: str) -> None:
 @click.pass_obj
 def subscribers_list(state: State) -> None:
     """List subscribers from the config and the database, with their topics and status."""
-    from digest.subscribers import list_subscribers
+    from digest.store.readers import list_subscribers
 
     with state.store() as store:
         rows = list_subscribers(state.config, store)
@@ -287,7 +287,7 @@ def subscribers_list(state: State) -> None:
 @click.pass_obj
 def subscribers_remove(state: State, address: str) -> None:
     """Unsubscribe ADDRESS (its record and delivery history stay)."""
-    from digest.subscribers import remove_subscriber
+    from digest.store.readers import remove_subscriber
 
     with state.store() as store:
         row = remove_subscriber(state.config, store, address)
@@ -305,7 +305,7 @@ def subscribers_remove(state: State, address: str) -> None:
 @click.pass_obj
 def send(state: State, day: date | None) -> None:
     """Email the day's digest to every subscriber not yet sent it; say what happened."""
-    from digest.send import send_digests
+    from digest.deliver.digest import send_digests
 
     with _one_run(state.config), state.store() as store, _send_progress() as progress:
         report = send_digests(state.config, store, day, progress=progress)
@@ -323,7 +323,7 @@ def send(state: State, day: date | None) -> None:
 @click.pass_obj
 def deliveries(state: State, day: date | None, show_all: bool) -> None:
     """List deliveries that need a look: uncertain (maybe delivered), failed, in flight."""
-    from digest.subscribers import FAILED, QUEUED, SENDING, SENT, SKIPPED, UNCERTAIN, Ledger
+    from digest.store.readers import FAILED, QUEUED, SENDING, SENT, SKIPPED, UNCERTAIN, Ledger
 
     shown = [UNCERTAIN, SENDING, FAILED] + ([QUEUED, SKIPPED, SENT] if show_all else [])
     with state.store() as store:
@@ -349,9 +349,9 @@ def deliveries(state: State, day: date | None, show_all: bool) -> None:
 def resend(state: State, addresses: tuple[str, ...], day: date | None) -> None:
     """Send the day's digest again, on purpose, to ADDRESS (default: to every reader whose
     delivery that day is uncertain). A delivery the server accepted is never sent again."""
-    from digest.localtime import local_today
-    from digest.send import send_digests
-    from digest.subscribers import SENT, UNCERTAIN, Ledger
+    from digest.clock import local_today
+    from digest.deliver.digest import send_digests
+    from digest.store.readers import SENT, UNCERTAIN, Ledger
 
     config = state.config
     day = day or local_today(config)
@@ -429,7 +429,7 @@ def topics_test(state: State, name: str | None, keywords: str | None, days: int)
 @click.pass_obj
 def serve(state: State, host: str | None, port: int | None) -> None:
     """Run the scheduler and the web server in one process, until SIGTERM or Ctrl-C."""
-    from digest.serve import serve as run_serve
+    from digest.service.serve import serve as run_serve
 
     sys.exit(run_serve(state.config, host=host, port=port))
 

@@ -170,6 +170,13 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class TemplatesConfig:
+    # A folder laid out like the built-in templates/ (email/digest.html, web/base.html...);
+    # a template found there is used instead of the built-in one. Empty: the built-in ones.
+    dir: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -181,6 +188,7 @@ class Config:
     subscribers: list[SubscriberConfig] = field(default_factory=list)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     path: str | None = None  # the file it came from, if any
 
     def topic(self, name: str) -> TopicConfig:
@@ -575,7 +583,7 @@ def sender_problem(text: str) -> str | None:
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that need the values, not only the types; every problem goes to `loader`."""
     # Imported here: both modules import this one.
-    from digest.subscribers import normalize_address
+    from digest.addresses import normalize_address
     from digest.topics import term_problem
 
     _check_text(config, loader)
@@ -639,6 +647,9 @@ def _validate(config: Config, loader: _Loader) -> None:
                     "topics",
                 )
     _validate_schedule(config, loader)
+    folder = config.templates.dir
+    if folder and not Path(folder).is_dir():
+        loader.report(f"{folder}: folder not found", ("templates",), "dir")
     if config.web.host:
         problem = hostname_problem(config.web.host)
         if problem:

@@ -60,3 +60,7 @@ class PageFormatError(DigestError):
 
 class DeliveryError(DigestError):
     """SMTP trouble that stops a whole send (not one failed address)."""
+
+
+class SubscriberError(DigestError):
+    """An address or a topic we cannot accept; the message names it."""

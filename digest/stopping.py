@@ -3,7 +3,7 @@ that could outlast a `docker stop` (a fetch's backoff sleep, a request in flight
 watches it, so the process exits in about a second whatever it was doing.
 
 Its own module so that the fetcher and the service can share it without importing
-each other (the send has its own, `digest.send.STOP`).
+each other (the send has its own, `digest.deliver.digest.STOP`).
 """
 
 from __future__ import annotations

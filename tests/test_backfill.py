@@ -14,7 +14,7 @@ import pytest
 
 from digest.config import BackfillConfig
 from digest.errors import DigestError
-from digest.ingest import backfill
+from digest.jobs import backfill
 from digest.models import RunResult
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01, REAL

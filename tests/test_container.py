@@ -12,6 +12,9 @@ test-artifacts/container-figures.txt for the README.
 
 from __future__ import annotations
 
+import email
+import email.policy
+import html
 import json
 import os
 import shutil
@@ -180,6 +183,42 @@ def test_fetch_inside_the_container_then_the_feed_lists_the_papers(
     assert check.returncode == 0, check.stdout + check.stderr
     state = podman("inspect", name, "--format", "{{.State.Health.Status}}").stdout.strip()
     assert state == "healthy"
+
+
+def test_the_image_renders_an_email_from_its_packaged_templates(
+    running: dict[str, str],
+) -> None:
+    # The templates are package data copied from the top-level templates/ (Dockerfile COPY,
+    # pyproject package-dir): the installed package reads them from site-packages.
+    name = running["name"]
+    podman("cp", str(PAGE_2024_08_01), f"{name}:/tmp/page.html")
+    podman("exec", name, "digest", "fetch", "--from", "/tmp/page.html")  # again: "new 0"
+    podman("exec", name, "digest", "subscribers", "add", "reader@example.org")
+    folder = podman(
+        "exec",
+        name,
+        "python3",
+        "-c",
+        "from digest.render.templates import builtin_folder; print(builtin_folder())",
+    ).stdout.strip()
+    assert folder == "/opt/venv/lib/python3.11/site-packages/digest/templates", folder
+    done = podman(
+        "exec", name, "digest", "preview", "--to", "reader@example.org", "--out", "/tmp/preview"
+    )
+    eml_path = done.stdout.split()[0]
+    raw = podman("exec", name, "cat", eml_path).stdout
+    message = email.message_from_string(raw, policy=email.policy.default)
+    assert str(message["Subject"]).endswith(": 13 new papers"), message["Subject"]
+    text = message.get_body(("plain",))
+    page = message.get_body(("html",))
+    assert text is not None and page is not None
+    # email/digest.txt: the count line; email/digest.html: its doctype and every title.
+    assert "13 new papers today." in text.get_content()
+    html_text = page.get_content()
+    assert html_text.startswith("<!DOCTYPE html>")
+    titles = stored_titles(name)
+    assert len(titles) == 13
+    assert all(html.escape(t, quote=False) in html_text for t in titles)
 
 
 def test_stop_is_quick_and_clean_and_the_data_survives_a_restart(

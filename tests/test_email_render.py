@@ -16,8 +16,8 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from digest.cli import main
 from digest.config import Config, EmailConfig, FeedsConfig, SmtpConfig, TopicConfig
-from digest.deliver import flatten
-from digest.ingest import ingest_file
+from digest.deliver.smtp import flatten
+from digest.jobs import ingest_file
 from digest.models import Paper, StoredPaper, Subscriber
 from digest.render.email import (
     ALL_PAPERS,

@@ -24,11 +24,11 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig
-from digest.deliver import Mailer, Uncertain
+from digest.deliver.digest import SendReport, send_digests
+from digest.deliver.smtp import Mailer, Uncertain
 from digest.models import Subscriber
-from digest.send import SendReport, send_digests
 from digest.store import Store
-from digest.subscribers import Ledger
+from digest.store.readers import Ledger
 from tests.conftest import PAGE_2024_08_01, ROOT
 from tests.smtpserver import SmtpServer, free_port, simple_message
 
@@ -218,7 +218,7 @@ def test_an_address_with_a_line_break_fails_and_the_send_goes_on(tmp_path: Path)
     evil = "csrf\0\r\nbcc: x@evil.org"
     db = tmp_path / "digest.db"
     store = Store.open(db)
-    from digest.ingest import ingest_file
+    from digest.jobs import ingest_file
 
     ingest_file(store, PAGE_2024_08_01)  # today's papers, the real renderer's input
     good = [f"a{i}@example.org" for i in range(4)] + [f"z{i}@example.org" for i in range(4)]

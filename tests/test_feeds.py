@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import Config, FeedsConfig, TopicConfig
 from digest.errors import ConfigError
-from digest.ingest import ingest_file
+from digest.jobs import ingest_file
 from digest.models import Listing, Paper, StoredPaper
 from digest.render.feed import EMPTY_UPDATED, clean, papers_in_window, write_feeds
 from digest.store import Store
@@ -380,7 +380,7 @@ def test_digest_run_writes_the_feeds_and_says_so(
 
 
 def test_feeds_of_a_removed_topic_go_and_nothing_else_does(tmp_path: Path, store: Store) -> None:
-    from digest.web import create_app
+    from digest.web.app import create_app
 
     from .webserver import serving
 

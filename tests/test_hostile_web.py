@@ -24,11 +24,11 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from digest.config import Config, SmtpConfig, SubscriberConfig
-from digest.pipeline import DAILY
+from digest.jobs import DAILY
 from digest.source.parse import parse_page
 from digest.store import Store
-from digest.subscribers import secret_key
-from digest.web import create_app
+from digest.store.readers import secret_key
+from digest.web.app import create_app
 from tests.conftest import PAGE_2024_08_01
 from tests.signup import wait_mail_queue
 from tests.smtpserver import SmtpServer

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from digest.ingest import ingest_file
+from digest.jobs import ingest_file
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01, ROOT
 from tests.smtpserver import SmtpServer
@@ -152,7 +152,7 @@ def test_two_sends_at_once_one_through_a_symlink_mail_each_reader_once(tmp_path:
 IGNORING_THE_LOCK = """
 import sys
 from digest.config import load_config
-from digest.send import send_digests
+from digest.deliver.digest import send_digests
 from digest.store import Store
 
 config = load_config(sys.argv[1])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from digest.errors import DigestError, PageFormatError
-from digest.ingest import ingest
+from digest.jobs import ingest
 from digest.source.listing import API_PAGE_SIZE, fetch_api, fetch_listing
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01, REAL

@@ -33,9 +33,10 @@ from digest.config import (
     SmtpConfig,
     SubscriberConfig,
 )
-from digest.send import send_digests
+from digest.deliver.digest import send_digests
 from digest.store import Store
-from digest.subscribers import secret_key, verify_token
+from digest.store.readers import secret_key
+from digest.tokens import verify_token
 from tests.smtpserver import SmtpServer
 from tests.test_email_render import TOPICS, real_day
 
@@ -261,7 +262,7 @@ def test_mutt_finds_the_unsubscribe_action(store: Store, tmp_path: Path) -> None
 
 def test_notice_from_has_the_display_name_too() -> None:
     # Confirmation mails and notes to the operator share the digest's From.
-    from digest.notices import send_notice
+    from digest.deliver.notices import send_notice
 
     with SmtpServer() as server:
         config = config_for(server.port, from_name="Papers Desk")

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from digest.cli import main
 from digest.config import load_config
-from digest.pipeline import send_job
+from digest.jobs import send_job
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01
 from tests.smtpserver import SmtpServer

@@ -18,8 +18,9 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from digest.config import load_config
 from digest.store import Store, now_utc
-from digest.subscribe_flow import check_choice, save_preferences
-from digest.subscribers import PREFERENCES, add_subscriber, make_token, secret_key
+from digest.store.readers import add_subscriber, secret_key
+from digest.tokens import PREFERENCES, make_token
+from digest.web.subscribe import check_choice, save_preferences
 from tests.conftest import ROOT
 from tests.smtpserver import SmtpServer
 from tests.test_email_render import real_day

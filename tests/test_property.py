@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from digest.deliver import flatten
+from digest.deliver.smtp import flatten
 from digest.errors import DigestError, PageFormatError
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer
 from digest.render.feed import write_feeds
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store, now_utc
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.conftest import PAGE_2024_08_01
 from tests.webserver import make_config
 

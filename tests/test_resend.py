@@ -8,12 +8,12 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from digest.cli import main
+from digest.clock import local_today
 from digest.config import load_config
-from digest.ingest import ingest_file
-from digest.localtime import local_today
+from digest.jobs import ingest_file
 from digest.store import Store
-from digest.subscribers import Ledger
-from digest.web import health
+from digest.store.readers import Ledger
+from digest.web.app import health
 from tests.conftest import PAGE_2024_08_01
 from tests.smtpserver import SmtpServer
 

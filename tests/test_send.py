@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from digest.addresses import normalize_address
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
+from digest.deliver.digest import NO_SMTP, SendReport, send_digests
 from digest.errors import DigestError
-from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
-from digest.send import NO_SMTP, SendReport, send_digests
+from digest.service.lock import RunLock, lock_path_for
 from digest.store import Store
-from digest.subscribers import Ledger, normalize_address, secret_key, verify_token
+from digest.store.readers import Ledger, secret_key
+from digest.tokens import verify_token
 from tests.conftest import PAGE_2024_08_01, ROOT
 from tests.smtpserver import SmtpServer, free_port, simple_message
 
@@ -166,7 +168,7 @@ def test_unreachable_server_stops_and_leaves_the_rest_queued(store: Store) -> No
 
 
 def test_sigterm_finishes_the_message_in_hand_and_keeps_the_rest_queued(store: Store) -> None:
-    from digest import send as send_module
+    from digest.deliver import digest as send_module
 
     def stop_after_three(done: int, _total: int, _address: str, _status: str) -> None:
         if done == 3:
@@ -191,7 +193,7 @@ KILLED_RUN = """
 import os, signal, sys
 from datetime import date
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
-from digest.send import send_digests
+from digest.deliver.digest import send_digests
 from digest.store import Store
 from tests.smtpserver import simple_message
 
@@ -247,7 +249,7 @@ def test_killed_between_sends_then_restarted_sends_each_exactly_once(tmp_path: P
 def test_real_day_rendered_and_delivered(store: Store) -> None:
     """The renderer's real messages for a real day, as they arrive at the server."""
     pytest.importorskip("digest.render.email")
-    from digest.ingest import ingest_file
+    from digest.jobs import ingest_file
     from digest.store import now_utc
     from tests.conftest import PAGE_2024_08_01
 

@@ -98,7 +98,7 @@ SLOW_JOB = """
 import sys, time
 from pathlib import Path
 from digest.config import load_config
-from digest.serve import serve
+from digest.service.serve import serve
 
 marks = Path(sys.argv[2])
 

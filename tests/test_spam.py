@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.deliver import flatten
+from digest.deliver.smtp import flatten
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer
 from digest.store import Store

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from digest.jobs import FetchReport
 from digest.models import Listing, Paper
-from digest.pipeline import FetchReport
 from digest.source.parse import parse_api
 from digest.store import MIGRATIONS, Store
 from tests.conftest import PAGE_2024_08_01, REAL, ROOT

@@ -14,8 +14,8 @@ import pytest
 
 from digest.config import Config
 from digest.store import Store
-from digest.subscribers import list_subscribers
-from digest.web import create_app
+from digest.store.readers import list_subscribers
+from digest.web.app import create_app
 from tests.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
 from tests.signup import wait_mail_queue
 from tests.smtpserver import SmtpServer

@@ -19,19 +19,13 @@ import httpx
 import pytest
 
 from digest.config import Config, SmtpConfig, SubscriberConfig
-from digest.send import send_digests
+from digest.deliver.digest import send_digests
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store
-from digest.subscribe_flow import make_confirm_token, purge_pending
-from digest.subscribers import (
-    PREFERENCES,
-    add_subscriber,
-    list_subscribers,
-    make_token,
-    secret_key,
-    verify_token,
-)
-from digest.web import create_app
+from digest.store.readers import add_subscriber, list_subscribers, secret_key
+from digest.tokens import PREFERENCES, make_token, verify_token
+from digest.web.app import create_app
+from digest.web.subscribe import make_confirm_token, purge_pending
 from tests.conftest import PAGE_2024_08_01, REAL
 from tests.signup import wait_mail_queue
 from tests.smtpserver import SmtpServer

@@ -14,21 +14,22 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.config import Config, SubscriberConfig, TopicConfig
-from digest.errors import ConfigError
+from digest.errors import ConfigError, SubscriberError
 from digest.store import Store
-from digest.subscribers import (
+from digest.store.readers import (
+    Ledger,
+    active_subscribers,
+    add_subscriber,
+    list_subscribers,
+    remove_subscriber,
+    secret_key,
+)
+from digest.tokens import (
     CONFIRM,
     CSRF,
     PREFERENCES,
     UNSUBSCRIBE,
-    Ledger,
-    SubscriberError,
-    active_subscribers,
-    add_subscriber,
-    list_subscribers,
     make_token,
-    remove_subscriber,
-    secret_key,
     sign,
     unsign,
     verify_token,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import TopicConfig, load_config
 from digest.errors import ConfigError, DigestError
-from digest.ingest import ingest_file
+from digest.jobs import ingest_file
 from digest.models import Paper
 from digest.source.parse import parse_api
 from digest.store import Store

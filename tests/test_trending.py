@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from digest.config import TRENDING_URL, SourceConfig, load_config
-from digest.ingest import ingest
+from digest.jobs import ingest
 from digest.source.listing import api_params_for
 from digest.store import Store
 from tests.conftest import PAGE_2024_08_01, REAL

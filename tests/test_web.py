@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from digest.config import Config
-from digest.ingest import ingest_file
+from digest.jobs import ingest_file
 from digest.render.feed import write_feeds
 from digest.source.parse import parse_any
 from digest.store import Store
-from digest.web import accepts_gzip, create_app
+from digest.web.app import accepts_gzip, create_app
 from tests.conftest import PAGE_2024_08_01
 from tests.webserver import make_config, raw_get, serving
 

@@ -15,7 +15,7 @@ import httpx
 from digest.render.feed import write_feeds
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.conftest import PAGE_2024_08_01, real_api_captures
 from tests.webserver import make_config, serving
 

@@ -31,21 +31,17 @@ from urllib.parse import quote
 import css_inline
 import jinja2
 
+from digest.addresses import address_key
+from digest.clock import local_today
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
-from digest.localtime import local_today
-from digest.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
+from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
+from digest.render.templates import EMAIL_HTML, EMAIL_TEXT, environment, template_origin
 from digest.store import Store
-from digest.subscribers import (
-    active_subscribers,
-    address_key,
-    list_subscribers,
-    unknown_topics,
-)
+from digest.store.readers import active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Matcher, parse_keywords
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 ALL_PAPERS = "All new papers"
 MAX_AUTHORS = 4  # more than this: the first three, "et al." and the count
 SHOWN_AUTHORS = 3
@@ -59,14 +55,6 @@ _SPACE_RE = re.compile(r"\s+")
 _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s+[\"'(\[]?[A-Z0-9])")
 _ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "etc.", "vs.", "Fig.", "Eq.", "Sec.", "cf.", "No.")
 
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
-    autoescape=jinja2.select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined,
-)
 # Inline the stylesheet into style attributes; the dark-mode @media block cannot be
 # inlined and is kept in a <style> of its own. Nothing remote is ever loaded.
 _inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
@@ -341,10 +329,14 @@ class DigestRenderer:
         topics got it, with a footer for the archive instead of the subscriber's links."""
         groups = self.groups(())
         context = self._context((), groups) | {"archive": True}
+        return _inliner.inline(self._render(EMAIL_HTML, context))
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        env = environment(self.config.templates.dir)
         try:
-            return _inliner.inline(_env.get_template("email.html").render(context))
+            return env.get_template(name).render(context)
         except jinja2.TemplateError as e:
-            raise RenderError(f"{TEMPLATES}: email template: {e}") from e
+            raise RenderError(f"{template_origin(env, name)}: email template: {e}") from e
 
     def _context(self, topics: tuple[str, ...], groups: list[Group]) -> dict[str, Any]:
         in_order = sorted(topics, key=lambda n: self.topics[n][0])
@@ -376,11 +368,8 @@ class DigestRenderer:
         if not count and not email.send_when_empty:
             return None
         context = self._context(topics, groups)
-        try:
-            text = _env.get_template("email.txt").render(context)
-            page = _env.get_template("email.html").render(context)
-        except jinja2.TemplateError as e:
-            raise RenderError(f"{TEMPLATES}: email template: {e}") from e
+        text = self._render(EMAIL_TEXT, context)
+        page = self._render(EMAIL_HTML, context)
         noun = "paper" if count == 1 else "papers"
         subject = (
             f"{_header_text(email.subject_prefix)}, {self.day.isoformat()}: {count} new {noun}"

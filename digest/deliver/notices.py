@@ -1,6 +1,6 @@
 """One-off plain-text mails: subscription confirmations and notes to the operator.
 
-The daily digest has its own renderer and ledger (render/email.py, send.py); these are
+The daily digest has its own renderer and ledger (render/email.py, deliver/digest.py); these are
 single messages sent through the same SMTP settings, one session each.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from email.utils import formatdate, make_msgid
 
 from digest.config import Config
-from digest.deliver import Mailer, PermanentFailure, TemporaryFailure
+from digest.deliver.smtp import Mailer, PermanentFailure, TemporaryFailure
 from digest.errors import DeliveryError
-from digest.mailheaders import from_address, new_message, sender_address
+from digest.render.mailheaders import from_address, new_message, sender_address
 
 
 def send_notice(config: Config, to: str, subject: str, text: str) -> None:

@@ -19,7 +19,7 @@ import tenacity
 
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, StoredPaper
-from digest.subscribers import migrate_subscribers
+from digest.store.readers import migrate_subscribers
 
 # A digest claims the papers first seen at most this many days before its send: a first send
 # after weeks without one (no SMTP server yet, no subscribers) mails a week, not an archive.

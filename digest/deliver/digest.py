@@ -26,8 +26,10 @@ from datetime import date
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
+from digest.addresses import address_key
+from digest.clock import local_today
 from digest.config import Config
-from digest.deliver import (
+from digest.deliver.smtp import (
     Mailer,
     NotClaimed,
     Outgoing,
@@ -37,16 +39,14 @@ from digest.deliver import (
     unsendable,
 )
 from digest.errors import DeliveryError, DigestError
-from digest.localtime import local_today
 from digest.models import Subscriber
 from digest.store import Store
-from digest.subscribers import (
+from digest.store.readers import (
     SENDING,
     SENT,
     UNCERTAIN,
     Ledger,
     active_subscribers,
-    address_key,
     unknown_topics,
 )
 

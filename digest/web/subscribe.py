@@ -36,22 +36,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from digest.addresses import address_key, normalize_address
 from digest.config import Config
-from digest.errors import DigestError
-from digest.notices import send_notice
+from digest.deliver.notices import send_notice
+from digest.errors import DigestError, SubscriberError
 from digest.store import Store
-from digest.subscribers import (
+from digest.store.readers import check_topics, list_subscribers, secret_key
+from digest.tokens import (
     CONFIRM,
     CSRF,
     PREFERENCES,
     UNSUBSCRIBE,
-    SubscriberError,
-    address_key,
-    check_topics,
-    list_subscribers,
     make_token,
-    normalize_address,
-    secret_key,
     sign,
     token_address,
     unsign,

@@ -20,12 +20,12 @@ from types import FrameType
 
 import uvicorn
 
-from digest import send as send_module
 from digest import stopping
 from digest.config import Config
-from digest.schedule import FetchJob, Scheduler, SendJob
+from digest.deliver import digest as send_module
+from digest.service.schedule import FetchJob, Scheduler, SendJob
 from digest.store import Store
-from digest.web import create_app
+from digest.web.app import create_app
 
 log = logging.getLogger("digest.serve")
 GRACE = 8.0  # seconds; below Docker's 10 s between SIGTERM and SIGKILL

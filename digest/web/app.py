@@ -1,4 +1,4 @@
-"""The web front (Starlette): the feed files and /healthz; the pages are in web_pages.py.
+"""The web front (Starlette): the feed files and /healthz; the pages are in web/pages.py.
 
 Feeds are files `render.feed.write_feeds` wrote into `config.feeds.dir`; only names like
 `all.xml` or `agents.atom` are served (a fixed pattern, no path joins of user text, so no
@@ -42,7 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
-from digest.web_pages import page_routes
+from digest.web.pages import page_routes
 
 FEED_NAME = re.compile(r"^[a-z0-9_-]+\.(xml|atom|json|opml)$")
 CONTENT_TYPES = {

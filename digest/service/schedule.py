@@ -34,10 +34,10 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
+from digest.clock import schedule_timezone
 from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError, DigestError
-from digest.localtime import schedule_timezone
-from digest.lock import RunLock, lock_path_for
+from digest.service.lock import RunLock, lock_path_for
 from digest.stopping import STOP
 
 log = logging.getLogger("digest.schedule")
@@ -241,13 +241,13 @@ def _summary(result: Any) -> str:
 
 
 def _default_fetch(config: Config) -> Any:
-    from digest.pipeline import fetch_job
+    from digest.jobs import fetch_job
 
     return fetch_job(config)
 
 
 def _default_send(config: Config, day: date) -> Any:
-    from digest.pipeline import send_job
+    from digest.jobs import send_job
 
     # Held back (and so retried) while the latest fetch failed: never an empty digest.
     return send_job(config, day)

@@ -1,17 +1,14 @@
-"""Subscribers (config file + database), their link tokens, and the delivery ledger.
+"""Subscribers (config file + database), their token key, and the delivery ledger.
 
 Who gets the email: every `[[subscribers]]` entry of the config, plus every database
 subscriber whose status is "active" (`digest subscribers add`). A database record with
 status "unsubscribed" also silences a config entry with the same address: the person
 asked to stop, and a config file must not override that.
 
-Tokens: every link we mail (unsubscribe, preferences, confirm) and the CSRF form token
-are itsdangerous tokens (HMAC-SHA256), each kind with its own salt, so a token of one
-kind is never valid as another. The key comes from the DIGEST_SECRET_KEY environment
-variable; without it, a random key is generated on first use and kept in the database
-(table `meta`, key "secret_key"), so links stay valid across restarts. Setting
-DIGEST_SECRET_KEY later invalidates the links already mailed. Unsubscribe links of the
-older hand-made HMAC format still unsubscribe; nothing else of that format is accepted.
+Token key (the tokens themselves: digest.tokens): DIGEST_SECRET_KEY from the environment;
+without it, a random key is generated on first use and kept in the database (table
+`meta`, key "secret_key"), so links stay valid across restarts. Setting
+DIGEST_SECRET_KEY later invalidates the links already mailed.
 
 The ledger (table `deliveries`) has one row per (address, digest day): queued, sending,
 sent, failed, skipped or uncertain, with the server's last reply, the number of attempts
@@ -24,28 +21,23 @@ final "." went out without a reply, or whose "sending" row a crashed run left be
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import os
 import secrets
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-import email_validator
 import sqlite_utils
-from itsdangerous import BadData, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 
+from digest.addresses import address_key, normalize_address
 from digest.config import Config
-from digest.errors import ConfigError, DigestError
+from digest.errors import ConfigError, SubscriberError
 from digest.models import Subscriber
+from digest.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 
-if TYPE_CHECKING:  # store.py imports this module for its migration step
+if TYPE_CHECKING:  # digest.store imports this module for its migration step
     from digest.store import Store
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
@@ -58,10 +50,6 @@ QUEUED, SENDING, SENT = "queued", "sending", "sent"
 FAILED, SKIPPED, UNCERTAIN = "failed", "skipped", "uncertain"
 RETRIED = (QUEUED, FAILED, SKIPPED)  # what a send of the day takes up by itself
 CRASHED = "the send was stopped (crash or kill) while this message was in flight"
-
-
-class SubscriberError(DigestError):
-    """An address or a topic we cannot accept; the message names it."""
 
 
 def migrate_subscribers(db: sqlite_utils.Database) -> None:
@@ -96,25 +84,6 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# -- addresses and tokens ----------------------------------------------------------------
-
-
-def normalize_address(address: str) -> str:
-    """Return the address in normal form: domain lower-cased, and an internationalised
-    domain in its ASCII (punycode) form when the local part is ASCII, so that
-    "user@bücher.de" and "user@xn--bcher-kva.de" are one subscriber and the message
-    goes through relays without SMTPUTF8. A non-ASCII local part stays as written.
-
-    Raises SubscriberError naming the address when its syntax is wrong. Syntax only:
-    no DNS lookups, so this works offline and in tests.
-    """
-    try:
-        info = email_validator.validate_email(address.strip(), check_deliverability=False)
-    except email_validator.EmailNotValidError as e:
-        raise SubscriberError(f"{address!r} is not a valid email address: {e}") from None
-    return str(info.ascii_email or info.normalized)
-
-
 def secret_key(store: Store) -> bytes:
     """Return the token key: DIGEST_SECRET_KEY, else the one kept in the database
     (generated on first use)."""
@@ -129,141 +98,6 @@ def secret_key(store: Store) -> bytes:
         )
         row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
     return str(row[0]).encode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-
-
-def address_key(address: str) -> str:
-    """Return the form in which two addresses are the same subscriber: ASCII letters
-    lowered, as SQLite's NOCASE compares the email column, and nothing else folded.
-    (`casefold` would make "straße@" and "strasse@", two mailboxes, one.)"""
-    return address.translate(_ASCII_LOWER)
-
-
-# Every signed thing we hand out is an itsdangerous token with its own salt (purpose):
-# the salt goes into the key derivation, so a token of one kind never verifies as
-# another, whatever its payload.
-UNSUBSCRIBE = "unsubscribe"  # the unsubscribe link of every digest (never expires, no time)
-PREFERENCES = "preferences"  # the change-your-topics link (never expires)
-CONFIRM = "confirm"  # the link in a confirmation mail (expires, bound to one sign-up)
-CSRF = "csrf"  # the subscribe / preferences form token (bound to the cookie's nonce)
-PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF)
-
-
-def _serializer(key: bytes, purpose: str, now: datetime | None = None) -> URLSafeTimedSerializer:
-    if purpose not in PURPOSES:
-        raise ValueError(f"no token purpose {purpose!r}")
-    signer: type[TimestampSigner] = TimestampSigner
-    if now is not None:  # a token issued (or checked) at a given time: tests, mostly
-        stamp = int(now.timestamp())
-
-        class _At(TimestampSigner):
-            def get_timestamp(self) -> int:
-                return stamp
-
-        signer = _At
-    return URLSafeTimedSerializer(
-        key,
-        salt=f"papers-digest/{purpose}",
-        signer=signer,
-        signer_kwargs={"digest_method": hashlib.sha256},
-    )
-
-
-def sign(key: bytes, purpose: str, payload: Any, *, now: datetime | None = None) -> str:
-    """Return a URL-safe token holding `payload` (JSON-able), signed for `purpose`."""
-    return str(_serializer(key, purpose, now).dumps(payload))
-
-
-def unsign(
-    key: bytes,
-    purpose: str,
-    token: str,
-    max_age: int | None = None,
-    *,
-    now: datetime | None = None,
-) -> tuple[Any, datetime] | None:
-    """Return (payload, issued at) of a genuine `purpose` token (younger than `max_age`
-    seconds at `now` when given), else None: forged, of another purpose, mangled or
-    expired."""
-    try:
-        payload, issued = _serializer(key, purpose, now).loads(
-            token, max_age=max_age, return_timestamp=True
-        )
-    # itsdangerous turns a signed but absurd time into a datetime while raising
-    # SignatureExpired; that conversion overflows for huge numbers.
-    except (BadData, OverflowError, ValueError, OSError):
-        return None
-    return payload, issued
-
-
-def token_address(payload: Any) -> str | None:
-    """Return the normal form of an address carried in a token, or None when it is not
-    an address (a token we made always holds one; anything else is refused)."""
-    if not isinstance(payload, str):
-        return None
-    try:
-        return normalize_address(payload)
-    except SubscriberError:
-        return None
-
-
-def _link_serializer(key: bytes, purpose: str) -> URLSafeSerializer:
-    # Subscriber links never expire, so they carry no time: the same reader gets the same
-    # link in every email, and `digest preview` shows byte for byte what the send mails.
-    if purpose not in (UNSUBSCRIBE, PREFERENCES):
-        raise ValueError(f"this is for subscriber links, not {purpose!r}")
-    return URLSafeSerializer(
-        key, salt=f"papers-digest/{purpose}", signer_kwargs={"digest_method": hashlib.sha256}
-    )
-
-
-def make_token(key: bytes, address: str, purpose: str = UNSUBSCRIBE) -> str:
-    """Return the `purpose` link token (unsubscribe or preferences) of `address`."""
-    return str(_link_serializer(key, purpose).dumps(address))
-
-
-def verify_token(key: bytes, token: str, purpose: str = UNSUBSCRIBE) -> str | None:
-    """Return the (normalised) address of a genuine `purpose` token, else None."""
-    serializer = _link_serializer(key, purpose)
-    try:
-        address = token_address(serializer.loads(token))
-    except (BadData, ValueError):
-        address = None
-    if address is None and purpose == UNSUBSCRIBE:
-        # Unsubscribe links mailed before the itsdangerous tokens must keep working.
-        return _verify_legacy(key, token)
-    return address
-
-
-def _verify_legacy(key: bytes, token: str) -> str | None:
-    """The pre-itsdangerous unsubscribe token: base64(address) "." HMAC(address)[:32].
-
-    Accepted for unsubscribing only, and only for a real address: that old HMAC also
-    signed CSRF nonces and confirm links (shaped "csrf\0..." / "confirm\0..."), which
-    never normalise to an address, so none of those can pass for a reader here.
-    """
-    encoded, _, mac = token.partition(".")
-    if not mac or "." in mac:
-        return None
-    try:
-        address = _unb64(encoded).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    expected = _b64(hmac.new(key, address_key(address).encode(), hashlib.sha256).digest())[:32]
-    # As bytes: compare_digest refuses str with non-ASCII characters (a mangled link).
-    if not hmac.compare_digest(mac.encode(), expected.encode()):
-        return None
-    return token_address(address)
 
 
 # -- subscribers -------------------------------------------------------------------------

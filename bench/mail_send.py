@@ -1,6 +1,6 @@
 """Benchmark: the daily email to 10,000 subscribers over one reused SMTP connection.
 
-Run: .venv/bin/python bench/email.py [--subscribers 10000] [--baseline 1000]
+Run: .venv/bin/python bench/mail_send.py [--subscribers 10000] [--baseline 1000]
 
 Stores a real day (../shared/fixtures/real/page-daily-2024-08-01.html), adds N
 subscribers with 1-5 of 8 topics each, and runs `send_digests` (render each email,
@@ -18,36 +18,28 @@ a TLS handshake per message is what one-connection-per-message scripts really pa
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import random
+import resource
+import smtplib
+import ssl
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This file is called email.py: drop its folder from the path so `import email` (used by
-# smtplib) finds the standard library, not this script.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # for tests.smtpserver, the server this bench talks to
+from digest.config import Config, SmtpConfig, TopicConfig
+from digest.deliver.digest import Render, send_digests
+from digest.jobs import ingest_file
+from digest.models import Subscriber
+from digest.store import Store, now_utc
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import smtplib  # noqa: E402
-import ssl  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from digest.config import Config, SmtpConfig, TopicConfig  # noqa: E402
-from digest.ingest import ingest_file  # noqa: E402
-from digest.models import Subscriber  # noqa: E402
-from digest.send import Render, send_digests  # noqa: E402
-from digest.store import Store, now_utc  # noqa: E402
-from tests.smtpserver import self_signed  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT.parent / "shared" / "fixtures" / "real" / "page-daily-2024-08-01.html"
 TOPICS = [
     TopicConfig(name="agents", keywords=["agent*", "tool use", "web navigation"]),
@@ -59,6 +51,15 @@ TOPICS = [
     TopicConfig(name="robotics", keywords=["robot*", "embodied", "manipulation"]),
     TopicConfig(name="efficiency", keywords=["quantization", "pruning", "distillation", "sparse"]),
 ]
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key in `folder`, made as the tests make theirs."""
+    # tests/ is not installed: the checkout's folder goes on the path for this one import.
+    sys.path.insert(0, str(ROOT))
+    from tests.smtpserver import self_signed as make
+
+    return make(folder)
 
 
 def start_server(

@@ -1,10 +1,10 @@
 """The web front's pages: landing with the subscribe form, the subscription steps, the
-archive. The rules of each step live in subscribe_flow.py; this module is HTTP only.
+archive. The rules of each step live in web/subscribe.py; this module is HTTP only.
 
 Database work runs in Starlette's thread pool, one short-lived Store per request (SQLite
 connections are cheap, and this keeps the event loop free for feed requests).
 Forms are parsed from the urlencoded body with the standard library, capped in size.
-Sign-up mails are queued in the database and sent by subscribe_flow.Outbox's thread, so
+Sign-up mails are queued in the database and sent by web.subscribe.Outbox's thread, so
 no request waits for the mail server.
 """
 
@@ -17,29 +17,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
-import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from digest import subscribe_flow as flow
 from digest.config import Config
+from digest.errors import SubscriberError
 from digest.render.email import DigestRenderer
+from digest.render.templates import environment
 from digest.store import Store
-from digest.subscribers import PREFERENCES, SubscriberError, make_token, secret_key
+from digest.store.readers import secret_key
+from digest.tokens import PREFERENCES, make_token
+from digest.web import subscribe as flow
 
 log = logging.getLogger("digest.web")
 CSRF_COOKIE = "digest_csrf"
 MAX_FORM = 16 * 1024  # bytes: an address, some checkboxes and keywords
 FORMATS = (("xml", "RSS"), ("atom", "Atom"), ("json", "JSON Feed"))
 T = TypeVar("T")
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("digest", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
 
 
 def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[Route]:
@@ -52,6 +49,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
     keys: list[bytes] = []
     title = config.feeds.title
     choices = [(t.name, t.display_title) for t in config.topics]
+    templates = environment(config.templates.dir)
 
     def with_store(work: Callable[[Store], T]) -> T:
         store = Store.open(config.store.database)
@@ -69,11 +67,23 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
         return keys[0]
 
     def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:
-        body = _templates.get_template(name).render(title=title, **context)
+        body = templates.get_template(name).render(title=title, **context)
         return HTMLResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
-    def message(heading: str, *lines: str, status: int = 200, **extra: Any) -> HTMLResponse:
-        return render("web_message.html", status, heading=heading, lines=lines, **extra)
+    def message(
+        heading: str,
+        *lines: str,
+        status: int = 200,
+        links: Sequence[tuple[str, str]] = (),
+        button: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        # Every name the template uses is passed (StrictUndefined): a button without a
+        # form token of its own has an empty one.
+        if button is not None:
+            button = {"csrf": ""} | button
+        return render(
+            "web/message.html", status, heading=heading, lines=lines, links=links, button=button
+        )
 
     def bad_link() -> HTMLResponse:
         return message(
@@ -120,7 +130,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
     async def landing(request: Request) -> Response:
         cookie, token = await csrf_pair(request)
         response = render(
-            "web_index.html",
+            "web/index.html",
             topics=[("all", "Every paper"), *choices],
             formats=FORMATS,
             choices=choices,
@@ -276,7 +286,7 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
             return bad_link()
         cookie, csrf = await csrf_pair(request)
         response = render(
-            "web_preferences.html",
+            "web/preferences.html",
             400 if error else 200,
             address=prefs.address,
             status=prefs.status,
@@ -295,13 +305,13 @@ def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[R
 
     async def feeds_index(request: Request) -> Response:
         # Every digest's footer links here: the list of feeds, as on the landing page.
-        return render("web_feeds.html", topics=[("all", "Every paper"), *choices], formats=FORMATS)
+        return render("web/feeds.html", topics=[("all", "Every paper"), *choices], formats=FORMATS)
 
     # -- archive -----------------------------------------------------------------------
 
     async def archive(request: Request) -> Response:
         days = await db(lambda s: s.digest_days(limit=366))
-        return render("web_archive.html", days=days)
+        return render("web/archive.html", days=days)
 
     async def archive_day(request: Request) -> Response:
         try:

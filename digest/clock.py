@@ -1,6 +1,6 @@
 """The configured time zone, and "today" in it: the day a reader's morning email is for.
 
-Its own small module so that sending (send.py) does not import the scheduler.
+Its own small module so that sending (deliver/digest.py) does not import the scheduler.
 """
 
 from __future__ import annotations

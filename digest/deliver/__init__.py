@@ -1,0 +1,1 @@
+"""Delivery: one SMTP session (smtp), the daily digest over the ledger (digest), notices."""

@@ -1,0 +1,1 @@
+"""The long-running service: the scheduler, the run lock, `digest serve`."""

@@ -1,0 +1,147 @@
+"""Signed tokens: itsdangerous sign / verify given a key, one salt per purpose.
+
+Every link we mail (unsubscribe, preferences, confirm) and the CSRF form token are
+itsdangerous tokens (HMAC-SHA256), each kind with its own salt, so a token of one kind is
+never valid as another. Unsubscribe links of the older hand-made HMAC format still
+unsubscribe; nothing else of that format is accepted. Where the key comes from is
+store.readers.secret_key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Any
+
+from itsdangerous import BadData, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
+
+from digest.addresses import address_key, normalize_address
+from digest.errors import SubscriberError
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+# Every signed thing we hand out is an itsdangerous token with its own salt (purpose):
+# the salt goes into the key derivation, so a token of one kind never verifies as
+# another, whatever its payload.
+UNSUBSCRIBE = "unsubscribe"  # the unsubscribe link of every digest (never expires, no time)
+PREFERENCES = "preferences"  # the change-your-topics link (never expires)
+CONFIRM = "confirm"  # the link in a confirmation mail (expires, bound to one sign-up)
+CSRF = "csrf"  # the subscribe / preferences form token (bound to the cookie's nonce)
+PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF)
+
+
+def _serializer(key: bytes, purpose: str, now: datetime | None = None) -> URLSafeTimedSerializer:
+    if purpose not in PURPOSES:
+        raise ValueError(f"no token purpose {purpose!r}")
+    signer: type[TimestampSigner] = TimestampSigner
+    if now is not None:  # a token issued (or checked) at a given time: tests, mostly
+        stamp = int(now.timestamp())
+
+        class _At(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return stamp
+
+        signer = _At
+    return URLSafeTimedSerializer(
+        key,
+        salt=f"papers-digest/{purpose}",
+        signer=signer,
+        signer_kwargs={"digest_method": hashlib.sha256},
+    )
+
+
+def sign(key: bytes, purpose: str, payload: Any, *, now: datetime | None = None) -> str:
+    """Return a URL-safe token holding `payload` (JSON-able), signed for `purpose`."""
+    return str(_serializer(key, purpose, now).dumps(payload))
+
+
+def unsign(
+    key: bytes,
+    purpose: str,
+    token: str,
+    max_age: int | None = None,
+    *,
+    now: datetime | None = None,
+) -> tuple[Any, datetime] | None:
+    """Return (payload, issued at) of a genuine `purpose` token (younger than `max_age`
+    seconds at `now` when given), else None: forged, of another purpose, mangled or
+    expired."""
+    try:
+        payload, issued = _serializer(key, purpose, now).loads(
+            token, max_age=max_age, return_timestamp=True
+        )
+    # itsdangerous turns a signed but absurd time into a datetime while raising
+    # SignatureExpired; that conversion overflows for huge numbers.
+    except (BadData, OverflowError, ValueError, OSError):
+        return None
+    return payload, issued
+
+
+def token_address(payload: Any) -> str | None:
+    """Return the normal form of an address carried in a token, or None when it is not
+    an address (a token we made always holds one; anything else is refused)."""
+    if not isinstance(payload, str):
+        return None
+    try:
+        return normalize_address(payload)
+    except SubscriberError:
+        return None
+
+
+def _link_serializer(key: bytes, purpose: str) -> URLSafeSerializer:
+    # Subscriber links never expire, so they carry no time: the same reader gets the same
+    # link in every email, and `digest preview` shows byte for byte what the send mails.
+    if purpose not in (UNSUBSCRIBE, PREFERENCES):
+        raise ValueError(f"this is for subscriber links, not {purpose!r}")
+    return URLSafeSerializer(
+        key, salt=f"papers-digest/{purpose}", signer_kwargs={"digest_method": hashlib.sha256}
+    )
+
+
+def make_token(key: bytes, address: str, purpose: str = UNSUBSCRIBE) -> str:
+    """Return the `purpose` link token (unsubscribe or preferences) of `address`."""
+    return str(_link_serializer(key, purpose).dumps(address))
+
+
+def verify_token(key: bytes, token: str, purpose: str = UNSUBSCRIBE) -> str | None:
+    """Return the (normalised) address of a genuine `purpose` token, else None."""
+    serializer = _link_serializer(key, purpose)
+    try:
+        address = token_address(serializer.loads(token))
+    except (BadData, ValueError):
+        address = None
+    if address is None and purpose == UNSUBSCRIBE:
+        # Unsubscribe links mailed before the itsdangerous tokens must keep working.
+        return _verify_legacy(key, token)
+    return address
+
+
+def _verify_legacy(key: bytes, token: str) -> str | None:
+    """The pre-itsdangerous unsubscribe token: base64(address) "." HMAC(address)[:32].
+
+    Accepted for unsubscribing only, and only for a real address: that old HMAC also
+    signed CSRF nonces and confirm links (shaped "csrf\0..." / "confirm\0..."), which
+    never normalise to an address, so none of those can pass for a reader here.
+    """
+    encoded, _, mac = token.partition(".")
+    if not mac or "." in mac:
+        return None
+    try:
+        address = _unb64(encoded).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    expected = _b64(hmac.new(key, address_key(address).encode(), hashlib.sha256).digest())[:32]
+    # As bytes: compare_digest refuses str with non-ASCII characters (a mangled link).
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        return None
+    return token_address(address)

@@ -1,0 +1,1 @@
+"""The web front: the Starlette app, its HTML pages, the sign-up flow."""
