@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # for tests.smtpserver, the server this bench talks to
+sys.path.insert(0, str(ROOT))  # for tests.support.smtpserver, the server this bench talks to
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -46,7 +46,7 @@ from digest.deliver.digest import Render, send_digests  # noqa: E402
 from digest.jobs import ingest_file  # noqa: E402
 from digest.models import Subscriber  # noqa: E402
 from digest.store import Store, now_utc  # noqa: E402
-from tests.smtpserver import self_signed  # noqa: E402
+from tests.support.smtpserver import self_signed  # noqa: E402
 
 PAGE = ROOT.parent / "shared" / "fixtures" / "real" / "page-daily-2024-08-01.html"
 TOPICS = [
@@ -66,7 +66,7 @@ def start_server(
 ) -> tuple[subprocess.Popen[str], int]:
     tls = ["--starttls", str(cert), str(key)] if cert and key else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtpserver", *tls],
+        [sys.executable, "-m", "tests.support.smtpserver", *tls],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -17,14 +17,13 @@ from digest.errors import DigestError
 from digest.jobs import backfill
 from digest.models import RunResult
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01, REAL
-from tests.hfserver import (
+from tests.support.hfserver import (
     HFServer,
     Reply,
     fast_fetcher,
-    hf_server_fixture,  # noqa: F401  (registers the hf_server fixture)
     local_config,
 )
+from tests.support.paths import PAGE_2024_08_01, REAL
 
 GOOD = [date(2024, 3, 25), date(2024, 3, 26), date(2024, 3, 27), date(2024, 3, 28)]
 BAD = date(2024, 3, 29)  # a real capture exists; the server 500s on it until told otherwise

@@ -10,7 +10,8 @@ from digest.config import SmtpConfig
 from digest.deliver.smtp import Mailer, PermanentFailure, RateLimiter, TemporaryFailure
 from digest.errors import DeliveryError
 from digest.models import Subscriber
-from tests.smtpserver import SmtpServer, free_port, simple_message
+from tests.support.net import free_port
+from tests.support.smtpserver import SmtpServer, simple_message
 
 DAY = date(2024, 8, 1)
 ADDRESSES = [f"reader{i}@example.org" for i in range(6)]
@@ -140,7 +141,7 @@ def test_rate_limiter_spaces_messages() -> None:
 
 def test_starttls_with_a_private_ca_file(tmp_path) -> None:
     # A relay that requires STARTTLS, with a certificate no system CA signed.
-    from tests.smtpserver import self_signed, server_tls
+    from tests.support.smtpserver import self_signed, server_tls
 
     cert, key = self_signed(tmp_path)
     with SmtpServer(tls=server_tls(cert, key)) as server:

@@ -16,7 +16,7 @@ from digest.models import Listing
 from digest.render.feed import papers_in_window
 from digest.source.parse import parse_api
 from digest.store import CLAIM_DAYS, Store
-from tests.conftest import REAL
+from tests.support.paths import REAL
 
 DAY_A = REAL / "api-daily_papers-2024-03-12.json"
 DAY_B = REAL / "api-daily_papers-2024-03-13.json"

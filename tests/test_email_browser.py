@@ -14,8 +14,8 @@ from pathlib import Path
 from digest.models import Paper, StoredPaper, Subscriber
 from digest.render.email import DigestRenderer
 from digest.store import Store
-from tests.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
-from tests.test_email_render import bodies, make_config, parsed, real_day
+from tests.support.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
+from tests.support.mail import bodies, make_config, parsed, real_day
 
 WIDTHS = (375, 1024)
 

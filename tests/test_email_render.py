@@ -15,9 +15,7 @@ from click.testing import CliRunner
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from digest.cli import main
-from digest.config import Config, EmailConfig, FeedsConfig, SmtpConfig, TopicConfig
 from digest.deliver.smtp import flatten
-from digest.jobs import ingest_file
 from digest.models import Paper, StoredPaper, Subscriber
 from digest.render.email import (
     ALL_PAPERS,
@@ -27,49 +25,10 @@ from digest.render.email import (
 )
 from digest.store import Store, now_utc
 from digest.topics import match_topics
-from tests.conftest import PAGE_2024_08_01
+from tests.support.mail import TOPICS, bodies, make_config, parsed, real_day
 
-TOPICS = [
-    TopicConfig(name="video", title="Video", keywords=["video*"]),
-    TopicConfig(name="diffusion", title="Diffusion", keywords=["diffusion", "generation"]),
-    TopicConfig(name="robots", title="Robots", keywords=["humanoid", "robot*"]),
-    TopicConfig(name="quiet", keywords=["zebrafish"]),
-]
 TOKEN = "YUBleGFtcGxlLm9yZw.abcDEF123_-xyz"
 PREFS = "YUBleGFtcGxlLm9yZw.prefsDEF123_-xyz"  # the preferences link's own token
-
-
-def make_config(**email: object) -> Config:
-    """A config as a real deployment has one: a sender on our domain, an https site."""
-    return Config(
-        topics=TOPICS,
-        feeds=FeedsConfig(base_url="https://papers.example.org"),
-        smtp=SmtpConfig(sender="Daily Papers <digest@papers.example.org>"),
-        email=replace(EmailConfig(), **email),  # type: ignore[arg-type]
-    )
-
-
-def real_day(store: Store) -> tuple[list[StoredPaper], date]:
-    """The 13 papers of the captured 2024-08-01 page, as new today (first seen now)."""
-    ingest_file(store, PAGE_2024_08_01)
-    day = now_utc().date()
-    papers = store.papers_of_day(day)
-    assert len(papers) == 13
-    return papers, day
-
-
-def parsed(message: EmailMessage) -> EmailMessage:
-    """The message as it goes over SMTP, parsed back the way a mail client would."""
-    raw = flatten(message)
-    msg = BytesParser(policy=email.policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
-def bodies(msg: EmailMessage) -> tuple[str, str]:
-    text, page = msg.get_body(("plain",)), msg.get_body(("html",))
-    assert text is not None and page is not None
-    return text.get_content(), page.get_content()
 
 
 def sections(page: str) -> list[tuple[str, list[str]]]:

@@ -29,8 +29,10 @@ from digest.deliver.smtp import Mailer, Uncertain
 from digest.models import Subscriber
 from digest.store import Store
 from digest.store.readers import Ledger
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.smtpserver import SmtpServer, free_port, simple_message
+from tests.support.config import smtp_section, write_config
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.smtpserver import SmtpServer, simple_message
 
 DAY = date(2024, 8, 1)
 ADDRESSES = [f"reader{i}@example.org" for i in range(6)]
@@ -150,7 +152,7 @@ def test_drops_before_the_dot_and_421_are_retried_550_is_final(store: Store) -> 
 
 def _server_process(port: int, log: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtpserver", "--log", str(log), "--port", str(port)],
+        [sys.executable, "-m", "tests.support.smtpserver", "--log", str(log), "--port", str(port)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -231,11 +233,11 @@ def test_an_address_with_a_line_break_fails_and_the_send_goes_on(tmp_path: Path)
         )
     store.close()
     with SmtpServer() as server:
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(
-            f'[store]\ndatabase = "{db}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\n'
-            "rate_per_minute = 0\n"
+        cfg = write_config(
+            tmp_path,
+            store={"database": db},
+            feeds={"dir": tmp_path / "feeds"},
+            smtp=smtp_section(server.port),
         )
         result = CliRunner().invoke(main, ["--config", str(cfg), "send"])
         assert result.exit_code == 0, result.output

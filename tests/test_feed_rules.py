@@ -29,8 +29,7 @@ import pytest
 from digest.models import Listing, Paper, StoredPaper
 from digest.render.feed import write_feeds
 from digest.store import Store
-
-from .test_feeds import feed_config, fill_store, guid
+from tests.support.feeds import feed_config, fill_store, guid
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 MEDIA = "{http://search.yahoo.com/mrss/}"

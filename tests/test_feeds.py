@@ -2,7 +2,7 @@
 bytes, the window, OPML, and `digest run` writing them.
 
 The store is filled from real captures in ../shared/fixtures/real; hostile papers are
-built by hand. The shared helpers here are used by test_newsboat.py too.
+built by hand. The helpers shared with the newsboat test are in tests/support/feeds.py.
 """
 
 from __future__ import annotations
@@ -23,55 +23,21 @@ from digest.cli import main
 from digest.config import Config, FeedsConfig, TopicConfig
 from digest.errors import ConfigError
 from digest.jobs import ingest_file
-from digest.models import Listing, Paper, StoredPaper
-from digest.render.feed import EMPTY_UPDATED, clean, papers_in_window, write_feeds
+from digest.models import Listing, Paper
+from digest.render.feed import EMPTY_UPDATED, clean, write_feeds
 from digest.store import Store
 from digest.topics import match_topics
+from tests.support.feeds import (
+    CAPTURES,
+    TOPICS,
+    expected_items,
+    feed_config,
+    fill_store,
+    guid,
+)
+from tests.support.paths import PAGE_2024_08_01
 
-from .conftest import PAGE_2024_08_01, REAL
-
-CAPTURES = [
-    REAL / "api-daily_papers-2024-03-12.json",
-    REAL / "api-daily_papers-2025-03-04.reserialised.json",
-    REAL / "api-daily_papers-2025-10-03.reserialised.json",
-]
-TOPICS = [
-    TopicConfig(name="agents", title="LLM agents", keywords=["agent*", "tool use"]),
-    TopicConfig(name="vision", keywords=["image*", "video*", "vision"], exclude=["survey"]),
-    TopicConfig(name="nothing", keywords=["zzyzx-no-such-word"]),  # an empty feed
-]
 JSONFEED_TOP_KEYS = {"version", "title", "items"}
-
-
-def feed_config(tmp_path: Path, **feeds: Any) -> Config:
-    feeds.setdefault("dir", str(tmp_path / "feeds"))
-    feeds.setdefault("base_url", "https://papers.example.org/")
-    return Config(feeds=FeedsConfig(**feeds), topics=list(TOPICS))
-
-
-def fill_store(store: Store) -> None:
-    for capture in CAPTURES:
-        assert ingest_file(store, capture).status == "ok"
-
-
-def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]:
-    """Feed name -> the stored papers it must hold, in order, computed from the database."""
-    window = papers_in_window(store, config.feeds.days)
-    limit = config.feeds.max_items
-    out = {"all": window[:limit]}
-    matches = match_topics([sp.paper for sp in window], config.topics)
-    for topic in config.topics:
-        hits = [
-            sp for sp in window if any(m.topic == topic.name for m in matches.get(sp.paper.id, []))
-        ]
-        out[topic.name] = hits[:limit]
-    return out
-
-
-def guid(feed: str, sp: StoredPaper) -> str:
-    """The item identity a feed must use: the arXiv URL in all.*, plus the topic elsewhere."""
-    url = sp.paper.arxiv_url
-    return url if feed == "all" else f"{url}#topic-{feed}"
 
 
 def parse_ok(path: Path) -> Any:
@@ -381,8 +347,7 @@ def test_digest_run_writes_the_feeds_and_says_so(
 
 def test_feeds_of_a_removed_topic_go_and_nothing_else_does(tmp_path: Path, store: Store) -> None:
     from digest.web.app import create_app
-
-    from .webserver import serving
+    from tests.support.webserver import serving
 
     fill_store(store)
     folder = tmp_path / "feeds"

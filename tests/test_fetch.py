@@ -14,14 +14,13 @@ import pytest
 
 from digest.errors import FetchError
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01
-from tests.hfserver import (
+from tests.support.hfserver import (
     HFServer,
     Reply,
     SleepLog,
     fast_fetcher,
-    hf_server_fixture,  # noqa: F401  (registers the hf_server fixture)
 )
+from tests.support.paths import PAGE_2024_08_01
 
 PAGE = PAGE_2024_08_01.read_bytes()
 
@@ -294,7 +293,7 @@ def test_a_stop_cuts_the_backoff_sleep() -> None:
 
     from digest.source.fetch import Fetcher, make_client
     from digest.stopping import StopSignal
-    from tests.webserver import free_port
+    from tests.support.net import free_port
 
     stop = StopSignal()
     fetcher = Fetcher(make_client(5.0, 5.0), retries=3, backoff=5.0, stop=stop)

@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,17 +22,18 @@ import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from digest.config import Config, SmtpConfig, SubscriberConfig
+from digest.config import Config
 from digest.jobs import DAILY
 from digest.source.parse import parse_page
 from digest.store import Store
 from digest.store.readers import secret_key
 from digest.web.app import create_app
-from tests.conftest import PAGE_2024_08_01
-from tests.signup import wait_mail_queue
-from tests.smtpserver import SmtpServer
-from tests.test_serve import start_serve, stop, wait_healthz, write_config
-from tests.test_subscribe_flow import (
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01
+from tests.support.serve import serve_config, start_serve, stop, wait_healthz
+from tests.support.signup import wait_mail_queue
+from tests.support.smtpserver import SmtpServer
+from tests.support.subscribe import (
     KNOWN,
     SITES,
     form_token,
@@ -41,47 +41,22 @@ from tests.test_subscribe_flow import (
     mail_to,
     path_of,
     send,
+    site_config,
+    smtp_for,
     statuses,
     store_day,
     subscribe,
 )
-from tests.test_subscribers import old_token
-from tests.webserver import free_port, make_config, serving
+from tests.support.tokens import old_token
+from tests.support.webserver import make_config, serving
 
 READER = "reader@example.org"
 
 
-@pytest.fixture(name="smtp")
-def _smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture(name="config")
-def _config(tmp_path: Path, smtp: SmtpServer) -> Config:
-    """The config of test_subscribe_flow: KNOWN in the config file, mail to `smtp`."""
-    base = make_config(tmp_path, subscribe_per_hour=50)
-    return replace(base, smtp=smtp_for(smtp), subscribers=[SubscriberConfig(KNOWN, [])])
-
-
-@pytest.fixture(name="site")
-def _site(config: Config) -> Iterator[str]:
-    Store.open(config.store.database).close()
-    with serving(create_app(config)) as base:
-        SITES[base] = config
-        yield base
-
-
-def smtp_for(server: SmtpServer) -> SmtpConfig:
-    return SmtpConfig(
-        host="127.0.0.1",
-        port=server.port,
-        security="none",
-        sender="digest@example.org",
-        rate_per_minute=0,
-        timeout=5.0,
-        retries=0,
-    )
+@pytest.fixture
+def config(tmp_path: Path, smtp: SmtpServer) -> Config:
+    """The sign-up flow's config, with no SMTP retries (a hostile server fails fast)."""
+    return site_config(tmp_path, smtp, retries=0)
 
 
 def raw(base: str, request: bytes) -> bytes:
@@ -212,7 +187,7 @@ def test_thirty_client_addresses_mail_one_victim_once(tmp_path: Path, smtp: Smtp
     # per-client limit alone let 30 of them send 30 confirmations to one mailbox.
     base = make_config(tmp_path, subscribe_per_hour=5)
     victim = "victim@example.org"
-    config = replace(base, smtp=smtp_for(smtp))
+    config = replace(base, smtp=smtp_for(smtp, retries=0))
     Store.open(config.store.database).close()
     with (
         serving(create_app(config)) as site,
@@ -231,7 +206,7 @@ def test_thirty_client_addresses_mail_one_victim_once(tmp_path: Path, smtp: Smtp
 
 def test_the_hourly_cap_counts_every_address(tmp_path: Path, smtp: SmtpServer) -> None:
     base = make_config(tmp_path, subscribe_per_hour=100, confirm_mails_per_hour=3)
-    config = replace(base, smtp=smtp_for(smtp))
+    config = replace(base, smtp=smtp_for(smtp, retries=0))
     Store.open(config.store.database).close()
     with serving(create_app(config)) as site, httpx.Client() as client:
         SITES[site] = config
@@ -259,7 +234,7 @@ def test_a_slow_mail_server_does_not_slow_the_pages(tmp_path: Path) -> None:
     # request, so 60 of them held the thread pool and /archive waited for a free thread.
     with SlowData(2.0) as slow:
         base = make_config(tmp_path, subscribe_per_hour=1000)
-        config = replace(base, smtp=smtp_for(slow))
+        config = replace(base, smtp=smtp_for(slow, retries=0))
         Store.open(config.store.database).close()
         with serving(create_app(config)) as site:
             took: list[float] = []
@@ -369,7 +344,9 @@ def test_security_headers_on_every_response(config: Config, site: str) -> None:
 def test_cookies_are_secure_when_the_site_is_https(tmp_path: Path, smtp: SmtpServer) -> None:
     base = make_config(tmp_path)
     config = replace(
-        base, feeds=replace(base.feeds, base_url="https://papers.example.org"), smtp=smtp_for(smtp)
+        base,
+        feeds=replace(base.feeds, base_url="https://papers.example.org"),
+        smtp=smtp_for(smtp, retries=0),
     )
     Store.open(config.store.database).close()
     with serving(create_app(config)) as site:
@@ -378,7 +355,7 @@ def test_cookies_are_secure_when_the_site_is_https(tmp_path: Path, smtp: SmtpSer
     assert "secure" in cookie.lower() and "httponly" in cookie.lower()
     assert landing.headers["strict-transport-security"] == "max-age=31536000"
     # Over plain http (the default base_url) a Secure cookie would never come back.
-    plain = replace(base, smtp=smtp_for(smtp))
+    plain = replace(base, smtp=smtp_for(smtp, retries=0))
     with serving(create_app(plain)) as site:
         landing = httpx.get(f"{site}/")
     assert "secure" not in landing.headers["set-cookie"].lower()
@@ -389,7 +366,7 @@ def test_no_proxy_is_trusted_by_default(tmp_path: Path) -> None:
     # Any process on the machine can connect from 127.0.0.1: trusting it by default let
     # it name any client in X-Forwarded-For and skip the rate limit.
     with SmtpServer() as mail:
-        path = write_config(tmp_path)
+        path = serve_config(tmp_path)
         path.write_text(
             path.read_text()
             + "[web]\nsubscribe_per_hour = 1\n"

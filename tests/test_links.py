@@ -23,11 +23,11 @@ import feedparser
 import httpx
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.hfserver import HFServer, Reply
-from tests.smtpserver import SmtpServer
-from tests.test_serve import start_serve, stop
-from tests.webserver import free_port
+from tests.support.hfserver import HFServer, Reply
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.serve import start_serve, stop
+from tests.support.smtpserver import SmtpServer
 
 READER = "reader@example.org"
 URL = re.compile(r"https?://[^\s<>\"')\]]+")

@@ -19,16 +19,14 @@ from digest.errors import DigestError, PageFormatError
 from digest.jobs import ingest
 from digest.source.listing import API_PAGE_SIZE, fetch_api, fetch_listing
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01, REAL
-from tests.hfserver import (
+from tests.support.hfserver import (
     HFServer,
     Reply,
     fast_fetcher,
-    hf_server_fixture,  # noqa: F401  (registers the hf_server fixture)
     local_config,
-    without_cards,
-    without_hydration,
 )
+from tests.support.pages import without_cards, without_hydration
+from tests.support.paths import PAGE_2024_08_01, REAL
 
 PAGE = PAGE_2024_08_01.read_text(encoding="utf-8")
 DAY = date(2024, 8, 1)

@@ -17,7 +17,6 @@ import select
 import shutil
 import subprocess
 import time
-from dataclasses import replace
 from email.message import Message
 from email.policy import compat32
 from email.policy import default as default_policy
@@ -26,55 +25,18 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from digest.config import (
-    Config,
-    EmailConfig,
-    FeedsConfig,
-    SmtpConfig,
-    SubscriberConfig,
-)
-from digest.deliver.digest import send_digests
 from digest.store import Store
 from digest.store.readers import secret_key
 from digest.tokens import verify_token
-from tests.smtpserver import SmtpServer
-from tests.test_email_render import TOPICS, real_day
+from tests.support.mail import READER, SENDER, config_for, send_one
+from tests.support.smtpserver import SmtpServer
 
-SENDER = "digest@papers.example.org"
-READER = "reader@example.net"
 # RFC 2369: a comma-separated list of <URI>s; a URI has no spaces or angle brackets.
 URI = r"<[\x21-\x3b\x3d\x3f-\x7e]+>"
 RFC2369 = re.compile(rf"^\s*{URI}(\s*,\s*{URI})*\s*$")
 # RFC 2919: [phrase] "<" dot-atom-text ">"
 ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 RFC2919 = re.compile(rf"^(?P<phrase>.*?)\s*<(?P<id>{ATEXT}+(\.{ATEXT}+)+)>$")
-
-
-def config_for(port: int, sender: str = SENDER, **email_keys: object) -> Config:
-    return Config(
-        topics=TOPICS,
-        feeds=FeedsConfig(base_url="https://papers.example.org"),
-        smtp=SmtpConfig(
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            rate_per_minute=0,
-            timeout=5.0,
-            sender=sender,
-        ),
-        email=replace(EmailConfig(), **email_keys),  # type: ignore[arg-type]
-        subscribers=[SubscriberConfig(READER, ["video"])],
-    )
-
-
-def send_one(store: Store, sender: str = SENDER, **email_keys: object) -> bytes:
-    """Send the day's real digest to READER through aiosmtpd; return the bytes it took."""
-    _, day = real_day(store)
-    with SmtpServer() as server:
-        report = send_digests(config_for(server.port, sender, **email_keys), store, day, today=day)
-        assert report.sent == [READER], report.summary()
-    [received] = server.messages
-    return received.data
 
 
 def raw_headers(data: bytes) -> dict[str, list[str]]:

@@ -23,8 +23,7 @@ import pytest
 from digest.models import StoredPaper
 from digest.render.feed import clean, write_feeds
 from digest.store import Store
-
-from .test_feeds import expected_items, feed_config, fill_store, guid
+from tests.support.feeds import expected_items, feed_config, fill_store, guid
 
 NEWSBOAT = shutil.which("newsboat")
 pytestmark = pytest.mark.skipif(

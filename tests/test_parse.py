@@ -21,149 +21,37 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from digest.errors import PageFormatError
-from digest.models import Listing
 from digest.source.parse import parse_any, parse_api, parse_page, parse_page_cards
-from tests.conftest import PAGE_2024_08_01, REAL, real_api_captures
+from tests.support.captures import capture_url, parse_capture
+from tests.support.pages import (
+    PAGE_URL,
+    a_real_item,
+    hydration_cut,
+    page_props,
+    raw_items,
+    wrap_in_page,
+)
+from tests.support.paths import PAGE_2024_08_01, REAL, real_api_captures
 
-PAGE_URL = "https://huggingface.co/papers?date=2024-08-01"
 _PROPS_RE = re.compile(r'(data-target="DailyPapers" data-props=")([^"]*)(")')
 _SPACE = re.compile(r"\s+")
-
-
-# -- helpers shared with test_store.py and test_cli_ingest.py -------------------------
 
 
 def collapse(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def page_props(path: Path = PAGE_2024_08_01) -> dict[str, Any]:
-    """The real page's data-props, read with a regex and html.unescape (not selectolax)."""
-    m = _PROPS_RE.search(path.read_text(encoding="utf-8"))
-    assert m, f"{path} has no DailyPapers data-props"
-    props: dict[str, Any] = json.loads(html.unescape(m.group(2)))
-    return props
-
-
-def raw_items(path: Path) -> list[dict[str, Any]]:
-    """The list items of a capture, straight from its JSON."""
-    if path.suffix == ".html":
-        return list(page_props(path)["dailyPapers"])
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert isinstance(data, list)
-    return data
-
-
-def api_url_of(path: Path) -> str:
-    day = re.search(r"\d{4}-\d{2}-\d{2}", path.name)
-    assert day
-    return f"https://huggingface.co/api/daily_papers?date={day.group(0)}"
-
-
-def wrap_in_page(props: dict[str, Any], shell: Path = PAGE_2024_08_01) -> bytes:
-    """RECONSTRUCTED: the real page's HTML shell with its data-props replaced by `props`.
-
-    No trending or date page was captured (SOURCES.md, Notes); this is how we build one.
-    """
-    text = shell.read_text(encoding="utf-8")
-    escaped = html.escape(json.dumps(props, ensure_ascii=False), quote=True)
-    new, n = _PROPS_RE.subn(lambda m: m.group(1) + escaped + m.group(3), text, count=1)
-    assert n == 1
-    return new.encode("utf-8")
-
-
-def without_hydration(shell: Path = PAGE_2024_08_01) -> bytes:
-    """The real page with the DailyPapers hydration div cut out (its cards stay)."""
-    text = shell.read_text(encoding="utf-8")
-    start = text.index('<div class="SVELTE_HYDRATER contents" data-target="DailyPapers"')
-    end = text.index(">", _PROPS_RE.search(text).end()) + 1  # type: ignore[union-attr]
-    return (text[:start] + text[end:]).encode("utf-8")
-
-
-def sources_md_counts() -> dict[str, int]:
-    """File name -> paper count, as SOURCES.md records it."""
-    counts: dict[str, int] = {}
-    for line in (REAL / "SOURCES.md").read_text(encoding="utf-8").splitlines():
-        m = re.match(r"- `([^`]+)` — .*?(\d+) papers", line)
-        if m:
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-def a_real_item() -> dict[str, Any]:
-    """A deep copy of a recent real API item (it has org, repo, keywords, daily date)."""
-    items = raw_items(REAL / "api-daily_papers-2026-08-21.reserialised.json")
-    return copy.deepcopy(items[0])
-
-
 ALL_CAPTURES = [*real_api_captures(), PAGE_2024_08_01]
 
 
-def parse_capture(path: Path) -> Listing:
-    if path.suffix == ".html":
-        return parse_page(path.read_bytes(), PAGE_URL)
-    return parse_api(path.read_bytes(), api_url_of(path))
-
-
 # -- every real capture -----------------------------------------------------------------
-
-
-def test_captures_are_all_there() -> None:
-    # 40 API captures and one page, per SOURCES.md; a glob that found none would pass
-    # the parametrised test below vacuously.
-    counts = sources_md_counts()
-    captured = {p.name for p in ALL_CAPTURES}
-    assert captured == {n for n in counts if not n.startswith("feed-")}
-    assert len(ALL_CAPTURES) >= 41
-
-
-@pytest.mark.parametrize("path", ALL_CAPTURES, ids=lambda p: p.name)
-def test_real_capture(path: Path) -> None:
-    items = raw_items(path)
-    listing = parse_capture(path)
-
-    assert len(listing.papers) == sources_md_counts()[path.name]
-    assert [p.id for p in listing.papers] == [i["paper"]["id"] for i in items]
-    assert listing.source == ("page" if path.suffix == ".html" else "api")
-    day = date.fromisoformat(re.search(r"\d{4}-\d{2}-\d{2}", path.name).group(0))  # type: ignore[union-attr]
-    assert listing.list_date == day
-    assert listing.trending is False
-
-    for paper, item in zip(listing.papers, items, strict=True):
-        raw = item["paper"]
-        # Whitespace normalised (arXiv titles wrap with "\n  "), nothing else touched.
-        assert paper.title == collapse(raw["title"])
-        assert "\n" not in paper.title and "  " not in paper.title
-        # Never truncated: every character of the abstract but collapsed whitespace.
-        assert len(paper.abstract) == len(collapse(raw.get("summary") or item.get("summary", "")))
-        assert paper.abstract == collapse(raw.get("summary", ""))
-        assert paper.authors == tuple(
-            collapse(a["name"]) for a in raw.get("authors", []) if not a.get("hidden")
-        )
-        if raw.get("submittedOnDailyAt"):
-            assert paper.daily_date == date.fromisoformat(raw["submittedOnDailyAt"][:10])
-        else:
-            assert paper.daily_date == day
-        assert paper.upvotes == raw.get("upvotes", 0)
-        assert paper.comments == item.get("numComments", 0)
-        assert paper.github_repo == (raw.get("githubRepo") or None)
-        assert paper.github_stars == raw.get("githubStars")
-        assert paper.ai_keywords == tuple(raw.get("ai_keywords") or ())
-        assert paper.withdrawn is bool(raw.get("withdrawnAt"))
-        # Late-2025 captures name the organisation as the item's submitterOrganization.
-        org = (
-            item.get("organization") or raw.get("organization") or item.get("submitterOrganization")
-        )
-        assert paper.organization == (collapse(org["fullname"]) if org else None)
-        assert paper.published_at is not None
-        assert paper.published_at.date().isoformat() == raw["publishedAt"][:10]
 
 
 def test_page_and_api_of_the_same_day() -> None:
     # SOURCES.md: the page has 13 papers, the API capture of that day (earlier) 11.
     page = parse_page(PAGE_2024_08_01.read_bytes(), PAGE_URL)
     api_path = REAL / "api-daily_papers-2024-08-01.reserialised.json"
-    api = parse_api(api_path.read_bytes(), api_url_of(api_path))
+    api = parse_api(api_path.read_bytes(), capture_url(api_path))
     assert (len(page.papers), len(api.papers)) == (13, 11)
     page_titles = {p.id: p.title for p in page.papers}
     assert {p.id for p in api.papers} <= set(page_titles)
@@ -314,7 +202,7 @@ def test_date_page_reconstructed() -> None:
 
 
 def test_no_hydration_div_falls_back_to_cards() -> None:
-    body = without_hydration()
+    body = hydration_cut()
     with pytest.raises(PageFormatError) as err:
         parse_page(body, PAGE_URL)
     assert PAGE_URL in str(err.value)
@@ -347,7 +235,7 @@ def _item_without(key: str) -> dict[str, Any]:
 
 
 ERROR_CASES = {
-    "no hydration div": lambda: without_hydration(),
+    "no hydration div": lambda: hydration_cut(),
     "props not JSON": lambda: _props_page("{dailyPapers: [oops"),
     "props without dailyPapers": lambda: _props_page(json.dumps({"date": "2024-08-01"})),
     "props is a list": lambda: _props_page("[]"),

@@ -11,14 +11,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from digest.cli import main
 from digest.config import load_config
 from digest.jobs import send_job
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01
-from tests.smtpserver import SmtpServer
+from tests.support.cli import cli
+from tests.support.config import smtp_section, subscribers_section, write_config
+from tests.support.paths import PAGE_2024_08_01
+from tests.support.smtpserver import SmtpServer
 
 READERS = ["ada@example.org", "alan@example.org"]
 
@@ -37,26 +38,19 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def write_config(
+def pipeline_config(
     tmp_path: Path, port: int | None, operator: str = "", timezone: str = "UTC"
 ) -> Path:
-    smtp = (
-        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
-        'sender = "digest@example.org"\nrate_per_minute = 0\ntimeout = 5.0\n'
-        if port
-        else ""
+    smtp = {"smtp": smtp_section(port, sender="digest@example.org", timeout=5.0)} if port else {}
+    return write_config(
+        tmp_path,
+        store={"database": tmp_path / "d.db"},
+        feeds={"dir": tmp_path / "feeds"},
+        email={"operator": operator},
+        schedule={"timezone": timezone},
+        **smtp,
+        subscribers=subscribers_section(READERS),
     )
-    subs = "".join(f'[[subscribers]]\nemail = "{a}"\n' for a in READERS)
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f'[store]\ndatabase = "{tmp_path / "d.db"}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
-        f'[email]\noperator = "{operator}"\n[schedule]\ntimezone = "{timezone}"\n{smtp}{subs}'
-    )
-    return path
-
-
-def run(config: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["--config", str(config), *args])
 
 
 def last_line(result: Result) -> str:
@@ -65,8 +59,8 @@ def last_line(result: Result) -> str:
 
 def test_run_fetches_builds_feeds_and_mails_each_reader_once(tmp_path: Path) -> None:
     with SmtpServer() as server:
-        config = write_config(tmp_path, server.port)
-        first = run(config, "run", "--from", str(PAGE_2024_08_01))
+        config = pipeline_config(tmp_path, server.port)
+        first = cli(config, "run", "--from", str(PAGE_2024_08_01))
         assert first.exit_code == 0, first.output
         line = last_line(first)
         store = Store.open(tmp_path / "d.db")
@@ -80,7 +74,7 @@ def test_run_fetches_builds_feeds_and_mails_each_reader_once(tmp_path: Path) -> 
         assert (tmp_path / "feeds" / "all.xml").is_file()
         assert server.received_by() == {a: 1 for a in READERS}
 
-        again = run(config, "run", "--from", str(PAGE_2024_08_01))
+        again = cli(config, "run", "--from", str(PAGE_2024_08_01))
         assert again.exit_code == 0, again.output
         assert "new 0" in last_line(again)
         assert "already sent 2" in last_line(again)
@@ -96,20 +90,20 @@ def test_the_day_sent_is_today_in_the_configured_time_zone(tmp_path: Path) -> No
     local = datetime.now(ZoneInfo(zone)).date()
     assert local != utc.date()
     with SmtpServer() as server:
-        config = write_config(tmp_path, server.port, timezone=zone)
-        result = run(config, "run", "--from", str(PAGE_2024_08_01))
+        config = pipeline_config(tmp_path, server.port, timezone=zone)
+        result = cli(config, "run", "--from", str(PAGE_2024_08_01))
         assert result.exit_code == 0, result.output
         assert f"send {local.isoformat()}: sent 2" in last_line(result)
         subjects = {m.message()["Subject"] for m in server.messages}
         assert len(subjects) == 1 and f", {local.isoformat()}: " in subjects.pop()
-        again = run(config, "send")
+        again = cli(config, "send")
         assert f"send {local.isoformat()}:" in last_line(again)
         assert "already sent 2" in last_line(again)
     assert server.received_by() == {a: 1 for a in READERS}
 
 
 def test_without_smtp_the_feeds_are_built_and_the_send_is_skipped(tmp_path: Path) -> None:
-    result = run(write_config(tmp_path, None), "run", "--from", str(PAGE_2024_08_01))
+    result = cli(pipeline_config(tmp_path, None), "run", "--from", str(PAGE_2024_08_01))
     assert result.exit_code == 0, result.output
     line = last_line(result)
     assert "feeds: all" in line
@@ -121,11 +115,11 @@ def test_a_broken_page_holds_the_send_and_tells_the_operator_once(tmp_path: Path
     broken = tmp_path / "broken.html"
     broken.write_text("<html><body><p>We are updating the site</p></body></html>")
     with SmtpServer() as server:
-        config = write_config(tmp_path, server.port, operator="ops@example.org")
+        config = pipeline_config(tmp_path, server.port, operator="ops@example.org")
         # A good day first, so the database has papers the held send could have mailed.
-        run(config, "fetch", "--from", str(PAGE_2024_08_01))
+        cli(config, "fetch", "--from", str(PAGE_2024_08_01))
         for _ in range(2):
-            result = run(config, "run", "--from", str(broken))
+            result = cli(config, "run", "--from", str(broken))
             assert result.exit_code == 1
             line = last_line(result)
             assert "failed" in line and "held back: the last fetch failed" in line
@@ -136,7 +130,7 @@ def test_a_broken_page_holds_the_send_and_tells_the_operator_once(tmp_path: Path
         assert "last fetch failed" in note.get_content()
 
         # The list is readable again: the papers go out, nothing was lost.
-        ok = run(config, "run", "--from", str(PAGE_2024_08_01))
+        ok = cli(config, "run", "--from", str(PAGE_2024_08_01))
         assert ok.exit_code == 0, ok.output
         assert "sent 2" in last_line(ok)
     store = Store.open(tmp_path / "d.db")
@@ -150,8 +144,8 @@ def test_a_failed_backfill_day_does_not_hold_the_daily_send(tmp_path: Path) -> N
     # The daily fetch worked; afterwards a backfill of 2023 met a 404. Today's send
     # judges the list by the daily fetch, not by the old day.
     with SmtpServer() as server:
-        config = write_config(tmp_path, server.port)
-        assert run(config, "fetch", "--from", str(PAGE_2024_08_01)).exit_code == 0
+        config = pipeline_config(tmp_path, server.port)
+        assert cli(config, "fetch", "--from", str(PAGE_2024_08_01)).exit_code == 0
         store = Store.open(tmp_path / "d.db")
         try:
             store.record_failure(
@@ -169,14 +163,14 @@ def test_a_failed_backfill_day_does_not_hold_the_daily_send(tmp_path: Path) -> N
 
 
 def test_fetch_rebuilds_the_feeds_too(tmp_path: Path) -> None:
-    result = run(write_config(tmp_path, None), "fetch", "--from", str(PAGE_2024_08_01))
+    result = cli(pipeline_config(tmp_path, None), "fetch", "--from", str(PAGE_2024_08_01))
     assert result.exit_code == 0, result.output
     assert "feeds: all" in last_line(result)
     assert (tmp_path / "feeds" / "all.json").is_file()
 
 
 def test_bad_operator_address_is_pointed_at(tmp_path: Path) -> None:
-    config = write_config(tmp_path, None, operator="not an address")
-    result = run(config, "check")
+    config = pipeline_config(tmp_path, None, operator="not an address")
+    result = cli(config, "check")
     assert result.exit_code == 1
     assert "operator" in result.output and "not an address" in result.output

@@ -9,7 +9,6 @@ from __future__ import annotations
 import email
 import re
 import subprocess
-import sys
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -21,9 +20,10 @@ from digest.store import Store, now_utc
 from digest.store.readers import add_subscriber, secret_key
 from digest.tokens import PREFERENCES, make_token
 from digest.web.subscribe import check_choice, save_preferences
-from tests.conftest import ROOT
-from tests.smtpserver import SmtpServer
-from tests.test_email_render import real_day
+from tests.support.cli import run_digest
+from tests.support.config import smtp_section, write_config
+from tests.support.mail import real_day
+from tests.support.smtpserver import SmtpServer
 
 CONFIG_READER = "carol@example.net"  # in [[subscribers]], topics: robots
 DB_READER = "frank@example.org"  # `digest subscribers add --topics video`
@@ -31,30 +31,24 @@ KEYWORDS_READER = "kim@example.org"  # preferences page: diffusion + own keyword
 EVERYTHING_READER = "eve@example.org"  # database, no topics: every paper
 
 
-def write_config(tmp_path: Path, port: int) -> Path:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[store]\ndatabase = "{tmp_path / "p.db"}"\n'
-        '[feeds]\nbase_url = "https://papers.example.org"\ndir = "feeds"\n'
-        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
-        'sender = "digest@papers.example.org"\nrate_per_minute = 0\ntimeout = 5\n'
-        '[schedule]\ntimezone = "UTC"\n'
-        '[[topics]]\nname = "video"\ntitle = "Video"\nkeywords = ["video*"]\n'
-        '[[topics]]\nname = "diffusion"\ntitle = "Diffusion"\nkeywords = ["diffusion"]\n'
-        '[[topics]]\nname = "robots"\ntitle = "Robots"\nkeywords = ["humanoid", "robot*"]\n'
-        f'[[subscribers]]\nemail = "{CONFIG_READER}"\ntopics = ["robots"]\n'
+def preview_config(tmp_path: Path, port: int) -> Path:
+    return write_config(
+        tmp_path,
+        store={"database": tmp_path / "p.db"},
+        feeds={"base_url": "https://papers.example.org", "dir": "feeds"},
+        smtp=smtp_section(port, sender="digest@papers.example.org", timeout=5),
+        schedule={"timezone": "UTC"},
+        topics=[
+            {"name": "video", "title": "Video", "keywords": ["video*"]},
+            {"name": "diffusion", "title": "Diffusion", "keywords": ["diffusion"]},
+            {"name": "robots", "title": "Robots", "keywords": ["humanoid", "robot*"]},
+        ],
+        subscribers=[{"email": CONFIG_READER, "topics": ["robots"]}],
     )
-    return config
 
 
 def digest(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "digest", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    return run_digest(config, *args)
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -87,7 +81,7 @@ def what_the_reader_sees(msg: EmailMessage) -> dict[str, object]:
 
 def test_preview_is_what_the_send_sends(tmp_path: Path) -> None:
     with SmtpServer() as server:
-        config = write_config(tmp_path, server.port)
+        config = preview_config(tmp_path, server.port)
         store = Store.open(tmp_path / "p.db")
         papers, day = real_day(store)
         settings = load_config(config)
@@ -138,7 +132,7 @@ def test_preview_is_what_the_send_sends(tmp_path: Path) -> None:
 
 
 def test_preview_of_someone_the_send_skips(tmp_path: Path) -> None:
-    config = write_config(tmp_path, 25)
+    config = preview_config(tmp_path, 25)
     store = Store.open(tmp_path / "p.db")
     real_day(store)
     store.close()

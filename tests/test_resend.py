@@ -5,23 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import CliRunner, Result
-
-from digest.cli import main
 from digest.clock import local_today
 from digest.config import load_config
 from digest.jobs import ingest_file
 from digest.store import Store
 from digest.store.readers import Ledger
 from digest.web.app import health
-from tests.conftest import PAGE_2024_08_01
-from tests.smtpserver import SmtpServer
+from tests.support.cli import cli
+from tests.support.config import smtp_section, subscribers_section, write_config
+from tests.support.paths import PAGE_2024_08_01
+from tests.support.smtpserver import SmtpServer
 
 READERS = ["ann@example.org", "bob@example.org", "cat@example.org"]
-
-
-def cli(cfg: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["--config", str(cfg), *args])
 
 
 def test_uncertain_is_reported_kept_and_resent_only_on_purpose(tmp_path: Path) -> None:
@@ -30,11 +25,12 @@ def test_uncertain_is_reported_kept_and_resent_only_on_purpose(tmp_path: Path) -
     ingest_file(store, PAGE_2024_08_01)
     store.close()
     with SmtpServer() as server:
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(
-            f'[store]\ndatabase = "{db}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\n'
-            "rate_per_minute = 0\n" + "".join(f'[[subscribers]]\nemail = "{a}"\n' for a in READERS)
+        cfg = write_config(
+            tmp_path,
+            store={"database": db},
+            feeds={"dir": tmp_path / "feeds"},
+            smtp=smtp_section(server.port),
+            subscribers=subscribers_section(READERS),
         )
         server.data_for["bob@example.org"] = "take-drop"  # taken, then no reply
         first = cli(cfg, "send")
@@ -82,11 +78,12 @@ def test_uncertain_is_reported_kept_and_resent_only_on_purpose(tmp_path: Path) -
 def test_a_row_left_in_flight_by_a_dead_run_becomes_uncertain(tmp_path: Path) -> None:
     db = tmp_path / "digest.db"
     with SmtpServer() as server:
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(
-            f'[store]\ndatabase = "{db}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\n'
-            "rate_per_minute = 0\n" + "".join(f'[[subscribers]]\nemail = "{a}"\n' for a in READERS)
+        cfg = write_config(
+            tmp_path,
+            store={"database": db},
+            feeds={"dir": tmp_path / "feeds"},
+            smtp=smtp_section(server.port),
+            subscribers=subscribers_section(READERS),
         )
         store = Store.open(db)
         ingest_file(store, PAGE_2024_08_01)

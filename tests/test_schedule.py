@@ -31,7 +31,7 @@ from digest.models import RunResult
 from digest.service.lock import LockBusy, RunLock, lock_path_for
 from digest.service.schedule import JobLog, Scheduler, fetch_trigger, previous_fire, send_trigger
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01, ROOT
+from tests.support.paths import PAGE_2024_08_01, ROOT
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -22,8 +22,9 @@ from digest.service.lock import RunLock, lock_path_for
 from digest.store import Store
 from digest.store.readers import Ledger, secret_key
 from digest.tokens import verify_token
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.smtpserver import SmtpServer, free_port, simple_message
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.smtpserver import SmtpServer, simple_message
 
 DAY = date(2024, 8, 1)
 TOPICS = [
@@ -195,7 +196,7 @@ from datetime import date
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
 from digest.deliver.digest import send_digests
 from digest.store import Store
-from tests.smtpserver import simple_message
+from tests.support.smtpserver import simple_message
 
 port, db, kill_after = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 addresses = sys.argv[4].split(",")
@@ -251,7 +252,7 @@ def test_real_day_rendered_and_delivered(store: Store) -> None:
     pytest.importorskip("digest.render.email")
     from digest.jobs import ingest_file
     from digest.store import now_utc
-    from tests.conftest import PAGE_2024_08_01
+    from tests.support.paths import PAGE_2024_08_01
 
     ingest_file(store, PAGE_2024_08_01)
     day = now_utc().date()  # the day these papers were first seen

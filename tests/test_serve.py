@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,63 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
-from tests.smtpserver import SmtpServer
-from tests.webserver import free_port
-
-
-def write_config(tmp: Path) -> Path:
-    path = tmp / "config.toml"
-    # The source is a closed loopback port: the catch-up fetch fails fast, offline.
-    path.write_text(
-        f"""
-[source]
-list = "http://127.0.0.1:9/papers"
-retries = 0
-[store]
-database = "{tmp / "data" / "digest.db"}"
-[feeds]
-dir = "{tmp / "feeds"}"
-[schedule]
-timezone = "Europe/Berlin"
-"""
-    )
-    return path
-
-
-def wait_healthz(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, "digest serve exited early"
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> tuple[int, float]:
-    start = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout)
-    return code, time.monotonic() - start
-
-
-def start_serve(config: Path, port: int, cwd: Path) -> subprocess.Popen[bytes]:
-    """`digest serve` as its own process, output kept for the failure message."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "digest", "--config", str(config), "serve", "--port", str(port)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
+from tests.support.cli import process_env
+from tests.support.net import free_port
+from tests.support.serve import serve_config, start_serve, stop, wait_healthz
+from tests.support.smtpserver import SmtpServer
 
 
 def test_digest_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    proc = start_serve(write_config(tmp_path), port, tmp_path)
+    proc = start_serve(serve_config(tmp_path), port, tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         health = wait_healthz(base, proc)
@@ -118,11 +68,11 @@ sys.exit(serve(load_config(sys.argv[1]), port=int(sys.argv[3]), fetch=fetch, sen
 def test_sigterm_waits_for_the_running_job(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_JOB, str(write_config(tmp_path)), str(tmp_path), str(port)],
+        [sys.executable, "-c", SLOW_JOB, str(serve_config(tmp_path)), str(tmp_path), str(port)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        env=process_env(),
     )
     try:
         wait_healthz(f"http://127.0.0.1:{port}", proc)
@@ -152,7 +102,7 @@ def test_port_taken_exits_non_zero(tmp_path: Path) -> None:
                 "-m",
                 "digest",
                 "--config",
-                str(write_config(tmp_path)),
+                str(serve_config(tmp_path)),
                 "serve",
                 "--port",
                 str(port),
@@ -161,7 +111,7 @@ def test_port_taken_exits_non_zero(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=30,
-            env=os.environ | {"PYTHONPATH": str(ROOT)},
+            env=process_env(),
         )
     assert result.returncode != 0
     assert str(port) in result.stderr
@@ -185,7 +135,7 @@ def test_the_rate_limit_counts_clients_behind_a_trusted_proxy(tmp_path: Path, tr
     # A reverse proxy on 127.0.0.1 passing two visitors: each has their own limit when the
     # proxy is trusted; otherwise both are "127.0.0.1" and the second is refused.
     with SmtpServer() as smtp:
-        config = write_config(tmp_path)
+        config = serve_config(tmp_path)
         config.write_text(
             config.read_text()
             + f"[web]\nsubscribe_per_hour = 1\ntrusted_proxies = {trusted}\n"
@@ -207,7 +157,7 @@ def test_sigterm_cuts_a_retrying_catch_up_fetch(tmp_path: Path, source: str) -> 
     """The fresh container's case: the catch-up fetch retries a site that is down (a
     closed port: backoff sleeps) or that takes the request and never answers (a request
     in flight, 20 s read timeout). SIGTERM must end the process within 2 s, exit 0."""
-    from tests.hfserver import HFServer, Reply
+    from tests.support.hfserver import HFServer, Reply
 
     with HFServer() as site:
         site.route("/papers", Reply(b"", hold=60.0))

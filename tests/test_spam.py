@@ -14,7 +14,7 @@ from digest.deliver.smtp import flatten
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer
 from digest.store import Store
-from tests.test_email_render import make_config, real_day
+from tests.support.mail import make_config, real_day
 
 SPAMASSASSIN = shutil.which("spamassassin") or "/usr/bin/spamassassin"
 THRESHOLD = 1.0
@@ -57,7 +57,7 @@ def test_real_digest_is_not_spam(store: Store, tmp_path: Path) -> None:
 def test_digest_as_received_is_not_spam(store: Store, tmp_path: Path) -> None:
     # The bytes a real send put on the wire: plain List-* headers, From with the
     # default display name (the feed title), a real signed token in the links.
-    from tests.test_mail_clients import send_one
+    from tests.support.mail import send_one
 
     raw = send_one(store).replace(b"\r\n", b"\n")
     value, rules = score(raw, tmp_path)

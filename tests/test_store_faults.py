@@ -18,9 +18,9 @@ from digest.jobs import FetchReport
 from digest.models import Listing, Paper
 from digest.source.parse import parse_api
 from digest.store import MIGRATIONS, Store
-from tests.conftest import PAGE_2024_08_01, REAL, ROOT
-from tests.test_cli_ingest import CLEAN_ENV
-from tests.test_parse import raw_items
+from tests.support.cli import CLEAN_ENV
+from tests.support.pages import raw_items
+from tests.support.paths import PAGE_2024_08_01, REAL, ROOT
 
 # A child that imports everything first, says so, then opens the store on "go": the two
 # children's Store.open calls start within a few milliseconds of each other.

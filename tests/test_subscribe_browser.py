@@ -16,12 +16,10 @@ from digest.config import Config
 from digest.store import Store
 from digest.store.readers import list_subscribers
 from digest.web.app import create_app
-from tests.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
-from tests.signup import wait_mail_queue
-from tests.smtpserver import SmtpServer
-from tests.test_subscribe_flow import config as config  # the fixtures, shared
-from tests.test_subscribe_flow import smtp as smtp
-from tests.webserver import serving
+from tests.support.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
+from tests.support.signup import wait_mail_queue
+from tests.support.smtpserver import SmtpServer
+from tests.support.webserver import serving
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 

@@ -11,115 +11,32 @@ import re
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
-from digest.config import Config, SmtpConfig, SubscriberConfig
-from digest.deliver.digest import send_digests
-from digest.source.parse import parse_api, parse_page
+from digest.config import Config
 from digest.store import Store
 from digest.store.readers import add_subscriber, list_subscribers, secret_key
 from digest.tokens import PREFERENCES, make_token, verify_token
 from digest.web.app import create_app
 from digest.web.subscribe import make_confirm_token, purge_pending
-from tests.conftest import PAGE_2024_08_01, REAL
-from tests.signup import wait_mail_queue
-from tests.smtpserver import SmtpServer
-from tests.webserver import make_config, raw_get, serving
-
-KNOWN = "known@example.org"
-SITES: dict[str, Config] = {}  # base URL -> its config, so `subscribe` can wait for mail
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def config(tmp_path: Path, smtp: SmtpServer) -> Config:
-    base = make_config(tmp_path, subscribe_per_hour=50)
-    return replace(
-        base,
-        smtp=SmtpConfig(
-            host="127.0.0.1",
-            port=smtp.port,
-            security="none",
-            sender="digest@example.org",
-            rate_per_minute=0,
-            timeout=5.0,
-        ),
-        subscribers=[SubscriberConfig(KNOWN, [])],
-    )
-
-
-@pytest.fixture
-def site(config: Config) -> Iterator[str]:
-    Store.open(config.store.database).close()
-    with serving(create_app(config)) as base:
-        SITES[base] = config
-        yield base
-
-
-def path_of(url: str) -> str:
-    return urlsplit(url).path
-
-
-def form_token(client: httpx.Client, base: str, path: str = "/") -> str:
-    page = client.get(f"{base}{path}")
-    assert page.status_code == 200
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, "the form carries a CSRF token"
-    return found.group(1)
-
-
-def subscribe(
-    client: httpx.Client, base: str, address: str, topics: tuple[str, ...] = (), keywords: str = ""
-) -> httpx.Response:
-    data = {"csrf": form_token(client, base), "email": address, "keywords": keywords}
-    answer = client.post(f"{base}/subscribe", data={**data, "topics": list(topics)})
-    if base in SITES:  # the mail goes out from a background queue
-        wait_mail_queue(SITES[base])
-    return answer
-
-
-def mail_to(smtp: SmtpServer, address: str) -> list:
-    return [m.message() for m in smtp.messages if address in m.recipients]
-
-
-def link_in(message, prefix: str) -> str:
-    text = message.get_body(("plain",)).get_content()
-    found = re.search(rf"https?://\S+/{prefix}/\S+", text)
-    assert found, text
-    return found.group(0)
-
-
-def store_day(config: Config, path: Path) -> None:
-    store = Store.open(config.store.database)
-    try:
-        body = path.read_bytes()
-        listing = (
-            parse_page(body, "https://huggingface.co/papers")
-            if path.suffix == ".html"
-            else parse_api(body, "https://huggingface.co/api/daily_papers")
-        )
-        store.store_listing(listing)
-    finally:
-        store.close()
-
-
-def send(config: Config, day: date):
-    store = Store.open(config.store.database)
-    try:
-        # `today=day`: each call is that day's morning send (tests move the clock ahead).
-        return send_digests(config, store, day, sleep=lambda _s: None, today=day)
-    finally:
-        store.close()
+from tests.support.paths import PAGE_2024_08_01, REAL
+from tests.support.smtpserver import SmtpServer
+from tests.support.subscribe import (
+    KNOWN,
+    SITES,
+    link_in,
+    mail_to,
+    path_of,
+    send,
+    statuses,
+    store_day,
+    subscribe,
+)
+from tests.support.webserver import make_config, raw_get, serving
 
 
 def store_nonce(config: Config, address: str) -> str:
@@ -132,14 +49,6 @@ def store_nonce(config: Config, address: str) -> str:
     finally:
         store.close()
     return str(row[0])
-
-
-def statuses(config: Config) -> dict[str, str]:
-    store = Store.open(config.store.database)
-    try:
-        return {r.email: r.status for r in list_subscribers(config, store)}
-    finally:
-        store.close()
 
 
 def test_subscribe_confirm_send_one_click_unsubscribe(

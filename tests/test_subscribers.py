@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -34,6 +31,7 @@ from digest.tokens import (
     unsign,
     verify_token,
 )
+from tests.support.tokens import old_token
 
 TOPICS = [
     TopicConfig(name="agents", keywords=["agent*"]),
@@ -142,13 +140,6 @@ def test_tokens_verify_and_resist_tampering(store: Store, monkeypatch: pytest.Mo
         assert verify_token(key, sign(key, PREFERENCES, junk), PREFERENCES) is None
     monkeypatch.setenv("DIGEST_SECRET_KEY", "from-the-environment")
     assert secret_key(store) == b"from-the-environment"
-
-
-def old_token(key: bytes, address: str) -> str:
-    """The hand-made HMAC token of earlier versions (what old mails carry)."""
-    mac = hmac.new(key, address.lower().encode(), hashlib.sha256).digest()
-    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
-    return f"{b64(address.encode())}.{b64(mac)[:32]}"
 
 
 def test_old_unsubscribe_links_still_unsubscribe_and_nothing_else(store: Store) -> None:

@@ -15,16 +15,14 @@ from digest.config import TRENDING_URL, SourceConfig, load_config
 from digest.jobs import ingest
 from digest.source.listing import api_params_for
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01, REAL
-from tests.hfserver import (
+from tests.support.hfserver import (
     HFServer,
     Reply,
     fast_fetcher,
-    hf_server_fixture,  # noqa: F401  (registers the hf_server fixture)
     local_config,
-    with_props,
-    without_hydration,
 )
+from tests.support.pages import with_props, without_hydration
+from tests.support.paths import PAGE_2024_08_01, REAL
 
 SHELL = PAGE_2024_08_01.read_text(encoding="utf-8")
 ITEMS: list[dict[str, Any]] = json.loads(

@@ -24,8 +24,8 @@ from digest.render.feed import write_feeds
 from digest.source.parse import parse_any
 from digest.store import Store
 from digest.web.app import accepts_gzip, create_app
-from tests.conftest import PAGE_2024_08_01
-from tests.webserver import make_config, raw_get, serving
+from tests.support.paths import PAGE_2024_08_01
+from tests.support.webserver import make_config, raw_get, serving
 
 
 @pytest.fixture

@@ -65,9 +65,3 @@ def raw_get(base: str, target: str) -> int:
         s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         head = s.recv(4096).decode("latin-1")
     return int(head.split(" ", 2)[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

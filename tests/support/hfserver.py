@@ -5,9 +5,9 @@ records every request it saw (path, query, headers, time) and how many were in f
 once, and can misbehave on purpose: stall the body, cut it short, lie about its length,
 answer 429/5xx with Retry-After, redirect.
 
-In a test (the fixture is `hf_server`; import `hf_server_fixture` to register it):
+In a test (the fixture is `hf_server`, in conftest.py):
 
-    from tests.hfserver import Reply, hf_server_fixture  # noqa: F401
+    from tests.support.hfserver import Reply  # the hf_server fixture is in conftest.py
 
     def test_x(hf_server):
         hf_server.route("/papers", Reply.redirect("/papers/date/2024-08-01"))
@@ -21,18 +21,14 @@ In a test (the fixture is `hf_server`; import `hf_server_fixture` to register it
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-
-import pytest
 
 from digest.config import Config, SourceConfig
 from digest.source.fetch import Fetcher, make_client
@@ -230,39 +226,7 @@ class HFServer:
         return _Handler
 
 
-@pytest.fixture(name="hf_server")
-def hf_server_fixture() -> Iterator[HFServer]:
-    """A started HFServer on a free port of 127.0.0.1, stopped after the test."""
-    with HFServer() as server:
-        yield server
-
-
-# -- pages and fetchers built for the tests ------------------------------------------------
-
-_PROPS_RE = re.compile(r'data-target="DailyPapers" data-props="[^"]*"')
-_ARTICLE_RE = re.compile(r"<article\b.*?</article>", re.S)
-
-
-def without_hydration(page: str) -> str:
-    """The real page with its DailyPapers hydration div renamed away (a layout change)."""
-    out, n = _PROPS_RE.subn('data-target="SomethingElse"', page)
-    assert n == 1, "the real page no longer has exactly one DailyPapers div"
-    return out
-
-
-def without_cards(page: str) -> str:
-    """The page with its <article> paper cards cut out."""
-    out, n = _ARTICLE_RE.subn("", page)
-    assert n > 0, "the page has no <article> cards to remove"
-    return out
-
-
-def with_props(page: str, props: dict[str, Any]) -> str:
-    """The page's HTML shell around other data-props (a RECONSTRUCTED page: say so)."""
-    attr = html.escape(json.dumps(props, ensure_ascii=False), quote=True)
-    out, n = _PROPS_RE.subn(lambda _m: f'data-target="DailyPapers" data-props="{attr}"', page)
-    assert n == 1
-    return out
+# -- fetchers built for the tests (pages: tests.support.pages) --------------------------
 
 
 class SleepLog:

@@ -10,9 +10,9 @@ In a test:
 
 As a process (the benchmark runs it apart so it does not share the sender's GIL):
 
-    python -m tests.smtpserver        prints "ready PORT"; reads "count" lines on stdin
+    python -m tests.support.smtpserver        prints "ready PORT"; reads "count" lines on stdin
                                       and answers the number of messages taken; EOF stops it.
-    python -m tests.smtpserver --log FILE [--port N]
+    python -m tests.support.smtpserver --log FILE [--port N]
                                       also appends each taken message's recipients to FILE
                                       (for tests that kill the server).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,12 +37,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from digest.models import Subscriber
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.net import free_port
 
 
 @dataclass

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import ARTIFACTS as ARTIFACTS  # screenshots go there
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # Without the background-networking flags Chromium knocks on Google's hosts at start.
 FLAGS = [
     "--no-sandbox",
