@@ -22,6 +22,7 @@ from digest.service.lock import RunLock, lock_path_for
 from digest.store import Store
 from digest.store.readers import Ledger, secret_key
 from digest.tokens import verify_token
+from tests.support.config import smtp_config
 from tests.support.net import free_port
 from tests.support.paths import PAGE_2024_08_01, ROOT
 from tests.support.smtpserver import SmtpServer, simple_message
@@ -36,18 +37,11 @@ ADDRESSES = [f"reader{i}@example.org" for i in range(8)]
 
 
 def make_config(port: int, addresses: list[str] = ADDRESSES, **smtp: object) -> Config:
-    values: dict[str, object] = {
-        "host": "127.0.0.1" if port else "",
-        "port": port or 25,
-        "security": "none",
-        "rate_per_minute": 0,
-        "timeout": 5.0,
-        "sender": "digest@example.org",
-    }
-    values.update(smtp)
+    # Port 0: no SMTP host configured at all.
+    where = {"host": "127.0.0.1" if port else "", "sender": "digest@example.org"}
     return Config(
         topics=TOPICS,
-        smtp=SmtpConfig(**values),  # type: ignore[arg-type]
+        smtp=smtp_config(port or 25, **{**where, **smtp}),
         subscribers=[SubscriberConfig(a, ["agents"]) for a in addresses],
     )
 

@@ -6,27 +6,15 @@ from datetime import date
 
 import pytest
 
-from digest.config import SmtpConfig
 from digest.deliver.smtp import Mailer, PermanentFailure, RateLimiter, TemporaryFailure
 from digest.errors import DeliveryError
 from digest.models import Subscriber
+from tests.support.config import smtp_config
 from tests.support.net import free_port
 from tests.support.smtpserver import SmtpServer, simple_message
 
 DAY = date(2024, 8, 1)
 ADDRESSES = [f"reader{i}@example.org" for i in range(6)]
-
-
-def smtp_for(port: int, **kw: object) -> SmtpConfig:
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "security": "none",
-        "rate_per_minute": 0,
-        "timeout": 5.0,
-    }
-    values.update(kw)
-    return SmtpConfig(**values)  # type: ignore[arg-type]
 
 
 def send_all(mailer: Mailer, addresses: list[str]) -> dict[str, str]:
@@ -40,7 +28,7 @@ def send_all(mailer: Mailer, addresses: list[str]) -> dict[str, str]:
 
 
 def test_one_connection_for_many_messages() -> None:
-    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+    with SmtpServer() as server, Mailer(smtp_config(server.port)) as mailer:
         replies = send_all(mailer, ADDRESSES)
     assert all(r.startswith("250") for r in replies.values())
     assert server.received_by() == {a: 1 for a in ADDRESSES}
@@ -57,7 +45,7 @@ def test_421_mid_batch_is_retried_and_each_message_arrives_once() -> None:
     sleeps: list[float] = []
     with SmtpServer() as server:
         server.data_plan = ["accept", "accept", "421 4.3.2 service shutting down"]
-        with Mailer(smtp_for(server.port), sleep=sleeps.append) as mailer:
+        with Mailer(smtp_config(server.port), sleep=sleeps.append) as mailer:
             replies = send_all(mailer, ADDRESSES)
     assert all(r.startswith("250") for r in replies.values()), replies
     assert server.received_by() == {a: 1 for a in ADDRESSES}
@@ -69,7 +57,7 @@ def test_550_for_one_address_fails_it_and_the_rest_arrive() -> None:
     bad = ADDRESSES[2]
     with SmtpServer() as server:
         server.rcpt_replies[bad] = "550 5.1.1 <reader2@example.org>: no such user"
-        with Mailer(smtp_for(server.port), sleep=lambda _s: None) as mailer:
+        with Mailer(smtp_config(server.port), sleep=lambda _s: None) as mailer:
             replies = send_all(mailer, ADDRESSES)
     assert replies[bad] == "refused 550 5.1.1 <reader2@example.org>: no such user"
     assert server.received_by() == {a: 1 for a in ADDRESSES if a != bad}
@@ -85,7 +73,7 @@ def test_dropped_connection_reconnects_and_continues(where: str) -> None:
             server.mail_plan = ["ok", "drop"]
         else:
             server.data_plan = ["accept", "accept-drop"]
-        with Mailer(smtp_for(server.port), sleep=lambda _s: None) as mailer:
+        with Mailer(smtp_config(server.port), sleep=lambda _s: None) as mailer:
             replies = send_all(mailer, ADDRESSES)
     assert all(r.startswith("250") for r in replies.values()), replies
     assert server.received_by() == {a: 1 for a in ADDRESSES}
@@ -97,7 +85,7 @@ def test_temporary_refusal_gives_up_after_the_configured_retries() -> None:
     with SmtpServer() as server:
         server.rcpt_replies[ADDRESSES[0]] = "452 4.2.2 mailbox full"
         with (
-            Mailer(smtp_for(server.port, retries=2), sleep=sleeps.append) as mailer,
+            Mailer(smtp_config(server.port, retries=2), sleep=sleeps.append) as mailer,
             pytest.raises(TemporaryFailure) as info,
         ):
             mailer.deliver(simple_message(Subscriber(ADDRESSES[0]), DAY), ADDRESSES[0])
@@ -109,7 +97,7 @@ def test_temporary_refusal_gives_up_after_the_configured_retries() -> None:
 def test_no_server_stops_with_an_error_naming_it() -> None:
     port = free_port()  # nothing listens here
     with (
-        Mailer(smtp_for(port, retries=1), sleep=lambda _s: None) as mailer,
+        Mailer(smtp_config(port, retries=1), sleep=lambda _s: None) as mailer,
         pytest.raises(DeliveryError, match=rf"127\.0\.0\.1:{port}.*after 2 attempts"),
     ):
         mailer.deliver(simple_message(Subscriber("a@example.org"), DAY), "a@example.org")
@@ -117,7 +105,7 @@ def test_no_server_stops_with_an_error_naming_it() -> None:
 
 def test_international_address_uses_smtputf8() -> None:
     address = "jürgen@example.org"
-    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+    with SmtpServer() as server, Mailer(smtp_config(server.port)) as mailer:
         mailer.deliver(simple_message(Subscriber(address), DAY), address)
     assert server.received_by() == {address: 1}
 
@@ -145,7 +133,7 @@ def test_starttls_with_a_private_ca_file(tmp_path) -> None:
 
     cert, key = self_signed(tmp_path)
     with SmtpServer(tls=server_tls(cert, key)) as server:
-        trusted = smtp_for(server.port, security="starttls", ca_file=str(cert))
+        trusted = smtp_config(server.port, security="starttls", ca_file=str(cert))
         with Mailer(trusted) as mailer:
             replies = send_all(mailer, ADDRESSES[:2])
         assert all(r.startswith("250") for r in replies.values())
@@ -153,12 +141,12 @@ def test_starttls_with_a_private_ca_file(tmp_path) -> None:
 
         # Without the CA file the certificate is not trusted: a clear error, nothing sent.
         with (
-            Mailer(smtp_for(server.port, security="starttls", retries=0)) as mailer,
+            Mailer(smtp_config(server.port, security="starttls", retries=0)) as mailer,
             pytest.raises(DeliveryError, match=r"TLS failed.*certificate verify failed"),
         ):
             send_all(mailer, ADDRESSES[2:3])
         # Plain text to a relay that requires STARTTLS is refused, never sent in clear.
-        with Mailer(smtp_for(server.port, retries=0)) as mailer:
+        with Mailer(smtp_config(server.port, retries=0)) as mailer:
             assert send_all(mailer, ADDRESSES[3:4])[ADDRESSES[3]].startswith("refused 530")
     assert len(server.messages) == 2
 
@@ -167,7 +155,7 @@ def test_unreadable_ca_file_is_named(tmp_path) -> None:
     missing = tmp_path / "nope.pem"
     with (
         SmtpServer() as server,
-        Mailer(smtp_for(server.port, security="starttls", ca_file=str(missing))) as mailer,
+        Mailer(smtp_config(server.port, security="starttls", ca_file=str(missing))) as mailer,
         pytest.raises(DeliveryError, match=r"smtp\.ca_file.*nope\.pem"),
     ):
         send_all(mailer, ADDRESSES[:1])
@@ -177,7 +165,7 @@ def test_a_line_break_in_an_address_is_refused_before_anything_is_sent() -> None
     # smtplib would turn "csrf\0\r\nbcc: x@evil.org" into the envelope address
     # <x@evil.org>: the reader's message, with their links, to someone else.
     evil = "csrf\0\r\nbcc: x@evil.org"
-    with SmtpServer() as server, Mailer(smtp_for(server.port)) as mailer:
+    with SmtpServer() as server, Mailer(smtp_config(server.port)) as mailer:
         with pytest.raises(PermanentFailure, match="control characters"):
             mailer.deliver(simple_message(Subscriber("x@example.org"), DAY), evil)
         replies = send_all(mailer, ADDRESSES[:2])

@@ -29,7 +29,7 @@ from digest.deliver.smtp import Mailer, Uncertain
 from digest.models import Subscriber
 from digest.store import Store
 from digest.store.readers import Ledger
-from tests.support.config import smtp_section, write_config
+from tests.support.config import smtp_config, smtp_section, write_config
 from tests.support.net import free_port
 from tests.support.paths import PAGE_2024_08_01, ROOT
 from tests.support.smtpserver import SmtpServer, simple_message
@@ -39,17 +39,8 @@ ADDRESSES = [f"reader{i}@example.org" for i in range(6)]
 
 
 def make_config(port: int, addresses: list[str] = ADDRESSES, **smtp: object) -> Config:
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "security": "none",
-        "rate_per_minute": 0,
-        "timeout": 5.0,
-        "sender": "digest@example.org",
-    }
-    values.update(smtp)
     return Config(
-        smtp=SmtpConfig(**values),  # type: ignore[arg-type]
+        smtp=smtp_config(port, **{"sender": "digest@example.org", **smtp}),
         subscribers=[SubscriberConfig(a) for a in addresses],
     )
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from digest.config import Config, load_config
+from digest.config import Config, SmtpConfig, load_config
 
 
 def _value(value: Any) -> str:
@@ -54,6 +54,19 @@ def smtp_section(port: int, **keys: Any) -> dict[str, Any]:
     """[smtp] for the test server on 127.0.0.1:port: plain, no rate limit; `keys` add to it
     (sender, timeout, ...)."""
     return {"host": "127.0.0.1", "port": port, "security": "none", "rate_per_minute": 0} | keys
+
+
+def smtp_config(port: int, **keys: Any) -> SmtpConfig:
+    """SmtpConfig for the test server on 127.0.0.1:port: plain, no rate limit, 5 s timeout;
+    `keys` override or add (sender, retries, ...)."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "none",
+        "rate_per_minute": 0,
+        "timeout": 5.0,
+    }
+    return SmtpConfig(**(values | keys))
 
 
 def subscribers_section(addresses: list[str]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from digest.deliver.smtp import flatten
 from digest.jobs import ingest_file
 from digest.models import StoredPaper
 from digest.store import Store, now_utc
+from tests.support.config import smtp_config
 from tests.support.paths import PAGE_2024_08_01
 from tests.support.smtpserver import SmtpServer
 
@@ -77,14 +78,7 @@ def config_for(port: int, sender: str = SENDER, **email_keys: object) -> Config:
     return Config(
         topics=TOPICS,
         feeds=FeedsConfig(base_url="https://papers.example.org"),
-        smtp=SmtpConfig(
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            rate_per_minute=0,
-            timeout=5.0,
-            sender=sender,
-        ),
+        smtp=smtp_config(port, sender=sender),
         email=replace(EmailConfig(), **email_keys),  # type: ignore[arg-type]
         subscribers=[SubscriberConfig(READER, ["video"])],
     )

@@ -16,6 +16,7 @@ from digest.deliver.digest import send_digests
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store
 from digest.store.readers import list_subscribers
+from tests.support.config import smtp_config
 from tests.support.signup import wait_mail_queue
 from tests.support.smtpserver import SmtpServer
 from tests.support.webserver import make_config
@@ -26,17 +27,7 @@ SITES: dict[str, Config] = {}  # base URL -> its config, so `subscribe` can wait
 
 def smtp_for(server: SmtpServer, **keys: object) -> SmtpConfig:
     """[smtp] for the test server: plain, no rate limit, short timeout."""
-    return replace(
-        SmtpConfig(
-            host="127.0.0.1",
-            port=server.port,
-            security="none",
-            sender="digest@example.org",
-            rate_per_minute=0,
-            timeout=5.0,
-        ),
-        **keys,  # type: ignore[arg-type]
-    )
+    return smtp_config(server.port, **{"sender": "digest@example.org", **keys})
 
 
 def site_config(tmp_path: Path, smtp: SmtpServer, **smtp_keys: object) -> Config:
