@@ -1,8 +1,10 @@
 """Capture folders: tests/data/<capture>/ holds the input and what the parser must make of it.
 
-A folder has `source.txt` (the name of a real capture in ../shared/fixtures/real, which must
-not be copied or edited) or an `input.html` / `input.json` built for the test (with a NOTE
-saying what is RECONSTRUCTED), and `expected.json`: the papers the real parser gives.
+A folder has one input and `expected.json` (the papers the real parser gives). The input is
+`source.txt`, the name of a real capture in ../shared/fixtures/real (which must not be
+copied or edited), or `build.json`, a page RECONSTRUCTED from real parts without copying
+them: {"note": why, "shell": a real page, "items": a real API capture, "props": more
+data-props, "url": where such a page is}, or a small `input.html` / `input.json`.
 
 To add a capture, make its folder and write its expected.json once, by hand, then check it
 by eye against the capture:
@@ -12,6 +14,7 @@ by eye against the capture:
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import asdict
@@ -21,6 +24,7 @@ from typing import Any
 
 from digest.models import Listing, Paper
 from digest.source.parse import parse_api, parse_page
+from tests.support.pages import with_props
 from tests.support.paths import DATA, REAL
 
 ABSTRACT_SHOWN = 80  # characters of each abstract kept in expected.json, with its length
@@ -30,6 +34,18 @@ AUTHORS_SHOWN = 3  # authors kept, with their count (a paper can have hundreds)
 def folders() -> list[Path]:
     """Every capture folder, sorted by name."""
     return sorted(p for p in DATA.iterdir() if (p / "expected.json").exists())
+
+
+def parse_folder(folder: Path) -> Listing:
+    """A folder's input through the real parser."""
+    recipe = folder / "build.json"
+    if not recipe.exists():
+        return parse_capture(input_of(folder))
+    build = json.loads(recipe.read_text(encoding="utf-8"))
+    items = json.loads((REAL / build["items"]).read_text(encoding="utf-8"))
+    shell = (REAL / build["shell"]).read_text(encoding="utf-8")
+    page = with_props(shell, {"dailyPapers": items, **build.get("props", {})})
+    return parse_page(page.encode("utf-8"), build["url"])
 
 
 def input_of(folder: Path) -> Path:
@@ -93,15 +109,14 @@ def summary(listing: Listing) -> dict[str, Any]:
 
 
 def main(names: list[str]) -> None:
-    """Make tests/data/<name>/ (source.txt naming the real capture) and write expected.json."""
-    import json
-
+    """For each NAME: a real capture's file name (makes tests/data/<stem>/source.txt) or an
+    existing folder of tests/data; write its expected.json."""
     for name in names:
         folder = DATA / Path(name).name.removesuffix(".json").removesuffix(".html")
         folder.mkdir(parents=True, exist_ok=True)
-        if not any(folder.glob("input.*")):
+        if (REAL / name).exists() and not any(folder.glob("input.*")):
             (folder / "source.txt").write_text(Path(name).name + "\n", encoding="utf-8")
-        expected = summary(parse_capture(input_of(folder)))
+        expected = summary(parse_folder(folder))
         text = json.dumps(expected, ensure_ascii=False, indent=2) + "\n"
         (folder / "expected.json").write_text(text, encoding="utf-8")
         print(f"{folder.relative_to(DATA.parent.parent)}: {expected['count']} papers")
