@@ -1,8 +1,9 @@
 """Every capture folder in tests/data/ through the real parser, one parametrised test.
 
 A folder is `source.txt` (naming a real capture in ../shared/fixtures/real) or a page built
-from real parts (`build.json`), and `expected.json` (written once by `python -m tests.support.captures NAME`,
-checked by eye). A new capture is a new folder, not new code.
+from real parts (`build.json`), and `expected.json` (written once by
+`python -m tests.support.captures NAME`, checked by eye). A new capture is a new folder,
+not new code.
 
 Beside expected.json, each paper is checked against the capture's raw JSON (json.load, or
 the page's data-props read with a regex and html.unescape, not with the parser's selectolax)
