@@ -4,9 +4,6 @@ concurrency (measured by the server), resumable, one progress call per day fetch
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from digest.errors import DigestError
 from digest.jobs import backfill
 from digest.models import RunResult
 from digest.store import Store
+from tests.support.cli import process_env, run_digest
 from tests.support.hfserver import (
     HFServer,
     Reply,
@@ -185,21 +183,13 @@ def test_cli_backfill_prints_the_summary_and_exits_1_on_a_failed_day(
 ) -> None:
     serve_days(hf_server, GOOD[:2])  # GOOD[2] is not served: 404
     (tmp_path / "config.toml").write_text("[source]\nretries = 0\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env |= {
-        "DIGEST_DB": str(tmp_path / "cli.db"),
-        "DIGEST_SOURCE_URL": hf_server.url("/papers"),
-        "DIGEST_API_URL": hf_server.url("/api/daily_papers"),
-    }
-    cmd = [sys.executable, "-m", "digest", "backfill", "--since", str(GOOD[0])]
-    done = subprocess.run(
-        [*cmd, "--until", str(GOOD[2])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    env = process_env(
+        DIGEST_DB=str(tmp_path / "cli.db"),
+        DIGEST_SOURCE_URL=hf_server.url("/papers"),
+        DIGEST_API_URL=hf_server.url("/api/daily_papers"),
     )
+    since = ["backfill", "--since", str(GOOD[0])]
+    done = run_digest(None, *since, "--until", str(GOOD[2]), cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stderr
     seen = len(ids_of(GOOD[0]) | ids_of(GOOD[1]))
     assert done.stdout.strip() == (

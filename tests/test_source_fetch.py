@@ -4,9 +4,7 @@ that names the URL; the server's log shows how many tries were made."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from digest.errors import FetchError
 from digest.store import Store
+from tests.support.cli import process_env, run_digest
 from tests.support.hfserver import (
     HFServer,
     Reply,
@@ -164,22 +163,14 @@ def test_redirect_loop_is_a_fetch_error_not_a_crash(hf_server: HFServer) -> None
 
 
 def _digest_fetch(server: HFServer, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     # retries = 0 keeps the failure case fast: the default backoff waits seconds.
     (tmp_path / "config.toml").write_text("[source]\nretries = 0\n")
-    env |= {
-        "DIGEST_DB": str(tmp_path / "cli.db"),
-        "DIGEST_SOURCE_URL": server.url("/papers"),
-        "DIGEST_API_URL": server.url("/api/daily_papers"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "digest", "fetch"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    env = process_env(
+        DIGEST_DB=str(tmp_path / "cli.db"),
+        DIGEST_SOURCE_URL=server.url("/papers"),
+        DIGEST_API_URL=server.url("/api/daily_papers"),
     )
+    return run_digest(None, "fetch", cwd=tmp_path, env=env)
 
 
 def test_cli_fetch_prints_one_line_and_exits_0(hf_server: HFServer, tmp_path: Path) -> None:
