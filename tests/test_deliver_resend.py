@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from digest.clock import local_today
@@ -12,21 +13,22 @@ from digest.store import Store
 from digest.store.readers import Ledger
 from digest.web.app import health
 from tests.support.cli import cli
-from tests.support.config import smtp_section, subscribers_section, write_config
+from tests.support.config import smtp_section, subscribers_section
 from tests.support.paths import PAGE_2024_08_01
 from tests.support.smtpserver import SmtpServer
 
 READERS = ["ann@example.org", "bob@example.org", "cat@example.org"]
 
 
-def test_uncertain_is_reported_kept_and_resent_only_on_purpose(tmp_path: Path) -> None:
+def test_uncertain_is_reported_kept_and_resent_only_on_purpose(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
     db = tmp_path / "digest.db"
     store = Store.open(db)
     ingest_file(store, PAGE_2024_08_01)
     store.close()
     with SmtpServer() as server:
-        cfg = write_config(
-            tmp_path,
+        cfg = config_file(
             store={"database": db},
             feeds={"dir": tmp_path / "feeds"},
             smtp=smtp_section(server.port),
@@ -75,11 +77,12 @@ def test_uncertain_is_reported_kept_and_resent_only_on_purpose(tmp_path: Path) -
     assert shown.count("\tsent\t") == 3
 
 
-def test_a_row_left_in_flight_by_a_dead_run_becomes_uncertain(tmp_path: Path) -> None:
+def test_a_row_left_in_flight_by_a_dead_run_becomes_uncertain(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
     db = tmp_path / "digest.db"
     with SmtpServer() as server:
-        cfg = write_config(
-            tmp_path,
+        cfg = config_file(
             store={"database": db},
             feeds={"dir": tmp_path / "feeds"},
             smtp=smtp_section(server.port),

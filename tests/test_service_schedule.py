@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -32,6 +31,7 @@ from digest.service.lock import LockBusy, RunLock, lock_path_for
 from digest.service.schedule import JobLog, Scheduler, fetch_trigger, previous_fire, send_trigger
 from digest.store import Store
 from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.waiting import wait_until
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -74,14 +74,6 @@ class Calls:
         self.sends.append(day)
         self.done.set()
         return "sent"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 # -- triggers across DST -------------------------------------------------------------
@@ -183,7 +175,7 @@ def test_catch_up_after_days_down_runs_once(tmp_path: Path) -> None:
         assert scheduler.start() == ["fetch", "send"]
         try:
             assert calls.done.wait(10)
-            wait_for(lambda: not scheduler.busy)
+            wait_until(lambda: not scheduler.busy)
             time.sleep(0.3)  # anything else queued would have started by now
             assert scheduler.due_on_start() == []  # and a restart would not run them again
         finally:
@@ -225,7 +217,7 @@ def test_first_start_after_send_time_sends_nothing(
         scheduler = Scheduler(config, fetch=calls.fetch, send=calls.send)
         assert scheduler.start() == ["fetch"]
         try:
-            wait_for(lambda: len(calls.fetches) == 1 and not scheduler.busy, 5)
+            wait_until(lambda: len(calls.fetches) == 1 and not scheduler.busy, 5)
             time.sleep(0.3)  # a queued send would have started by now
         finally:
             scheduler.shutdown()
@@ -398,7 +390,7 @@ def test_shutdown_cuts_a_wait_for_the_lock(tmp_path: Path) -> None:
         outcome: list[str] = []
         waiting = threading.Thread(target=lambda: outcome.append(scheduler.run_send()))
         waiting.start()
-        wait_for(lambda: scheduler.busy)
+        wait_until(lambda: scheduler.busy)
         time.sleep(0.3)
         started = time.monotonic()
         assert scheduler.shutdown(wait=5)
