@@ -23,11 +23,11 @@ from digest.store import Store
 from digest.store.readers import Ledger, secret_key
 from digest.tokens import verify_token
 from tests.support.config import smtp_config
+from tests.support.deliver import DAY, send_day
 from tests.support.net import free_port
 from tests.support.paths import PAGE_2024_08_01, ROOT
 from tests.support.smtpserver import SmtpServer, simple_message
 
-DAY = date(2024, 8, 1)
 TOPICS = [
     TopicConfig(name="agents", keywords=["agent*"]),
     TopicConfig(name="vision", keywords=["image"]),
@@ -53,8 +53,7 @@ def render(sub: Subscriber) -> EmailMessage | None:
 
 def send(config: Config, store: Store, **kw: object) -> SendReport:
     kw.setdefault("render", render)
-    kw.setdefault("sleep", lambda _s: None)
-    return send_digests(config, store, DAY, **kw)  # type: ignore[arg-type]
+    return send_day(config, store, **kw)
 
 
 def test_every_subscriber_gets_one_and_the_ledger_says_sent(store: Store) -> None:
