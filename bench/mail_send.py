@@ -57,7 +57,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     """A throwaway certificate and key in `folder`, made as the tests make theirs."""
     # tests/ is not installed: the checkout's folder goes on the path for this one import.
     sys.path.insert(0, str(ROOT))
-    from tests.smtpserver import self_signed as make
+    from tests.support.smtpserver import self_signed as make
 
     return make(folder)
 
@@ -67,7 +67,7 @@ def start_server(
 ) -> tuple[subprocess.Popen[str], int]:
     tls = ["--starttls", str(cert), str(key)] if cert and key else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtpserver", *tls],
+        [sys.executable, "-m", "tests.support.smtpserver", *tls],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

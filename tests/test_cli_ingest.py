@@ -12,16 +12,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from digest.cli import main
-from digest.config import ENV_OVERRIDES
 from digest.store import Store
-from tests.conftest import PAGE_2024_08_01, REAL
-from tests.test_parse import raw_items, without_hydration
-
-# Nothing from the machine's environment may steer these runs.
-CLEAN_ENV: dict[str, str | None] = {var: None for var in ENV_OVERRIDES} | {
-    "DIGEST_CONFIG": None,
-    "DIGEST_SMTP_PASSWORD": None,
-}
+from tests.support.cli import CLEAN_ENV, cli
+from tests.support.pages import hydration_cut, raw_items
+from tests.support.paths import PAGE_2024_08_01, REAL
 
 
 @pytest.fixture
@@ -31,7 +25,7 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def digest(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=CLEAN_ENV)
+    return cli(None, *args)
 
 
 def papers_in(db: Path) -> dict[str, int]:
@@ -116,7 +110,7 @@ def test_fetch_from_broken_file_records_a_failure(cwd: Path) -> None:
     db = cwd / "papers-digest.db"
     before = papers_in(db)
     broken = cwd / "broken.html"
-    broken.write_bytes(without_hydration())
+    broken.write_bytes(hydration_cut())
     result = digest("fetch", "--from", str(broken))
     assert result.exit_code != 0
     assert "failed" in result.stderr

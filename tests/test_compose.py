@@ -10,7 +10,7 @@ import pytest
 import yaml  # PyYAML, which podman-compose (a test dependency) reads compose files with
 
 from digest.config import ENV_OVERRIDES, load_config
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def compose_environment() -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 
 from digest.config import API_URL, TRENDING_URL, Config, load_config
 from digest.errors import ConfigError
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 EXAMPLE = ROOT / "config.example.toml"
 

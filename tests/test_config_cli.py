@@ -17,13 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
-from digest.config import ENV_OVERRIDES
-from tests.conftest import PAGE_2024_08_01, ROOT
-
-CLEAN_ENV: dict[str, str | None] = {var: None for var in ENV_OVERRIDES} | {
-    "DIGEST_CONFIG": None,
-    "DIGEST_SMTP_PASSWORD": None,
-}
+from tests.support.cli import CLEAN_ENV
+from tests.support.paths import PAGE_2024_08_01, ROOT
 
 # name -> (config text after [store], env, the key named, words in the message)
 BAD: dict[str, tuple[str, dict[str, str], str, str]] = {

@@ -29,8 +29,8 @@ import feedparser
 import httpx
 import pytest
 
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.smtpserver import free_port
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01, ROOT
 
 pytestmark = pytest.mark.container
 

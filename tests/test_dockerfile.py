@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
-from tests.smtpserver import free_port
+from tests.support.net import free_port
+from tests.support.paths import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 

@@ -24,38 +24,25 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig
-from digest.deliver.digest import SendReport, send_digests
+from digest.deliver.digest import SendReport
 from digest.deliver.smtp import Mailer, Uncertain
 from digest.models import Subscriber
 from digest.store import Store
 from digest.store.readers import Ledger
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.smtpserver import SmtpServer, free_port, simple_message
+from tests.support.config import smtp_config, smtp_section, write_config
+from tests.support.deliver import DAY, send_day
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.smtpserver import SmtpServer, simple_message
 
-DAY = date(2024, 8, 1)
 ADDRESSES = [f"reader{i}@example.org" for i in range(6)]
 
 
 def make_config(port: int, addresses: list[str] = ADDRESSES, **smtp: object) -> Config:
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "security": "none",
-        "rate_per_minute": 0,
-        "timeout": 5.0,
-        "sender": "digest@example.org",
-    }
-    values.update(smtp)
     return Config(
-        smtp=SmtpConfig(**values),  # type: ignore[arg-type]
+        smtp=smtp_config(port, **{"sender": "digest@example.org", **smtp}),
         subscribers=[SubscriberConfig(a) for a in addresses],
     )
-
-
-def send(config: Config, store: Store, **kw: object) -> SendReport:
-    kw.setdefault("render", lambda sub: simple_message(sub, DAY))
-    kw.setdefault("sleep", lambda _s: None)
-    return send_digests(config, store, DAY, **kw)  # type: ignore[arg-type]
 
 
 def statuses(store: Store, day: date = DAY) -> dict[str, str]:
@@ -70,8 +57,8 @@ def test_a_reply_to_the_dot_later_than_smtp_timeout_is_one_copy(store: Store) ->
     with SmtpServer() as server:
         server.data_for[slow] = "slow:1.5"  # every message to it
         config = make_config(server.port, timeout=1.0, retries=3)
-        report = send(config, store)
-        again = send(config, store)
+        report = send_day(config, store)
+        again = send_day(config, store)
     assert server.received_by() == {a: 1 for a in ADDRESSES}
     assert report.failed == [] and report.uncertain == [] and len(report.sent) == 6
     assert again.sent == [] and again.already_sent == 6
@@ -85,7 +72,7 @@ def test_no_reply_to_the_dot_within_the_reply_timeout_is_uncertain_never_resent(
     with SmtpServer() as server:
         server.data_plan = ["accept", "slow:3"]
         config = make_config(server.port, timeout=0.5, retries=3)
-        report = send(config, store, data_timeout=1.0)
+        report = send_day(config, store, data_timeout=1.0)
         assert server.received_by() == {a: 1 for a in ADDRESSES}  # the server did take it
         assert [a for a, _ in report.uncertain] == [slow]
         assert "no reply to the end of the message" in report.uncertain[0][1]
@@ -96,7 +83,7 @@ def test_no_reply_to_the_dot_within_the_reply_timeout_is_uncertain_never_resent(
         row = Ledger(store).of_day(DAY)[slow]
         assert (row.status, row.attempts) == ("uncertain", 1) and row.message_id
         # The next runs leave it alone, and keep saying so.
-        again = send(config, store)
+        again = send_day(config, store)
         assert again.sent == [] and again.held_uncertain == 1
         assert "1 uncertain (maybe delivered) not resent" in again.summary()
     assert server.received_by()[slow] == 1
@@ -125,7 +112,7 @@ def test_mailer_does_not_retry_after_the_dot_went_out() -> None:
 def test_a_drop_after_the_server_took_the_message_is_uncertain(store: Store) -> None:
     with SmtpServer() as server:
         server.data_plan = ["accept", "accept", "take-drop"]
-        report = send(make_config(server.port), store)
+        report = send_day(make_config(server.port), store)
     assert server.received_by() == {a: 1 for a in ADDRESSES}
     assert [a for a, _ in report.uncertain] == [ADDRESSES[2]]
     assert report.connections == 2  # reconnected for the rest
@@ -140,7 +127,7 @@ def test_drops_before_the_dot_and_421_are_retried_550_is_final(store: Store) -> 
         server.mail_plan = ["ok", "drop", "421 4.7.0 try again later"]
         server.data_plan = ["accept", "accept", "421 4.3.2 shutting down"]  # answer to "."
         server.rcpt_replies[bad] = "550 5.1.1 no such user"
-        report = send(make_config(server.port), store)
+        report = send_day(make_config(server.port), store)
     assert server.received_by() == {a: 1 for a in ADDRESSES if a != bad}
     assert report.failed == [(bad, "550 5.1.1 no such user")] and report.uncertain == []
     assert statuses(store)[bad] == "failed"
@@ -150,7 +137,7 @@ def test_drops_before_the_dot_and_421_are_retried_550_is_final(store: Store) -> 
 
 def _server_process(port: int, log: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtpserver", "--log", str(log), "--port", str(port)],
+        [sys.executable, "-m", "tests.support.smtpserver", "--log", str(log), "--port", str(port)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -172,7 +159,7 @@ def test_server_killed_mid_send_then_a_rerun_each_at_most_once(
     config = make_config(port, readers, retries=1)
     server = _server_process(port, log)
     reports: list[SendReport] = []
-    worker = threading.Thread(target=lambda: reports.append(send(config, store)))
+    worker = threading.Thread(target=lambda: reports.append(send_day(config, store)))
     worker.start()
     deadline = time.monotonic() + 20
     while (not log.exists() or len(log.read_text().split()) < 60) and time.monotonic() < deadline:
@@ -184,7 +171,7 @@ def test_server_killed_mid_send_then_a_rerun_each_at_most_once(
     assert first.stopped and "cannot connect" in first.stopped, first.summary()
     server = _server_process(port, log)
     try:
-        second = send(config, store)
+        second = send_day(config, store)
     finally:
         server.communicate("", timeout=10)
     taken = Counter(log.read_text().split())
@@ -204,7 +191,7 @@ def test_a_message_that_cannot_be_made_fails_that_reader_only(store: Store) -> N
         return simple_message(sub, DAY)
 
     with SmtpServer() as server:
-        report = send(make_config(server.port), store, render=render)
+        report = send_day(make_config(server.port), store, render=render)
     assert server.received_by() == {a: 1 for a in ADDRESSES if a != ADDRESSES[1]}
     reason = "cannot make their message: RuntimeError: template exploded"
     assert report.failed == [(ADDRESSES[1], reason)]
@@ -231,11 +218,11 @@ def test_an_address_with_a_line_break_fails_and_the_send_goes_on(tmp_path: Path)
         )
     store.close()
     with SmtpServer() as server:
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(
-            f'[store]\ndatabase = "{db}"\n[feeds]\ndir = "{tmp_path / "feeds"}"\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\n'
-            "rate_per_minute = 0\n"
+        cfg = write_config(
+            tmp_path,
+            store={"database": db},
+            feeds={"dir": tmp_path / "feeds"},
+            smtp=smtp_section(server.port),
         )
         result = CliRunner().invoke(main, ["--config", str(cfg), "send"])
         assert result.exit_code == 0, result.output

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -23,11 +22,12 @@ import feedparser
 import httpx
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.hfserver import HFServer, Reply
-from tests.smtpserver import SmtpServer
-from tests.test_serve import start_serve, stop
-from tests.webserver import free_port
+from tests.support.hfserver import HFServer, Reply
+from tests.support.net import free_port
+from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.serve import start_serve, stop
+from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import wait_until
 
 READER = "reader@example.org"
 URL = re.compile(r"https?://[^\s<>\"')\]]+")
@@ -54,13 +54,6 @@ def feed_links(name: str, body: bytes) -> set[str]:
     for entry in parsed.entries:
         out |= {link["href"] for link in entry.get("links", [])}
     return out
-
-
-def wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def test_every_link_we_write_answers_200(tmp_path: Path) -> None:

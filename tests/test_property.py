@@ -9,9 +9,7 @@ on the archive page with no exception but the project's own (DigestError).
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import tempfile
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
@@ -30,8 +28,9 @@ from digest.render.feed import write_feeds
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store, now_utc
 from digest.web.app import create_app
-from tests.conftest import PAGE_2024_08_01
-from tests.webserver import make_config
+from tests.support.pages import with_props
+from tests.support.paths import PAGE_2024_08_01
+from tests.support.webserver import make_config
 
 # Every code point, surrogates (category Cs) and controls (Cc) included.
 _any_char = st.characters(blacklist_categories=())
@@ -140,7 +139,6 @@ _item_fields = dict(
 _good_item = st.fixed_dictionaries({"paper": _good_paper}, **_item_fields)
 _any_item = st.fixed_dictionaries({"paper": _any_paper}, **_item_fields)
 _listings = st.lists(_good_item, max_size=6) | st.lists(_any_item, max_size=3)
-_PROPS_RE = re.compile(r'(data-target="DailyPapers" data-props=")([^"]*)(")')
 _SHELL = PAGE_2024_08_01.read_text(encoding="utf-8")
 SUBSCRIBERS = (
     Subscriber("every@example.net", token="tok-every"),
@@ -150,12 +148,10 @@ SUBSCRIBERS = (
 
 
 def _as_page(items: list[Any], day: str) -> bytes:
-    # RECONSTRUCTED: the real page's shell around generated props. json.dumps escapes
-    # non-ASCII, so a lone surrogate travels as \ud83d, as it could in HF's own JSON.
-    props = html.escape(json.dumps({"dailyPapers": items, "dateString": day}), quote=True)
-    page, n = _PROPS_RE.subn(lambda m: m.group(1) + props + m.group(3), _SHELL, count=1)
-    assert n == 1
-    return page.encode("utf-8")
+    # RECONSTRUCTED: the real page's shell around generated props, non-ASCII escaped so a
+    # lone surrogate travels as \ud83d, as it could in HF's own JSON.
+    props = {"dailyPapers": items, "dateString": day}
+    return with_props(_SHELL, props, ascii_only=True).encode("utf-8")
 
 
 @settings(

@@ -17,8 +17,9 @@ from digest.errors import DigestError
 from digest.models import Listing, Paper
 from digest.source.parse import parse_api, parse_page, parse_page_cards
 from digest.store import MIGRATIONS, Store
-from tests.conftest import PAGE_2024_08_01, REAL, ROOT
-from tests.test_parse import PAGE_URL, api_url_of, raw_items
+from tests.support.captures import capture_url
+from tests.support.pages import PAGE_URL, raw_items
+from tests.support.paths import PAGE_2024_08_01, REAL, ROOT
 
 API_0801 = REAL / "api-daily_papers-2024-08-01.reserialised.json"
 API_0802 = REAL / "api-daily_papers-2024-08-02.reserialised.json"
@@ -29,7 +30,7 @@ def page_0801() -> Listing:
 
 
 def api(path: Path) -> Listing:
-    return parse_api(path.read_bytes(), api_url_of(path))
+    return parse_api(path.read_bytes(), capture_url(path))
 
 
 def counts(store: Store) -> tuple[int, int, int]:
@@ -96,26 +97,34 @@ def test_upvotes_refreshed_and_snapshotted_per_run(store: Store) -> None:
     assert store.papers(ids=[early.papers[0].id])[0].first_seen == first
 
 
-class Boom(Exception):
-    pass
+# The crash tests fail the run's last write from outside the store: a temporary trigger on
+# the store's own connection fires after the closing `UPDATE runs SET finished`, once the
+# run, its papers and its snapshots are all written, and aborts (or kills the process).
+CRASH_AT_LAST_WRITE = """
+CREATE TEMP TRIGGER crash_before_commit AFTER UPDATE OF finished ON runs
+WHEN (SELECT count(*) FROM runs) = {runs} AND (SELECT count(*) FROM papers) = {papers}
+BEGIN SELECT {action}; END
+"""
 
 
 def test_exception_before_commit_stores_nothing(store: Store) -> None:
     base = store.store_listing(api(API_0801))
     before = counts(store)
     votes_before = {sp.paper.id: sp.paper.upvotes for sp in store.papers()}
+    # It fires only if everything is written inside the transaction: the run and the
+    # two new papers of the page (and so raises only then).
+    trigger = CRASH_AT_LAST_WRITE.format(
+        runs=before[0] + 1, papers=before[1] + 2, action="RAISE(ABORT, 'crash before commit')"
+    )
+    store.db.conn.execute(trigger)
 
-    def crash() -> None:
-        # Inside the transaction everything is written: the run, papers and snapshots.
-        assert counts(store)[0] == before[0] + 1
-        raise Boom
-
-    with pytest.raises(Boom):
-        store.store_listing(page_0801(), before_commit=crash)
+    with pytest.raises(sqlite3.IntegrityError, match="crash before commit"):
+        store.store_listing(page_0801())
     assert counts(store) == before
     assert {sp.paper.id: sp.paper.upvotes for sp in store.papers()} == votes_before
     assert store.last_run()["id"] == base.run_id  # type: ignore[index]
     # The store is usable afterwards.
+    store.db.conn.execute("DROP TRIGGER crash_before_commit")
     assert store.store_listing(page_0801()).new == 2
 
 
@@ -125,14 +134,17 @@ def test_process_killed_before_commit_stores_nothing(tmp_path: Path) -> None:
     s.store_listing(api(API_0801))
     before = counts(s)
     s.close()
+    trigger = CRASH_AT_LAST_WRITE.format(runs=before[0] + 1, papers=before[1] + 2, action="die()")
     script = textwrap.dedent(
         f"""
         import os
         from digest.source.parse import parse_page
         from digest.store import Store
         store = Store.open({str(db)!r})
+        store.db.conn.create_function("die", 0, lambda: os._exit(17))
+        store.db.conn.execute({trigger!r})
         listing = parse_page(open({str(PAGE_2024_08_01)!r}, "rb").read(), "page")
-        store.store_listing(listing, before_commit=lambda: os._exit(17))
+        store.store_listing(listing)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +17,9 @@ from digest.jobs import FetchReport
 from digest.models import Listing, Paper
 from digest.source.parse import parse_api
 from digest.store import MIGRATIONS, Store
-from tests.conftest import PAGE_2024_08_01, REAL, ROOT
-from tests.test_cli_ingest import CLEAN_ENV
-from tests.test_parse import raw_items
+from tests.support.cli import process_env
+from tests.support.pages import raw_items
+from tests.support.paths import PAGE_2024_08_01, REAL
 
 # A child that imports everything first, says so, then opens the store on "go": the two
 # children's Store.open calls start within a few milliseconds of each other.
@@ -38,9 +37,7 @@ TRIALS = 20
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return process_env()
 
 
 def _race(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess[str]]:

@@ -30,8 +30,8 @@ from digest.render.email import DigestRenderer, RenderError
 from digest.render.templates import builtin_folder
 from digest.store import Store, now_utc
 from digest.web.app import create_app
-from tests.conftest import PAGE_2024_08_01, ROOT
-from tests.webserver import make_config, serving
+from tests.support.paths import PAGE_2024_08_01, ROOT
+from tests.support.webserver import make_config, serving
 
 TEMPLATES = ROOT / "templates"
 BUILT_IN = sorted(p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*") if p.is_file())

@@ -18,8 +18,7 @@ from digest.models import Paper
 from digest.source.parse import parse_api
 from digest.store import Store
 from digest.topics import Matcher, match_topics, parse_keywords, try_topic, words
-
-from .conftest import REAL
+from tests.support.paths import REAL
 
 CAPTURE = REAL / "api-daily_papers-2025-10-03.reserialised.json"
 

@@ -16,8 +16,8 @@ from digest.render.feed import write_feeds
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store
 from digest.web.app import create_app
-from tests.conftest import PAGE_2024_08_01, real_api_captures
-from tests.webserver import make_config, serving
+from tests.support.paths import PAGE_2024_08_01, real_api_captures
+from tests.support.webserver import make_config, serving
 
 READERS = 50
 PATHS = ("/feeds/all.xml", "/feeds/agents.atom", "/healthz", "/", "/archive")

@@ -1,0 +1,94 @@
+"""The daily email built from a real day: config, the day's papers, the message parsed back."""
+
+from __future__ import annotations
+
+import email.policy
+from dataclasses import replace
+from datetime import date
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+from digest.config import (
+    Config,
+    EmailConfig,
+    FeedsConfig,
+    SmtpConfig,
+    SubscriberConfig,
+    TopicConfig,
+)
+from digest.deliver.digest import send_digests
+from digest.deliver.smtp import flatten
+from digest.jobs import ingest_file
+from digest.models import StoredPaper
+from digest.store import Store, now_utc
+from tests.support.config import smtp_config
+from tests.support.paths import PAGE_2024_08_01
+from tests.support.smtpserver import SmtpServer
+
+TOPICS = [
+    TopicConfig(name="video", title="Video", keywords=["video*"]),
+    TopicConfig(name="diffusion", title="Diffusion", keywords=["diffusion", "generation"]),
+    TopicConfig(name="robots", title="Robots", keywords=["humanoid", "robot*"]),
+    TopicConfig(name="quiet", keywords=["zebrafish"]),
+]
+SENDER = "digest@papers.example.org"
+READER = "reader@example.net"
+
+
+def make_config(**email: object) -> Config:
+    """A config as a real deployment has one: a sender on our domain, an https site."""
+    return Config(
+        topics=TOPICS,
+        feeds=FeedsConfig(base_url="https://papers.example.org"),
+        smtp=SmtpConfig(sender="Daily Papers <digest@papers.example.org>"),
+        email=replace(EmailConfig(), **email),  # type: ignore[arg-type]
+    )
+
+
+def real_day(store: Store) -> tuple[list[StoredPaper], date]:
+    """The 13 papers of the captured 2024-08-01 page, as new today (first seen now)."""
+    ingest_file(store, PAGE_2024_08_01)
+    day = now_utc().date()
+    papers = store.papers_of_day(day)
+    assert len(papers) == 13
+    return papers, day
+
+
+def parsed(message: EmailMessage) -> EmailMessage:
+    """The message as it goes over SMTP, parsed back the way a mail client would."""
+    return parse_bytes(flatten(message))
+
+
+def parse_bytes(raw: bytes) -> EmailMessage:
+    """Raw message bytes parsed the way a mail client would."""
+    msg = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def bodies(msg: EmailMessage) -> tuple[str, str]:
+    """(text part, HTML part) of a digest."""
+    text, page = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text is not None and page is not None
+    return text.get_content(), page.get_content()
+
+
+def config_for(port: int, sender: str = SENDER, **email_keys: object) -> Config:
+    """A deployment's config sending to the test server on `port`, READER its one reader."""
+    return Config(
+        topics=TOPICS,
+        feeds=FeedsConfig(base_url="https://papers.example.org"),
+        smtp=smtp_config(port, sender=sender),
+        email=replace(EmailConfig(), **email_keys),  # type: ignore[arg-type]
+        subscribers=[SubscriberConfig(READER, ["video"])],
+    )
+
+
+def send_one(store: Store, sender: str = SENDER, **email_keys: object) -> bytes:
+    """Send the day's real digest to READER through aiosmtpd; return the bytes it took."""
+    _, day = real_day(store)
+    with SmtpServer() as server:
+        report = send_digests(config_for(server.port, sender, **email_keys), store, day, today=day)
+        assert report.sent == [READER], report.summary()
+    [received] = server.messages
+    return received.data
