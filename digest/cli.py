@@ -113,7 +113,7 @@ def check(state: State) -> None:
     s = config.schedule
     click.echo(
         f"  schedule:  fetch '{s.fetch}', send {s.send_time} {','.join(s.send_days)} "
-        f"({schedule_timezone(config)})"
+        f"({schedule_timezone(config.schedule.timezone)})"
     )
     click.echo("all is well")
 
@@ -354,7 +354,7 @@ def resend(state: State, addresses: tuple[str, ...], day: date | None) -> None:
     from digest.store.readers import SENT, UNCERTAIN, Ledger
 
     config = state.config
-    day = day or local_today(config)
+    day = day or local_today(config.schedule.timezone)
     with _one_run(config), state.store() as store, _send_progress() as progress:
         ledger = Ledger(store)
         ledger.settle_in_flight()  # under the run lock: a "sending" row is a dead run's
@@ -405,7 +405,8 @@ def topics() -> None:
 @click.pass_obj
 def topics_test(state: State, name: str | None, keywords: str | None, days: int) -> None:
     """Show which stored papers topic NAME (or --keywords) would match, and why."""
-    from digest.topics import parse_keywords, try_topic
+    from digest.jobs import try_topic
+    from digest.topics import parse_keywords
 
     if (name is None) == (keywords is None):
         raise click.UsageError("give either a topic NAME or --keywords (one of the two)")

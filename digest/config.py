@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from digest.addresses import normalize_address
 from digest.errors import ConfigError, DigestError
+from digest.terms import term_problem
 
 DAILY_URL = "https://huggingface.co/papers"
 TRENDING_URL = "https://huggingface.co/papers/trending"
@@ -574,10 +576,6 @@ def sender_problem(text: str) -> str | None:
 
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that need the values, not only the types; every problem goes to `loader`."""
-    # Imported here: both modules import this one.
-    from digest.addresses import normalize_address
-    from digest.topics import term_problem
-
     _check_text(config, loader)
     src = config.source
     if src.list not in LIST_WORDS and not is_http_url(src.list):

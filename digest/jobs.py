@@ -19,11 +19,11 @@ from email.utils import formatdate
 from pathlib import Path
 
 from digest.clock import local_today
-from digest.config import LIST_WORDS, Config, is_http_url
+from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
-from digest.models import Listing, RunResult
+from digest.models import Listing, RunResult, StoredPaper, TopicMatch
 from digest.render.feed import FeedReport, write_feeds
 from digest.source.fetch import Fetcher, make_client
 from digest.source.listing import (
@@ -35,6 +35,7 @@ from digest.source.listing import (
 )
 from digest.source.parse import parse_any, parse_page
 from digest.store import Store, now_utc
+from digest.topics import Matcher
 
 log = logging.getLogger("digest.pipeline")
 DAILY = "daily"  # the runs of fetch_job (scheduler, `digest fetch`, `digest run`)
@@ -153,7 +154,7 @@ def send_job(
     than mailing a thin or empty digest; the operator, if configured, hears of it once a
     day. The held send counts as failed, so the scheduler tries it again later.
     """
-    day = day or local_today(config)
+    day = day or local_today(config.schedule.timezone)
     store = Store.open(config.store.database)
     try:
         last = store.last_run(kind=DAILY)
@@ -392,3 +393,52 @@ def backfill(
 def _describe(error: DigestError) -> str:
     kind = {PageFormatError: "layout", FetchError: "network"}.get(type(error), "error")
     return f"{kind}: {error}"
+
+
+# -- trying a topic out (`digest topics test`) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicTrial:
+    """What a topic would have taken from the stored papers of the last `days` days."""
+
+    topic: TopicConfig
+    days: int
+    since: date
+    total: int  # papers in the window
+    matches: list[tuple[StoredPaper, TopicMatch]]
+    label: str = ""  # how the summary names the topic; default "topic 'name'"
+
+    def summary(self) -> str:
+        """One line: how many of the window's papers the topic would match."""
+        return (
+            f"{len(self.matches)} of {self.total} papers in the last {self.days} days "
+            f"would match {self.label or f'topic {self.topic.name!r}'}"
+        )
+
+
+def try_topic(
+    store: Store,
+    topic: TopicConfig,
+    *,
+    days: int = 30,
+    today: date | None = None,
+    label: str = "",
+) -> TopicTrial:
+    """Return the stored papers of the last `days` days that `topic` matches, with terms.
+
+    The window takes a paper whose daily-list day OR first-seen time falls in it, so
+    papers just stored from an old capture count as recent (they are new to us).
+    Raises DigestError for days < 1 and ConfigError for a term with no letters or digits.
+    """
+    if days < 1:
+        raise DigestError(f"--days must be at least 1, not {days}")
+    today = today or now_utc().date()
+    since = today - timedelta(days=days - 1)  # today counts as one of the days
+    matcher = Matcher([topic])
+    stored = store.papers(since=since)
+    matches: list[tuple[StoredPaper, TopicMatch]] = []
+    for sp in stored:
+        for m in matcher.match(sp.paper):
+            matches.append((sp, m))
+    return TopicTrial(topic, days, since, len(stored), matches, label)

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import TopicConfig, load_config
 from digest.errors import ConfigError, DigestError
-from digest.jobs import ingest_file
+from digest.jobs import ingest_file, try_topic
 from digest.models import Paper
 from digest.source.parse import parse_api
 from digest.store import Store
-from digest.topics import Matcher, match_topics, parse_keywords, try_topic, words
+from digest.topics import Matcher, match_topics, parse_keywords, words
 
 from .conftest import REAL
 

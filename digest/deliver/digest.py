@@ -150,7 +150,7 @@ def send_digests(
     DigestError for a day after `today`.
     Call it under the run lock: it settles rows a crashed run left "sending".
     """
-    today = today or local_today(config)
+    today = today or local_today(config.schedule.timezone)
     day = day or today
     report = SendReport(day=day)
     if day > today:  # it would mail today's papers, unclaimed, under a later date

@@ -514,7 +514,7 @@ def write_preview(
     the edition a send of that day mails. Raises DigestError for a day that has not come
     yet or when out_dir cannot be written.
     """
-    today = local_today(config)
+    today = local_today(config.schedule.timezone)
     day = day or today
     if day > today:  # the send refuses it too
         raise DigestError(

@@ -54,7 +54,7 @@ LOOK_BACK = timedelta(days=8)  # how far back `previous_fire` searches: a week o
 def fetch_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:
     """Return the fetch job's cron trigger. Raises ConfigError naming schedule.fetch."""
     s = config.schedule
-    tz = schedule_timezone(config)
+    tz = schedule_timezone(config.schedule.timezone)
     try:
         trigger = CronTrigger.from_crontab(s.fetch, timezone=tz)
     except ValueError as e:
@@ -85,7 +85,7 @@ def send_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:
         day_of_week=",".join(days),
         hour=hour,
         minute=minute,
-        timezone=schedule_timezone(config),
+        timezone=schedule_timezone(config.schedule.timezone),
         jitter=(s.jitter if jitter is None else jitter) or None,
     )
 
@@ -270,7 +270,7 @@ class Scheduler:
         self.config = config
         self.fetch = fetch or _default_fetch
         self.send = send or _default_send
-        self.tz = schedule_timezone(config)
+        self.tz = schedule_timezone(config.schedule.timezone)
         self.log = JobLog(config.store.database)
         self.lock = RunLock(lock_path_for(config.store.database))
         self._one_at_a_time = threading.Lock()

@@ -19,7 +19,7 @@ import tenacity
 
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, StoredPaper
-from digest.store.readers import migrate_subscribers
+from digest.store.schema import MIGRATIONS
 
 # A digest claims the papers first seen at most this many days before its send: a first send
 # after weeks without one (no SMTP server yet, no subscribers) mails a week, not an archive.
@@ -42,115 +42,6 @@ def _iso(value: datetime) -> str:
         value = value.replace(tzinfo=UTC)
     utc = value.astimezone(UTC).replace(tzinfo=None, microsecond=0)
     return utc.isoformat(timespec="seconds") + "Z"
-
-
-def _migrate_1(db: sqlite_utils.Database) -> None:
-    db.table("papers").create(
-        {
-            "id": str,
-            "title": str,
-            "abstract": str,
-            "authors": str,
-            "published_at": str,
-            "daily_date": str,
-            "upvotes": int,
-            "comments": int,
-            "organization": str,
-            "github_repo": str,
-            "github_stars": int,
-            "project_page": str,
-            "thumbnail": str,
-            "ai_summary": str,
-            "ai_keywords": str,
-            "withdrawn": int,
-            "submitted_by": str,
-            "first_seen": str,
-            "first_run": int,
-            "last_seen": str,
-        },
-        pk="id",
-        not_null={"title", "first_seen"},
-    )
-    db.table("papers").create_index(["first_seen"])
-    db.table("papers").create_index(["daily_date"])
-    db.table("runs").create(
-        {
-            "id": int,
-            "started": str,
-            "finished": str,
-            "source_url": str,
-            "source": str,
-            "list_date": str,
-            "trending": int,
-            "status": str,
-            "reason": str,
-            "seen": int,
-            "new": int,
-            "updated": int,
-            "error": str,
-        },
-        pk="id",
-    )
-    db.table("runs").create_index(["list_date", "status"])
-    db.table("upvotes").create(
-        {
-            "paper_id": str,
-            "run_id": int,
-            "at": str,
-            "upvotes": int,
-            "comments": int,
-            "github_stars": int,
-        },
-        pk=("paper_id", "run_id"),
-        foreign_keys=[("paper_id", "papers", "id"), ("run_id", "runs", "id")],
-    )
-    db.table("papers").enable_fts(
-        ["title", "abstract", "authors"],
-        create_triggers=True,
-        tokenize="unicode61 remove_diacritics 2",
-    )
-
-
-def _migrate_3(db: sqlite_utils.Database) -> None:
-    """Digest editions, backfilled papers, personal keywords, cheaper refreshes.
-
-    - papers.digest_day: the daily email that carried the paper (NULL: none yet). A paper
-      belongs to exactly one edition, so one fetched after the morning send goes out in the
-      next morning's email instead of falling between two days.
-    - papers.backfilled: stored by `digest backfill` for a past day: archive and search
-      only, never "new" in an email or a feed.
-    - subscribers.keywords: free keywords typed on the subscribe form (a personal topic).
-    - The FTS update trigger fires only when an indexed column changes: every run touches
-      last_seen and the vote counts of the day's papers, which must not rewrite the index.
-    """
-    db.execute("ALTER TABLE papers ADD COLUMN digest_day TEXT")
-    db.execute("ALTER TABLE papers ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0")
-    db.execute("CREATE INDEX papers_digest_day ON papers (digest_day)")
-    db.execute("ALTER TABLE subscribers ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
-    db.execute("DROP TRIGGER IF EXISTS papers_au")
-    db.execute(
-        "CREATE TRIGGER papers_au AFTER UPDATE OF title, abstract, authors ON papers BEGIN\n"
-        "  INSERT INTO papers_fts (papers_fts, rowid, title, abstract, authors) "
-        "VALUES ('delete', old.rowid, old.title, old.abstract, old.authors);\n"
-        "  INSERT INTO papers_fts (rowid, title, abstract, authors) "
-        "VALUES (new.rowid, new.title, new.abstract, new.authors);\n"
-        "END"
-    )
-
-
-def _migrate_4(db: sqlite_utils.Database) -> None:
-    """runs.left_out: the papers a run listed but could not store, as a JSON list of
-    {"id", "reason"} (NULL: none). One bad paper no longer stops the whole day."""
-    db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
-
-
-# Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migrate_1,
-    migrate_subscribers,
-    _migrate_3,
-    _migrate_4,
-]
 
 
 def _enable_wal(db: sqlite_utils.Database) -> None:

@@ -29,15 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.errors import ConfigError, SubscriberError
 from digest.models import Subscriber
 from digest.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 
-if TYPE_CHECKING:  # digest.store imports this module for its migration step
+if TYPE_CHECKING:
     from digest.store import Store
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
@@ -50,34 +48,6 @@ QUEUED, SENDING, SENT = "queued", "sending", "sent"
 FAILED, SKIPPED, UNCERTAIN = "failed", "skipped", "uncertain"
 RETRIED = (QUEUED, FAILED, SKIPPED)  # what a send of the day takes up by itself
 CRASHED = "the send was stopped (crash or kill) while this message was in flight"
-
-
-def migrate_subscribers(db: sqlite_utils.Database) -> None:
-    """Schema step: meta (settings), subscribers, deliveries (the ledger)."""
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(
-        "CREATE TABLE subscribers ("
-        " email TEXT PRIMARY KEY COLLATE NOCASE,"
-        " topics TEXT NOT NULL DEFAULT '[]',"
-        " status TEXT NOT NULL DEFAULT 'active',"
-        " created TEXT NOT NULL,"
-        " updated TEXT NOT NULL)"
-    )
-    db.execute(
-        "CREATE TABLE deliveries ("
-        " email TEXT NOT NULL COLLATE NOCASE,"
-        " day TEXT NOT NULL,"
-        " status TEXT NOT NULL,"
-        " reply TEXT,"  # the server's last reply, e.g. "250 2.0.0 Ok: queued as 4F2"
-        " reason TEXT,"  # why skipped / failed, in words
-        " attempts INTEGER NOT NULL DEFAULT 0,"
-        " message_id TEXT,"
-        " queued TEXT NOT NULL,"
-        " last_attempt TEXT,"
-        " sent TEXT,"
-        " PRIMARY KEY (email, day))"
-    )
-    db.execute("CREATE INDEX deliveries_day_status ON deliveries (day, status)")
 
 
 def _stamp() -> str:
