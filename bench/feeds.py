@@ -39,10 +39,10 @@ from collections.abc import Callable  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
+from digest import jobs  # noqa: E402
 from digest.config import Config, FeedsConfig, TopicConfig  # noqa: E402
 from digest.jobs import ingest_file  # noqa: E402
 from digest.models import Listing  # noqa: E402
-from digest.render import feed  # noqa: E402
 from digest.store import Store  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
@@ -136,8 +136,8 @@ def main() -> None:
             folder = tmp / run
             return Config(feeds=FeedsConfig(dir=str(folder), max_items=200), topics=TOPICS)
 
-        report = feed.write_feeds(config("check"), store)
-        shown = feed.papers_in_window(store, 7)[:200]
+        report = jobs.write_feeds(config("check"), store)
+        shown = store.papers_in_window(7)[:200]
         authors = sum(len(sp.paper.authors) for sp in shown)
         print(
             f"store: {store.count_papers()} papers; all.xml {report.items['all']} items, "
@@ -151,7 +151,7 @@ def main() -> None:
         calls: list[tuple[float, float]] = []
         for i in range(args.repeats):
             calls.append(time_author_calls(names))
-            ours.append(time_once(feed.write_feeds, config(f"ours{i}"), store))
+            ours.append(time_once(jobs.write_feeds, config(f"ours{i}"), store))
             if baseline is not None:
                 old.append(time_once(baseline.write_feeds, config(f"old{i}"), store))
         store.close()

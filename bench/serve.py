@@ -42,8 +42,7 @@ import time  # noqa: E402
 import httpx  # noqa: E402
 
 from digest.config import load_config  # noqa: E402
-from digest.jobs import ingest_file  # noqa: E402
-from digest.render.feed import write_feeds  # noqa: E402
+from digest.jobs import ingest_file, write_feeds  # noqa: E402
 from digest.store import Store  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"

@@ -461,10 +461,10 @@ def preview(state: State, address: str, day: date | None, out_dir: str) -> None:
     sending it; print their paths."""
     from pathlib import Path
 
-    from digest.render.email import write_preview
+    from digest.jobs import preview as preview_job
 
     with state.store() as store:
-        result = write_preview(state.config, store, address, day, Path(out_dir))
+        result = preview_job(state.config, store, address, day, Path(out_dir))
     if result.eml is None:
         _fail(f"no email for {address} on {result.day.isoformat()}: {result.reason}")
     click.echo(str(result.eml))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -18,13 +19,15 @@ from datetime import date, timedelta
 from email.utils import formatdate
 from pathlib import Path
 
+from digest.addresses import address_key
 from digest.clock import local_today
 from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
-from digest.models import Listing, RunResult, StoredPaper, TopicMatch
-from digest.render.feed import FeedReport, write_feeds
+from digest.models import Listing, RunResult, StoredPaper, Subscriber, TopicMatch
+from digest.render.email import DigestRenderer
+from digest.render.feed import FeedReport, write_feed_files
 from digest.source.fetch import Fetcher, make_client
 from digest.source.listing import (
     api_params_for,
@@ -35,6 +38,7 @@ from digest.source.listing import (
 )
 from digest.source.parse import parse_any, parse_page
 from digest.store import Store, now_utc
+from digest.store.readers import active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Matcher
 
 log = logging.getLogger("digest.pipeline")
@@ -209,6 +213,12 @@ def notify_operator(config: Config, store: Store, key: str, subject: str, text: 
             (f"operator:{key}", formatdate(localtime=False)),
         )
     return True
+
+
+def write_feeds(config: Config, store: Store) -> FeedReport:
+    """Rebuild every feed file from the store's papers of the last feeds.days days (see
+    render.feed.write_feed_files); return what was written and what was kept."""
+    return write_feed_files(config, store.papers_in_window(config.feeds.days))
 
 
 # -- ingest (fetch -> parse -> store) and backfill --------------------------------
@@ -442,3 +452,82 @@ def try_topic(
         for m in matcher.match(sp.paper):
             matches.append((sp, m))
     return TopicTrial(topic, days, since, len(stored), matches, label)
+
+
+# -- preview (`digest preview`) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Where `preview` put the message and its HTML part, or why there is none."""
+
+    day: date
+    address: str
+    eml: Path | None
+    html: Path | None
+    reason: str = ""  # why no email, when eml is None
+
+
+def reader_as_sent(config: Config, store: Store, address: str) -> Subscriber | str:
+    """Return `address` as `digest send` sees it (the same row, topics, keywords and
+    token), or why a send mails them nothing: not a subscriber, unsubscribed or not
+    confirmed, or every topic they chose gone from the config."""
+    key = address_key(address)
+    for sub in active_subscribers(config, store):
+        if address_key(sub.email) == key:
+            gone = {address_key(a): t for a, t in unknown_topics(config, store).items()}
+            if key in gone:
+                return f"their topics are no longer in the config ({', '.join(gone[key])})"
+            return sub
+    for row in list_subscribers(config, store):
+        if address_key(row.email) == key:
+            state = "has not confirmed yet" if row.status == "pending" else f"is {row.status}"
+            return f"{row.email} {state}, so `digest send` mails them nothing"
+    return (
+        f"{address} is not a subscriber (add it with `digest subscribers add` or under "
+        "[[subscribers]] in the config)"
+    )
+
+
+def preview(config: Config, store: Store, address: str, day: date | None, out_dir: Path) -> Preview:
+    """Return the Preview of the email `digest send` would send `address` for `day`
+    (default: today in schedule.timezone, as for `digest send`), written as
+    <out_dir>/digest-<day>-<address>.eml and .html; sends and claims nothing.
+
+    The reader is taken as the send takes them (see `reader_as_sent`), and the day's papers are
+    the edition a send of that day mails. Raises DigestError for a day that has not come
+    yet or when out_dir cannot be written.
+    """
+    today = local_today(config.schedule.timezone)
+    day = day or today
+    if day > today:  # the send refuses it too
+        raise DigestError(
+            f"--date {day.isoformat()}: that day has not come yet "
+            f"(today is {today.isoformat()} in schedule.timezone)"
+        )
+    subscriber = reader_as_sent(config, store, address)
+    if isinstance(subscriber, str):
+        return Preview(day, address, None, None, subscriber)
+    papers = store.digest_papers(day, today=today)
+    message = DigestRenderer(config, papers, day).render(subscriber)
+    if message is None:
+        followed = subscriber.topics or subscriber.keywords
+        why = (
+            f"no new papers on {day.isoformat()}"
+            if not papers
+            else "they follow no topics and email.no_topics_gets is 'nothing'"
+            if not followed and config.email.no_topics_gets == "nothing"
+            else f"none of the {len(papers)} new papers of {day.isoformat()} matched their topics"
+        )
+        return Preview(day, address, None, None, why)
+    safe = re.sub(r"[^A-Za-z0-9@._-]", "_", address)
+    stem = f"digest-{day.isoformat()}-{safe}"
+    eml, page = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
+    html_part = message.get_body(("html",))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        eml.write_bytes(message.as_bytes())
+        page.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    except OSError as e:
+        raise DigestError(f"{out_dir}: cannot write the preview: {e.strerror}") from None
+    return Preview(day, address, eml, page)

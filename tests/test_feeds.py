@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import Config, FeedsConfig, TopicConfig
 from digest.errors import ConfigError
-from digest.jobs import ingest_file
+from digest.jobs import ingest_file, write_feeds
 from digest.models import Listing, Paper, StoredPaper
-from digest.render.feed import EMPTY_UPDATED, clean, papers_in_window, write_feeds
+from digest.render.feed import EMPTY_UPDATED, clean
 from digest.store import Store
 from digest.topics import match_topics
 
@@ -56,7 +56,7 @@ def fill_store(store: Store) -> None:
 
 def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]:
     """Feed name -> the stored papers it must hold, in order, computed from the database."""
-    window = papers_in_window(store, config.feeds.days)
+    window = store.papers_in_window(config.feeds.days)
     limit = config.feeds.max_items
     out = {"all": window[:limit]}
     matches = match_topics([sp.paper for sp in window], config.topics)

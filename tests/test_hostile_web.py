@@ -337,7 +337,7 @@ def test_security_headers_on_every_response(config: Config, site: str) -> None:
     store = Store.open(config.store.database)
     try:
         store.store_listing(parse_page(PAGE_2024_08_01.read_bytes(), "https://hf.co/papers"))
-        from digest.render.feed import write_feeds
+        from digest.jobs import write_feeds
 
         write_feeds(config, store)
     finally:

@@ -24,9 +24,9 @@ from starlette.testclient import TestClient
 
 from digest.deliver.smtp import flatten
 from digest.errors import DigestError, PageFormatError
+from digest.jobs import write_feeds
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer
-from digest.render.feed import write_feeds
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store, now_utc
 from digest.web.app import create_app

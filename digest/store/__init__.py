@@ -435,6 +435,17 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [row_to_stored(r) for r in self.db.query(sql, args)]
 
+    def papers_in_window(self, days: int) -> list[StoredPaper]:
+        """Return the papers first seen within `days` days of the newest one, newest first.
+
+        Backfilled papers are left out: a past day's list is archive, not news for a reader.
+        """
+        newest = self.papers(limit=1, new_only=True)
+        if not newest:
+            return []
+        since = newest[0].first_seen - timedelta(days=days)
+        return self.papers(first_seen_since=since, new_only=True)
+
     def papers_first_seen_between(self, start: datetime, end: datetime) -> list[StoredPaper]:
         rows = self.db.query(
             "SELECT * FROM papers WHERE first_seen >= ? AND first_seen < ? "
