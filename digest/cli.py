@@ -15,7 +15,6 @@ from digest.config import Config, ConfigProblems, config_path_from, load_config
 from digest.errors import DigestError
 from digest.jobs import backfill, make_fetcher
 from digest.models import RunResult
-from digest.service.lock import RunLock, lock_path_for
 from digest.source.listing import today_utc
 from digest.store import Store
 
@@ -219,17 +218,11 @@ def run(state: State, from_path: str | None) -> None:
     """The daily job: fetch, store, rebuild the feeds, send the emails."""
     from digest.jobs import run_job
 
-    with _one_run(state.config), _send_progress() as progress:
+    with _send_progress() as progress:
         report = run_job(state.config, from_path=from_path, progress=progress)
     click.echo(report.summary(), err=not report.ok)
     if not report.ok:
         sys.exit(1)
-
-
-def _one_run(config: Config) -> RunLock:
-    """The run lock `digest serve` takes too: a send by hand while the scheduled one is
-    under way would mail the same readers twice. Busy: LockBusy, one line, exit 1."""
-    return RunLock(lock_path_for(config.store.database))
 
 
 @contextmanager
@@ -305,10 +298,10 @@ def subscribers_remove(state: State, address: str) -> None:
 @click.pass_obj
 def send(state: State, day: date | None) -> None:
     """Email the day's digest to every subscriber not yet sent it; say what happened."""
-    from digest.deliver.digest import send_digests
+    from digest.jobs import send_job
 
-    with _one_run(state.config), state.store() as store, _send_progress() as progress:
-        report = send_digests(state.config, store, day, progress=progress)
+    with _send_progress() as progress:
+        report = send_job(state.config, day, progress=progress, hold_back=False)
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
@@ -349,34 +342,12 @@ def deliveries(state: State, day: date | None, show_all: bool) -> None:
 def resend(state: State, addresses: tuple[str, ...], day: date | None) -> None:
     """Send the day's digest again, on purpose, to ADDRESS (default: to every reader whose
     delivery that day is uncertain). A delivery the server accepted is never sent again."""
-    from digest.clock import local_today
-    from digest.deliver.digest import send_digests
-    from digest.store.readers import SENT, UNCERTAIN, Ledger
+    from digest.jobs import resend as resend_job
 
-    config = state.config
-    day = day or local_today(config.schedule.timezone)
-    with _one_run(config), state.store() as store, _send_progress() as progress:
-        ledger = Ledger(store)
-        ledger.settle_in_flight()  # under the run lock: a "sending" row is a dead run's
-        if addresses:
-            for address in addresses:
-                row = ledger.get(day, address)
-                if row is None:
-                    _fail(f"{address}: no delivery of the {day.isoformat()} digest to resend")
-                if row.status == SENT:
-                    _fail(
-                        f"{address}: the {day.isoformat()} digest was accepted by the server "
-                        f"({row.reply}, {row.sent}); not sending a second copy"
-                    )
-            targets = list(addresses)
-        else:
-            targets = [d.email for d in ledger.rows([UNCERTAIN], day)]
-            if not targets:
-                click.echo(f"no uncertain deliveries on {day.isoformat()}: nothing to resend")
-                return
-        report = send_digests(config, store, day, progress=progress, resend=targets)
+    with _send_progress() as progress_bar:
+        report = resend_job(state.config, addresses, day, progress=progress_bar)
     click.echo(report.summary())
-    if not report.ok or len(report.sent) < len(targets):
+    if not report.ok:
         sys.exit(1)
 
 

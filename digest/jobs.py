@@ -2,8 +2,15 @@
 
 fetch_job: fetch + store + feeds. send_job: the day's emails, held back while the list
 cannot be read. run_job: both, in that order (`digest run`). Each returns a report whose
-`summary()` is the one line the command ends with. Below them, one ingest run (fetch ->
-parse -> store) and the backfill over past days.
+`summary()` is the one line the command ends with.
+
+The jobs that send (send_job, run_job, resend) take the run lock themselves (`digest.lock`,
+an flock next to the database), so any caller, the CLI, the scheduler or a Python script,
+gets a send exactly once; busy: LockBusy. The scheduler, which waits for the lock, passes
+the one it holds as `lock=`. fetch_job needs none: each fetch is one transaction, and two
+at once both succeed (tests/test_store_faults.py), as `digest fetch` always has. Below them: one
+ingest run (fetch -> parse -> store), the backfill over past days, `digest topics test`
+and `digest preview` (both read only, so no lock).
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from email.utils import formatdate
@@ -25,6 +33,7 @@ from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
+from digest.lock import RunLock, lock_path_for
 from digest.models import Listing, RunResult, StoredPaper, Subscriber, TopicMatch
 from digest.render.email import DigestRenderer
 from digest.render.feed import FeedReport, write_feed_files
@@ -38,11 +47,33 @@ from digest.source.listing import (
 )
 from digest.source.parse import parse_any, parse_page
 from digest.store import Store, now_utc
-from digest.store.readers import active_subscribers, list_subscribers, unknown_topics
+from digest.store.readers import (
+    SENT,
+    UNCERTAIN,
+    Ledger,
+    active_subscribers,
+    list_subscribers,
+    unknown_topics,
+)
 from digest.topics import Matcher
 
 log = logging.getLogger("digest.pipeline")
 DAILY = "daily"  # the runs of fetch_job (scheduler, `digest fetch`, `digest run`)
+
+
+@contextmanager
+def run_lock(config: Config, held: RunLock | None = None) -> Iterator[RunLock]:
+    """The run lock of config's database for the length of a job: `held` when the caller
+    has it already (the scheduler, which waits for it), else taken here and released on
+    the way out. A send by hand while the scheduled one is under way would mail the same
+    readers twice, so a busy lock raises LockBusy (naming the file and the holder)."""
+    if held is not None:
+        if not held.held:
+            raise DigestError(f"{held.path}: the run lock passed to the job is not held")
+        yield held
+        return
+    with RunLock(lock_path_for(config.store.database)) as lock:
+        yield lock
 
 
 @dataclass(frozen=True)
@@ -149,19 +180,24 @@ def fetch_job(
 
 
 def send_job(
-    config: Config, day: date | None = None, *, progress: Progress | None = None
+    config: Config,
+    day: date | None = None,
+    *,
+    progress: Progress | None = None,
+    lock: RunLock | None = None,
+    hold_back: bool = True,
 ) -> SendOutcome:
-    """Send `day`'s digests (default today in schedule.timezone), unless the list
-    cannot be read now.
+    """Send `day`'s digests (default today in schedule.timezone) under the run lock
+    (`lock` when the caller holds it), unless the list cannot be read now (`hold_back`;
+    False for `digest send`, the operator's send by hand, which goes regardless).
 
     A failed latest fetch (network down, page layout changed) holds the send back rather
     than mailing a thin or empty digest; the operator, if configured, hears of it once a
     day. The held send counts as failed, so the scheduler tries it again later.
     """
     day = day or local_today(config.schedule.timezone)
-    store = Store.open(config.store.database)
-    try:
-        last = store.last_run(kind=DAILY)
+    with run_lock(config, lock), _opened(config) as store:
+        last = store.last_run(kind=DAILY) if hold_back else None
         if last is not None and last["status"] == "failed":
             why = f"the last fetch failed ({last['reason']})"
             notify_operator(
@@ -175,8 +211,6 @@ def send_job(
             )
             return SendOutcome(day, None, why)
         return SendOutcome(day, send_digests(config, store, day, progress=progress))
-    finally:
-        store.close()
 
 
 def run_job(
@@ -185,10 +219,74 @@ def run_job(
     from_path: str | None = None,
     url: str | None = None,
     progress: Progress | None = None,
+    lock: RunLock | None = None,
 ) -> RunReport:
-    """The daily job: fetch + store + feeds, then the emails."""
-    fetched = fetch_job(config, from_path=from_path, url=url)
-    return RunReport(fetched, send_job(config, progress=progress))
+    """The daily job: fetch + store + feeds, then the emails, under one hold of the run
+    lock (`lock` when the caller holds it)."""
+    with run_lock(config, lock) as held:
+        fetched = fetch_job(config, from_path=from_path, url=url)
+        return RunReport(fetched, send_job(config, progress=progress, lock=held))
+
+
+@contextmanager
+def _opened(config: Config) -> Iterator[Store]:
+    store = Store.open(config.store.database)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class ResendReport:
+    """`digest resend`: who was meant, and the send (None: nothing was uncertain)."""
+
+    day: date
+    targets: tuple[str, ...]
+    send: SendReport | None
+
+    @property
+    def ok(self) -> bool:
+        return self.send is None or (self.send.ok and len(self.send.sent) >= len(self.targets))
+
+    def summary(self) -> str:
+        if self.send is None:
+            return f"no uncertain deliveries on {self.day.isoformat()}: nothing to resend"
+        return self.send.summary()
+
+
+def resend(
+    config: Config,
+    addresses: Sequence[str] = (),
+    day: date | None = None,
+    *,
+    progress: Progress | None = None,
+    lock: RunLock | None = None,
+) -> ResendReport:
+    """Send `day`'s digest (default today in schedule.timezone) again, on purpose, to
+    `addresses` (default: every reader whose delivery that day is uncertain), under the
+    run lock. A delivery the server accepted is never sent again: DigestError names it,
+    as it does an address with no delivery that day, and nothing is sent."""
+    day = day or local_today(config.schedule.timezone)
+    with run_lock(config, lock), _opened(config) as store:
+        ledger = Ledger(store)
+        ledger.settle_in_flight()  # under the run lock: a "sending" row is a dead run's
+        for address in addresses:
+            row = ledger.get(day, address)
+            if row is None:
+                raise DigestError(
+                    f"{address}: no delivery of the {day.isoformat()} digest to resend"
+                )
+            if row.status == SENT:
+                raise DigestError(
+                    f"{address}: the {day.isoformat()} digest was accepted by the server "
+                    f"({row.reply}, {row.sent}); not sending a second copy"
+                )
+        targets = tuple(addresses) or tuple(d.email for d in ledger.rows([UNCERTAIN], day))
+        if not targets:
+            return ResendReport(day, targets, None)
+        report = send_digests(config, store, day, progress=progress, resend=list(targets))
+        return ResendReport(day, targets, report)
 
 
 def notify_operator(config: Config, store: Store, key: str, subject: str, text: str) -> bool:

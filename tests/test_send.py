@@ -17,8 +17,8 @@ from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
 from digest.deliver.digest import NO_SMTP, SendReport, send_digests
 from digest.errors import DigestError
+from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
-from digest.service.lock import RunLock, lock_path_for
 from digest.store import Store
 from digest.store.readers import Ledger, secret_key
 from digest.tokens import verify_token

@@ -37,7 +37,8 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 from digest.clock import schedule_timezone
 from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError, DigestError
-from digest.service.lock import RunLock, lock_path_for
+from digest.jobs import fetch_job, send_job
+from digest.lock import RunLock, lock_path_for
 from digest.stopping import STOP
 
 log = logging.getLogger("digest.schedule")
@@ -240,19 +241,6 @@ def _summary(result: Any) -> str:
 # -- the scheduler ---------------------------------------------------------------------
 
 
-def _default_fetch(config: Config) -> Any:
-    from digest.jobs import fetch_job
-
-    return fetch_job(config)
-
-
-def _default_send(config: Config, day: date) -> Any:
-    from digest.jobs import send_job
-
-    # Held back (and so retried) while the latest fetch failed: never an empty digest.
-    return send_job(config, day)
-
-
 class Scheduler:
     """The fetch and send jobs on their cron triggers, one run at a time."""
 
@@ -268,8 +256,8 @@ class Scheduler:
         fetch_trigger(config)
         send_trigger(config)
         self.config = config
-        self.fetch = fetch or _default_fetch
-        self.send = send or _default_send
+        self.fetch = fetch or self._fetch_job
+        self.send = send or self._send_job
         self.tz = schedule_timezone(config.schedule.timezone)
         self.log = JobLog(config.store.database)
         self.lock = RunLock(lock_path_for(config.store.database))
@@ -371,6 +359,13 @@ class Scheduler:
         return due
 
     # -- the job bodies the triggers call
+
+    def _fetch_job(self, config: Config) -> Any:
+        return fetch_job(config)  # under the lock _run waited for: no send overlaps it
+
+    def _send_job(self, config: Config, day: date) -> Any:
+        # Held back (and so retried) while the latest fetch failed: never an empty digest.
+        return send_job(config, day, lock=self.lock)
 
     def run_fetch(self) -> str:
         """Run the fetch job under the locks; return "ok", "failed", "busy" or "stopped"."""
