@@ -100,22 +100,35 @@ class Boom(Exception):
     pass
 
 
+# The fault: a temporary trigger (this connection only) on the run's last write, the UPDATE
+# of runs.finished just before COMMIT, calls into Python, which fails or dies there.
+LAST_WRITE_FAILS = (
+    "CREATE TEMP TRIGGER fail_last_write AFTER UPDATE OF finished ON runs "
+    "BEGIN SELECT fault((SELECT count(*) FROM runs)); END"
+)
+
+
 def test_exception_before_commit_stores_nothing(store: Store) -> None:
     base = store.store_listing(api(API_0801))
     before = counts(store)
     votes_before = {sp.paper.id: sp.paper.upvotes for sp in store.papers()}
+    runs_seen: list[int] = []
 
-    def crash() -> None:
-        # Inside the transaction everything is written: the run, papers and snapshots.
-        assert counts(store)[0] == before[0] + 1
+    def fault(runs: int) -> None:
+        # Inside the transaction the run is written (papers and snapshots with it).
+        runs_seen.append(runs)
         raise Boom
 
-    with pytest.raises(Boom):
-        store.store_listing(page_0801(), before_commit=crash)
+    store.db.conn.create_function("fault", 1, fault)
+    store.db.execute(LAST_WRITE_FAILS)
+    with pytest.raises(sqlite3.OperationalError, match="user-defined function raised"):
+        store.store_listing(page_0801())
+    assert runs_seen == [before[0] + 1]
     assert counts(store) == before
     assert {sp.paper.id: sp.paper.upvotes for sp in store.papers()} == votes_before
     assert store.last_run()["id"] == base.run_id  # type: ignore[index]
     # The store is usable afterwards.
+    store.db.execute("DROP TRIGGER temp.fail_last_write")
     assert store.store_listing(page_0801()).new == 2
 
 
@@ -132,7 +145,9 @@ def test_process_killed_before_commit_stores_nothing(tmp_path: Path) -> None:
         from digest.store import Store
         store = Store.open({str(db)!r})
         listing = parse_page(open({str(PAGE_2024_08_01)!r}, "rb").read(), "page")
-        store.store_listing(listing, before_commit=lambda: os._exit(17))
+        store.db.conn.create_function("fault", 1, lambda runs: os._exit(17))
+        store.db.execute({LAST_WRITE_FAILS!r})
+        store.store_listing(listing)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)

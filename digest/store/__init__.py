@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -151,7 +151,6 @@ class Store:
         started: datetime | None = None,
         reason_if_empty: str | None = None,
         backfilled: bool = False,
-        before_commit: Callable[[], None] | None = None,
     ) -> RunResult:
         """Record a run of `listing`: insert unseen papers, refresh known ones, snapshot votes.
 
@@ -162,7 +161,6 @@ class Store:
         stored is a failed run.
         `backfilled` marks the new papers as archive only (a past day's list): they are
         never mailed nor put in the feeds as new.
-        `before_commit` is a hook for tests that simulate a crash.
         """
         started = started or now_utc()
         finished = now_utc()
@@ -224,8 +222,6 @@ class Store:
                 "UPDATE runs SET finished = ?, seen = ?, new = ?, updated = ? WHERE id = ?",
                 (stamp, len(listing.papers), len(new_rows), updated, run_id),
             )
-            if before_commit:
-                before_commit()
         return RunResult(
             run_id=run_id,
             status=status,
