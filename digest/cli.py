@@ -14,7 +14,7 @@ from digest import __version__
 from digest.config import Config, ConfigProblems, config_path_from, load_config
 from digest.errors import DigestError
 from digest.jobs import backfill, make_fetcher
-from digest.models import RunResult
+from digest.models import RunResult, RunStatus
 from digest.source.listing import today_utc
 from digest.store import Store
 
@@ -118,7 +118,7 @@ def check(state: State) -> None:
 
 
 def _print_run(result: RunResult) -> None:
-    if result.status == "failed":
+    if result.status == RunStatus.FAILED:
         click.echo(result.summary(), err=True)
         sys.exit(1)
     click.echo(result.summary())
@@ -147,7 +147,7 @@ def fetch(state: State, from_path: str | None, url: str | None, list_date: date 
     from digest.jobs import fetch_job
 
     report = fetch_job(state.config, from_path=from_path, url=url, list_date=list_date)
-    failed = report.status == "failed"
+    failed = report.status == RunStatus.FAILED
     click.echo(report.summary(), err=failed)
     if failed:
         sys.exit(1)
@@ -265,13 +265,14 @@ def subscribers_add(state: State, address: str, topics: str) -> None:
 @click.pass_obj
 def subscribers_list(state: State) -> None:
     """List subscribers from the config and the database, with their topics and status."""
+    from digest.models import SubscriberStatus
     from digest.store.readers import list_subscribers
 
     with state.store() as store:
         rows = list_subscribers(state.config, store)
     for r in rows:
         click.echo(f"{r.email}\t{r.status}\t{r.source}\t{','.join(r.topics) or '*'}")
-    active = sum(1 for r in rows if r.status == "active")
+    active = sum(1 for r in rows if r.status == SubscriberStatus.ACTIVE)
     click.echo(f"{active} active of {len(rows)} subscribers", err=True)
 
 
@@ -316,9 +317,10 @@ def send(state: State, day: date | None) -> None:
 @click.pass_obj
 def deliveries(state: State, day: date | None, show_all: bool) -> None:
     """List deliveries that need a look: uncertain (maybe delivered), failed, in flight."""
-    from digest.store.readers import FAILED, QUEUED, SENDING, SENT, SKIPPED, UNCERTAIN, Ledger
+    from digest.models import DeliveryState as S
+    from digest.store.readers import Ledger
 
-    shown = [UNCERTAIN, SENDING, FAILED] + ([QUEUED, SKIPPED, SENT] if show_all else [])
+    shown = [S.UNCERTAIN, S.SENDING, S.FAILED] + ([S.QUEUED, S.SKIPPED, S.SENT] if show_all else [])
     with state.store() as store:
         rows = Ledger(store).rows(shown, day)
     for d in rows:

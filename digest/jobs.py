@@ -34,7 +34,16 @@ from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
 from digest.lock import RunLock, lock_path_for
-from digest.models import Listing, RunResult, StoredPaper, Subscriber, TopicMatch
+from digest.models import (
+    DeliveryState,
+    Listing,
+    RunResult,
+    RunStatus,
+    StoredPaper,
+    Subscriber,
+    SubscriberStatus,
+    TopicMatch,
+)
 from digest.render.email import DigestRenderer
 from digest.render.feed import FeedReport, write_feed_files
 from digest.source.fetch import Fetcher, make_client
@@ -48,8 +57,6 @@ from digest.source.listing import (
 from digest.source.parse import parse_any, parse_page
 from digest.store import Store, now_utc
 from digest.store.readers import (
-    SENT,
-    UNCERTAIN,
     Ledger,
     active_subscribers,
     list_subscribers,
@@ -86,8 +93,8 @@ class FetchReport:
 
     # The scheduler reads `status` / `reason` to tell a failed run (see schedule.job_failure).
     @property
-    def status(self) -> str:
-        return "failed" if self.feeds_error else self.run.status
+    def status(self) -> RunStatus:
+        return RunStatus.FAILED if self.feeds_error else self.run.status
 
     @property
     def reason(self) -> str | None:
@@ -134,7 +141,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.fetch.status != "failed" and self.send.ok
+        return self.fetch.status != RunStatus.FAILED and self.send.ok
 
     def summary(self) -> str:
         return f"{self.fetch.summary()}; {self.send.summary()}"
@@ -198,7 +205,7 @@ def send_job(
     day = day or local_today(config.schedule.timezone)
     with run_lock(config, lock), _opened(config) as store:
         last = store.last_run(kind=DAILY) if hold_back else None
-        if last is not None and last["status"] == "failed":
+        if last is not None and last["status"] == RunStatus.FAILED:
             why = f"the last fetch failed ({last['reason']})"
             notify_operator(
                 config,
@@ -277,12 +284,14 @@ def resend(
                 raise DigestError(
                     f"{address}: no delivery of the {day.isoformat()} digest to resend"
                 )
-            if row.status == SENT:
+            if row.status == DeliveryState.SENT:
                 raise DigestError(
                     f"{address}: the {day.isoformat()} digest was accepted by the server "
                     f"({row.reply}, {row.sent}); not sending a second copy"
                 )
-        targets = tuple(addresses) or tuple(d.email for d in ledger.rows([UNCERTAIN], day))
+        targets = tuple(addresses) or tuple(
+            d.email for d in ledger.rows([DeliveryState.UNCERTAIN], day)
+        )
         if not targets:
             return ResendReport(day, targets, None)
         report = send_digests(config, store, day, progress=progress, resend=list(targets))
@@ -405,12 +414,12 @@ class BackfillResult:
 
     @property
     def failed(self) -> list[RunResult]:
-        return [r for r in self.runs if r.status == "failed"]
+        return [r for r in self.runs if r.status == RunStatus.FAILED]
 
     def summary(self) -> str:
         seen = sum(r.seen for r in self.runs)
         new = sum(r.new for r in self.runs)
-        empty = sum(1 for r in self.runs if r.status == "empty")
+        empty = sum(1 for r in self.runs if r.status == RunStatus.EMPTY)
         line = (
             f"backfill: {self.days} days, {self.skipped} already stored and skipped, "
             f"{len(self.runs)} fetched ({empty} empty, {len(self.failed)} failed): "
@@ -579,7 +588,11 @@ def reader_as_sent(config: Config, store: Store, address: str) -> Subscriber | s
             return sub
     for row in list_subscribers(config, store):
         if address_key(row.email) == key:
-            state = "has not confirmed yet" if row.status == "pending" else f"is {row.status}"
+            state = (
+                "has not confirmed yet"
+                if row.status == SubscriberStatus.PENDING
+                else f"is {row.status}"
+            )
             return f"{row.email} {state}, so `digest send` mails them nothing"
     return (
         f"{address} is not a subscriber (add it with `digest subscribers add` or under "

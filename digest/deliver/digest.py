@@ -39,12 +39,9 @@ from digest.deliver.smtp import (
     unsendable,
 )
 from digest.errors import DeliveryError, DigestError
-from digest.models import Subscriber
+from digest.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store.readers import (
-    SENDING,
-    SENT,
-    UNCERTAIN,
     Ledger,
     active_subscribers,
     unknown_topics,
@@ -177,9 +174,9 @@ def send_digests(
         status = d.status if (d := done.get(key)) is not None else None
         if wanted is not None and key not in wanted:
             continue
-        if status == SENT:
+        if status == DeliveryState.SENT:
             report.already_sent += 1
-        elif status == UNCERTAIN and wanted is None:
+        elif status == DeliveryState.UNCERTAIN and wanted is None:
             report.held_uncertain += 1
         else:
             todo.append(sub)
@@ -255,8 +252,8 @@ def send_digests(
             row = ledger.get(day, sub.email)
             if (
                 row is None
-                or row.status in (SENT, SENDING)
-                or (row.status == UNCERTAIN and wanted is None)
+                or row.status in (DeliveryState.SENT, DeliveryState.SENDING)
+                or (row.status == DeliveryState.UNCERTAIN and wanted is None)
             ):
                 report.taken += 1  # another send got there first (a cheap read, no commit)
                 note(n, sub.email, "taken")

@@ -39,6 +39,7 @@ from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError, DigestError
 from digest.jobs import fetch_job, send_job
 from digest.lock import RunLock, lock_path_for
+from digest.models import JobStatus, RunStatus
 from digest.stopping import STOP
 
 log = logging.getLogger("digest.schedule")
@@ -141,7 +142,9 @@ class JobLog:
             raise DigestError(f"{self.database}: cannot record the job: {e}") from None
         return conn
 
-    def record(self, job: str, day: date, started: datetime, status: str, summary: str) -> None:
+    def record(
+        self, job: str, day: date, started: datetime, status: JobStatus, summary: str
+    ) -> None:
         conn = self._connect()
         try:
             conn.execute(
@@ -161,12 +164,12 @@ class JobLog:
 
     def succeeded(self, job: str, day: date) -> bool:
         """Return True if `job` has a successful run for local day `day`."""
-        return self._count(job, day, "ok") > 0
+        return self._count(job, day, JobStatus.OK) > 0
 
     def failures(self, job: str, day: date) -> int:
-        return self._count(job, day, "failed")
+        return self._count(job, day, JobStatus.FAILED)
 
-    def _count(self, job: str, day: date, status: str) -> int:
+    def _count(self, job: str, day: date, status: JobStatus) -> int:
         conn = self._connect()
         try:
             row = conn.execute(
@@ -226,7 +229,7 @@ def job_failure(result: Any) -> str | None:
 
     A RunResult fails with status "failed"; a SendReport when not `ok`.
     """
-    if getattr(result, "status", None) == "failed":
+    if getattr(result, "status", None) == RunStatus.FAILED:
         return str(getattr(result, "reason", None) or "failed")
     if getattr(result, "ok", True) is False:
         return _summary(result)
@@ -290,7 +293,7 @@ class Scheduler:
         )
         now = datetime.now(self.tz)
         # Noted after due_on_start looked: the next start knows the service was up now.
-        self.log.record("serve", now.date(), now, "started", "scheduler started")
+        self.log.record("serve", now.date(), now, JobStatus.STARTED, "scheduler started")
         for name in due:
             func = self.run_fetch if name == "fetch" else self.run_send
             self.aps.add_job(
@@ -367,20 +370,20 @@ class Scheduler:
         # Held back (and so retried) while the latest fetch failed: never an empty digest.
         return send_job(config, day, lock=self.lock)
 
-    def run_fetch(self) -> str:
+    def run_fetch(self) -> JobStatus:
         """Run the fetch job under the locks; return "ok", "failed", "busy" or "stopped"."""
         return self._run("fetch", lambda day: self.fetch(self.config))
 
-    def run_send(self, day: date | None = None) -> str:
+    def run_send(self, day: date | None = None) -> JobStatus:
         """Run the send for local `day` (default today) unless it already succeeded.
 
         Returns "ok", "failed", "skipped", "busy" or "stopped".
         """
         return self._run("send", lambda d: self.send(self.config, d), day)
 
-    def _run(self, job: str, call: Callable[[date], Any], day: date | None = None) -> str:
+    def _run(self, job: str, call: Callable[[date], Any], day: date | None = None) -> JobStatus:
         if self._stopping.is_set():
-            return "stopped"
+            return JobStatus.STOPPED
         started = datetime.now(self.tz)
         day = day or started.date()
         with self._one_at_a_time:
@@ -388,19 +391,19 @@ class Scheduler:
             try:
                 if not self._acquire_lock():
                     if self._stopped():
-                        return "stopped"
+                        return JobStatus.STOPPED
                     holder = self.lock.holder() or "holder unknown"
                     log.warning("%s %s: another run holds the lock (%s); not run", job, day, holder)
-                    self.log.record(job, day, started, "busy", f"lock held by {holder}")
+                    self.log.record(job, day, started, JobStatus.BUSY, f"lock held by {holder}")
                     if job == "send":  # the holder may be a fetch: the send still has to go
                         self._retry(job, day, "lock busy")
-                    return "busy"
+                    return JobStatus.BUSY
                 try:
                     # Checked under the lock: another process may have just sent today's.
                     if job == "send" and self.log.succeeded("send", day):
                         log.info("send %s: already sent today; skipped", day)
-                        self.log.record(job, day, started, "skipped", "already sent")
-                        return "skipped"
+                        self.log.record(job, day, started, JobStatus.SKIPPED, "already sent")
+                        return JobStatus.SKIPPED
                     return self._call(job, call, day, started)
                 finally:
                     self.lock.release()
@@ -421,7 +424,9 @@ class Scheduler:
             if remaining <= 0 or self._stopped():
                 return False
 
-    def _call(self, job: str, call: Callable[[date], Any], day: date, started: datetime) -> str:
+    def _call(
+        self, job: str, call: Callable[[date], Any], day: date, started: datetime
+    ) -> JobStatus:
         try:
             result = call(day)
         except Exception as e:  # a job must never kill the scheduler thread
@@ -431,7 +436,7 @@ class Scheduler:
         else:
             why = job_failure(result)
             summary = _summary(result)
-        status = "failed" if why else "ok"
+        status = JobStatus.FAILED if why else JobStatus.OK
         self.log.record(job, day, started, status, summary)
         if why:
             log.error("%s %s failed: %s", job, day, summary)

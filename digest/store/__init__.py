@@ -18,7 +18,7 @@ import sqlite_utils
 import tenacity
 
 from digest.errors import DigestError
-from digest.models import Listing, Paper, RunResult, StoredPaper
+from digest.models import Listing, Paper, RunResult, RunStatus, StoredPaper
 from digest.store.schema import MIGRATIONS
 
 # A digest claims the papers first seen at most this many days before its send: a first send
@@ -166,11 +166,11 @@ class Store:
         finished = now_utc()
         rows, left_out = _storable(listing.papers)
         papers = [p for p, _ in rows]
-        status, reason = "ok", None
+        status, reason = RunStatus.OK, None
         if not listing.papers:
-            status, reason = "empty", reason_if_empty
+            status, reason = RunStatus.EMPTY, reason_if_empty
         elif not papers:
-            status = "failed"
+            status = RunStatus.FAILED
             reason = f"none of the {len(left_out)} papers listed could be stored"
         with self.transaction() as conn:
             run_id = self._insert_run(
@@ -182,7 +182,7 @@ class Store:
                 list_date=listing.list_date,
                 trending=listing.trending,
                 reason=reason,
-                error=reason if status == "failed" else None,
+                error=reason if status == RunStatus.FAILED else None,
                 left_out=left_out,
             )
             known = self._known_ids([p.id for p in papers])
@@ -249,11 +249,18 @@ class Store:
         started = started or now_utc()
         with self.transaction() as conn:
             run_id = self._insert_run(
-                conn, started, url, source, "failed", list_date=list_date, error=error, reason=error
+                conn,
+                started,
+                url,
+                source,
+                RunStatus.FAILED,
+                list_date=list_date,
+                error=error,
+                reason=error,
             )
         return RunResult(
             run_id=run_id,
-            status="failed",
+            status=RunStatus.FAILED,
             source=source,
             url=url,
             list_date=list_date,
@@ -266,7 +273,7 @@ class Store:
         started: datetime,
         url: str,
         source: str,
-        status: str,
+        status: RunStatus,
         *,
         list_date: date | None = None,
         trending: bool = False,
@@ -382,7 +389,7 @@ class Store:
         for day, status, started in rows:
             d = date.fromisoformat(day)
             over = _iso(datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1))
-            if (status == "ok" or d < today) and started >= over:
+            if (status == RunStatus.OK or d < today) and started >= over:
                 done.add(d)
         return done
 

@@ -32,21 +32,15 @@ from typing import TYPE_CHECKING, Any
 from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.errors import ConfigError, SubscriberError
-from digest.models import Subscriber
+from digest.models import DeliveryState, Subscriber, SubscriberStatus
 from digest.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 
 if TYPE_CHECKING:
     from digest.store import Store
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
-# "pending": signed up on the web, confirmation link not followed yet (gets no email).
-STATUSES = ("active", "unsubscribed", "pending")
-# Ledger states. "sent" is final; "sending" is in flight (its final "." may be out);
-# "uncertain" waits for the operator (`digest resend`); queued, failed and skipped are
-# tried again by the next run of the day.
-QUEUED, SENDING, SENT = "queued", "sending", "sent"
-FAILED, SKIPPED, UNCERTAIN = "failed", "skipped", "uncertain"
-RETRIED = (QUEUED, FAILED, SKIPPED)  # what a send of the day takes up by itself
+# What a send of the day takes up by itself.
+RETRIED = (DeliveryState.QUEUED, DeliveryState.FAILED, DeliveryState.SKIPPED)
 CRASHED = "the send was stopped (crash or kill) while this message was in flight"
 
 
@@ -80,7 +74,7 @@ class SubscriberRow:
     email: str
     topics: tuple[str, ...]
     source: str  # "config" or "database"
-    status: str  # "active", "unsubscribed" or "pending"
+    status: SubscriberStatus
     keywords: str = ""  # a personal topic typed on the subscribe form
 
 
@@ -135,7 +129,7 @@ def add_subscriber(
             "topics = excluded.topics, status = 'active', updated = excluded.updated",
             (address, json.dumps(list(chosen)), stamp, stamp),
         )
-    return SubscriberRow(address, chosen, "database", "active")
+    return SubscriberRow(address, chosen, "database", SubscriberStatus.ACTIVE)
 
 
 def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberRow:
@@ -162,7 +156,9 @@ def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberR
     row = store.db.execute(
         "SELECT email, topics FROM subscribers WHERE email = ?", [address]
     ).fetchone()
-    return SubscriberRow(row[0], tuple(json.loads(row[1])), "database", "unsubscribed")
+    return SubscriberRow(
+        row[0], tuple(json.loads(row[1])), "database", SubscriberStatus.UNSUBSCRIBED
+    )
 
 
 def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
@@ -176,23 +172,31 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
     out: list[SubscriberRow] = []
     for key, (address, topics) in _config_addresses(config).items():
         row = db_rows.pop(key, {})
-        if row.get("status") in ("unsubscribed", "pending"):
+        if row.get("status") in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.PENDING):
             # Pending: a sign-up on the web, not confirmed yet, can only follow an
             # unsubscribe (the form leaves active readers alone).
-            out.append(SubscriberRow(address, topics, "config", "unsubscribed"))
-        elif row.get("status") == "active":
+            out.append(SubscriberRow(address, topics, "config", SubscriberStatus.UNSUBSCRIBED))
+        elif row.get("status") == SubscriberStatus.ACTIVE:
             # Changed on the web preferences page: the database row has the last word.
             out.append(
                 SubscriberRow(
-                    address, tuple(json.loads(row["topics"])), "config", "active", row["keywords"]
+                    address,
+                    tuple(json.loads(row["topics"])),
+                    "config",
+                    SubscriberStatus.ACTIVE,
+                    row["keywords"],
                 )
             )
         else:
-            out.append(SubscriberRow(address, topics, "config", "active"))
+            out.append(SubscriberRow(address, topics, "config", SubscriberStatus.ACTIVE))
     for r in db_rows.values():
         out.append(
             SubscriberRow(
-                r["email"], tuple(json.loads(r["topics"])), "database", r["status"], r["keywords"]
+                r["email"],
+                tuple(json.loads(r["topics"])),
+                "database",
+                SubscriberStatus(r["status"]),
+                r["keywords"],
             )
         )
     return out
@@ -208,7 +212,7 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
     known = {t.name for t in config.topics}
     out: list[Subscriber] = []
     for row in list_subscribers(config, store):
-        if row.status != "active":
+        if row.status != SubscriberStatus.ACTIVE:
             continue
         topics = tuple(t for t in row.topics if t in known) if row.topics else ()
         out.append(
@@ -230,7 +234,7 @@ def unknown_topics(config: Config, store: Store) -> dict[str, tuple[str, ...]]:
     known = {t.name for t in config.topics}
     out: dict[str, tuple[str, ...]] = {}
     for row in list_subscribers(config, store):
-        if row.status != "active" or not row.topics or row.keywords:
+        if row.status != SubscriberStatus.ACTIVE or not row.topics or row.keywords:
             continue
         if not any(t in known for t in row.topics):
             out[row.email] = row.topics
@@ -246,7 +250,7 @@ class Delivery:
 
     email: str
     day: date
-    status: str  # queued, sending, sent, failed, skipped or uncertain
+    status: DeliveryState
     reply: str | None = None
     reason: str | None = None
     attempts: int = 0
@@ -257,7 +261,8 @@ class Delivery:
 
 
 def _delivery(row: dict[str, Any]) -> Delivery:
-    return Delivery(**(row | {"day": date.fromisoformat(row["day"])}))
+    day, status = date.fromisoformat(row["day"]), DeliveryState(row["status"])
+    return Delivery(**(row | {"day": day, "status": status}))
 
 
 class Ledger:
@@ -280,14 +285,14 @@ class Ledger:
         )
         return _delivery(rows[0]) if rows else None
 
-    def rows(self, statuses: Iterable[str], day: date | None = None) -> list[Delivery]:
+    def rows(self, statuses: Iterable[DeliveryState], day: date | None = None) -> list[Delivery]:
         """Return the rows in `statuses` (of `day`, or of every day), newest day first."""
         wanted = list(statuses)
         where = f"status IN ({', '.join('?' for _ in wanted)})"
-        args: list[str] = wanted
+        args: list[str] = [str(s) for s in wanted]
         if day is not None:
             where += " AND day = ?"
-            args = [*wanted, day.isoformat()]
+            args = [*args, day.isoformat()]
         rows = self.store.db.query(
             f"SELECT * FROM deliveries WHERE {where} ORDER BY day DESC, email", args
         )
@@ -310,7 +315,7 @@ class Ledger:
         with self.store.transaction() as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET status = ?, reason = ? WHERE status = ?",
-                (UNCERTAIN, CRASHED, SENDING),
+                (DeliveryState.UNCERTAIN, CRASHED, DeliveryState.SENDING),
             )
             return cur.rowcount
 
@@ -318,7 +323,7 @@ class Ledger:
         """Mark the row in flight ("sending", committed) if no other send has taken it;
         return whether it is ours. `uncertain_too`: an operator's resend may take an
         "uncertain" row as well."""
-        states = [*RETRIED, UNCERTAIN] if uncertain_too else list(RETRIED)
+        states = [*RETRIED, DeliveryState.UNCERTAIN] if uncertain_too else list(RETRIED)
         db = self.store.db.conn
         synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
         # Committed without waiting for the disk (fsync): a killed process loses nothing
@@ -331,7 +336,7 @@ class Ledger:
                 cur = conn.execute(
                     "UPDATE deliveries SET status = ?, last_attempt = ? WHERE email = ? "
                     f"AND day = ? AND status IN ({', '.join('?' for _ in states)})",
-                    (SENDING, _stamp(), address, day.isoformat(), *states),
+                    (DeliveryState.SENDING, _stamp(), address, day.isoformat(), *states),
                 )
                 return cur.rowcount == 1
         finally:
@@ -341,7 +346,7 @@ class Ledger:
         self,
         day: date,
         address: str,
-        status: str,
+        status: DeliveryState,
         *,
         attempts: int,
         reply: str | None = None,
@@ -374,14 +379,18 @@ class Ledger:
 
     def sent(self, day: date, address: str, reply: str, attempts: int, message_id: str) -> None:
         """Record that the server accepted the message (committed before returning)."""
-        self._finish(day, address, SENT, attempts=attempts, reply=reply, message_id=message_id)
+        self._finish(
+            day, address, DeliveryState.SENT, attempts=attempts, reply=reply, message_id=message_id
+        )
 
     def failed(
         self, day: date, address: str, reply: str | None, attempts: int, reason: str
     ) -> None:
         """Record that the message was refused (with the server's reply) or could not be
         made or sent (`reply` None, `reason` says why); the next run tries again."""
-        self._finish(day, address, FAILED, attempts=attempts, reply=reply, reason=reason)
+        self._finish(
+            day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason
+        )
 
     def uncertain(
         self, day: date, address: str, reply: str, attempts: int, message_id: str
@@ -391,7 +400,7 @@ class Ledger:
         self._finish(
             day,
             address,
-            UNCERTAIN,
+            DeliveryState.UNCERTAIN,
             attempts=attempts,
             reply=reply,
             reason=reason,
@@ -400,9 +409,9 @@ class Ledger:
 
     def skipped(self, day: date, address: str, reason: str) -> None:
         """Record that there was nothing to send; a later run of the day tries again."""
-        self._finish(day, address, SKIPPED, attempts=0, reason=reason)
+        self._finish(day, address, DeliveryState.SKIPPED, attempts=0, reason=reason)
 
-    def count(self, status: str) -> int:
+    def count(self, status: DeliveryState) -> int:
         """Return how many rows (of every day) are in `status`."""
         row = self.store.db.execute(
             "SELECT count(*) FROM deliveries WHERE status = ?", [status]

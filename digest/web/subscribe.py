@@ -40,6 +40,7 @@ from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, SubscriberError
+from digest.models import SubscriberStatus
 from digest.store import Store
 from digest.store.readers import check_topics, list_subscribers, secret_key
 from digest.tokens import (
@@ -342,7 +343,7 @@ def request_subscription(
         if _outstanding(conn, address, _stamp(now - max_age)):
             return address
         rows = list_subscribers(config, store)
-        active = {address_key(r.email) for r in rows if r.status == "active"}
+        active = {address_key(r.email) for r in rows if r.status == SubscriberStatus.ACTIVE}
         if address_key(address) in active:
             link = f"{base}/preferences/{make_token(key, address, PREFERENCES)}"
             mail: tuple[str, str | None, str, str] = (
@@ -445,7 +446,7 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
         if mail is None:
             # Used already (a second press of the button is fine), voided by an
             # unsubscribe since, or never ours.
-            return address if row[0] == "active" else None
+            return address if row[0] == SubscriberStatus.ACTIVE else None
         conn.execute("UPDATE web_mails SET used = ? WHERE id = ?", (_stamp(now), mail[0]))
         conn.execute(
             "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?",
@@ -490,7 +491,7 @@ class Preferences:
     """What a reader follows now, for the preferences page."""
 
     address: str
-    status: str
+    status: SubscriberStatus
     topics: tuple[str, ...]
     keywords: str
 
@@ -503,7 +504,7 @@ def preferences(config: Config, store: Store, token: str) -> Preferences | None:
     for row in list_subscribers(config, store):
         if address_key(row.email) == address_key(address):
             return Preferences(row.email, row.status, row.topics, row.keywords)
-    return Preferences(address, "unsubscribed", (), "")
+    return Preferences(address, SubscriberStatus.UNSUBSCRIBED, (), "")
 
 
 class NotSubscribed(SubscriberError):
@@ -525,7 +526,8 @@ def save_preferences(config: Config, store: Store, token: str, choice: Choice) -
     with store.transaction() as conn:
         rows = list_subscribers(config, store)
         if not any(
-            address_key(r.email) == address_key(address) and r.status == "active" for r in rows
+            address_key(r.email) == address_key(address) and r.status == SubscriberStatus.ACTIVE
+            for r in rows
         ):
             raise NotSubscribed(f"{address} is not subscribed now")
         # An active config subscriber without a row gets one: the row has the last word.
