@@ -12,7 +12,7 @@ import click
 
 from digest import __version__
 from digest.config import Config, ConfigProblems, config_path_from, load_config
-from digest.errors import DigestError
+from digest.errors import DigestError, KeywordsError
 from digest.jobs import backfill, make_fetcher
 from digest.models import RunResult, RunStatus
 from digest.source.listing import today_utc
@@ -383,7 +383,10 @@ def topics_test(state: State, name: str | None, keywords: str | None, days: int)
 
     if (name is None) == (keywords is None):
         raise click.UsageError("give either a topic NAME or --keywords (one of the two)")
-    topic = parse_keywords(keywords) if keywords is not None else state.config.topic(name or "")
+    try:
+        topic = parse_keywords(keywords) if keywords is not None else state.config.topic(name or "")
+    except KeywordsError as e:
+        raise DigestError(f"--keywords {e}") from None  # the library names the value
     with state.store() as store:
         trial = try_topic(store, topic, days=days, label="--keywords" if keywords else "")
     for sp, match in trial.matches:

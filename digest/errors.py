@@ -64,3 +64,14 @@ class DeliveryError(DigestError):
 
 class SubscriberError(DigestError):
     """An address or a topic we cannot accept; the message names it."""
+
+
+class KeywordsError(DigestError):
+    """Free keywords (a topic typed on the command line or the subscribe form) that cannot
+    be read: `text` as typed, `problem` what is wrong. The message names the value; the
+    caller says where it came from (the CLI its flag, the web its field)."""
+
+    def __init__(self, text: str, problem: str) -> None:
+        self.text = text
+        self.problem = problem
+        super().__init__(f"{text!r}: {problem}")

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from digest.config import TopicConfig
-from digest.errors import ConfigError, DigestError
+from digest.errors import ConfigError, KeywordsError
 from digest.models import Paper, TopicMatch
 from digest.terms import term_problem, term_words, words
 
@@ -243,17 +243,17 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
     """Return an unsaved topic from free text: comma-separated keywords, "quoted phrases".
 
     `agent*, "tool use", RL` -> keywords agent*, RL and phrase "tool use".
-    Raises DigestError on an unbalanced quote or when no term has letters or digits.
+    Raises KeywordsError on an unbalanced quote or when no term has letters or digits.
     """
     if text.count('"') % 2:
-        raise DigestError(f"--keywords {text!r}: a quote is not closed")
+        raise KeywordsError(text, "a quote is not closed")
     keywords: list[str] = []
     phrases: list[str] = []
     pos = 0
     while pos < len(text):
         m = _PART_RE.match(text, pos)
         if not m or m.end() == pos:
-            raise DigestError(f"--keywords {text!r}: cannot read from {text[pos:]!r}")
+            raise KeywordsError(text, f"cannot read from {text[pos:]!r}")
         pos = m.end()
         phrase, keyword = m.group(1), m.group(2)
         if phrase is not None and phrase.strip():
@@ -262,5 +262,5 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
             keywords.append(keyword)
     problems = [p for t in [*keywords, *phrases] if (p := term_problem(t))]
     if problems or not (keywords or phrases):
-        raise DigestError(f"--keywords {text!r}: {problems[0] if problems else 'no terms'}")
+        raise KeywordsError(text, problems[0] if problems else "no terms")
     return TopicConfig(name=name, keywords=keywords, phrases=phrases)

@@ -39,7 +39,7 @@ from typing import Any
 from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.deliver.notices import send_notice
-from digest.errors import DigestError, SubscriberError
+from digest.errors import DigestError, KeywordsError, SubscriberError
 from digest.models import SubscriberStatus
 from digest.store import Store
 from digest.store.readers import check_topics, list_subscribers, secret_key
@@ -280,8 +280,8 @@ def check_choice(config: Config, topics: Sequence[str], keywords: str) -> Choice
     if keywords:
         try:
             parse_keywords(keywords)
-        except DigestError as e:
-            raise SubscriberError(str(e).replace("--keywords ", "keywords ")) from None
+        except KeywordsError as e:
+            raise SubscriberError(f"keywords {e}") from None  # the form field's name
     return Choice(chosen, keywords)
 
 
