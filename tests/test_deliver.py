@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 
 from digest.config import SmtpConfig
-from digest.deliver.smtp import Mailer, PermanentFailure, RateLimiter, TemporaryFailure
-from digest.errors import DeliveryError
+from digest.deliver.smtp import Mailer, RateLimiter
+from digest.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from digest.models import Subscriber
 from tests.smtpserver import SmtpServer, free_port, simple_message
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from digest.config import Config, load_config
+from digest.errors import LockBusy
 from digest.jobs import fetch_job, resend, run_job, send_job
-from digest.lock import LockBusy, RunLock, lock_path_for
+from digest.lock import RunLock, lock_path_for
 from digest.store import Store
 from digest.store.readers import Ledger
 from tests.conftest import PAGE_2024_08_01

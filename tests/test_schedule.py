@@ -25,9 +25,9 @@ import pytest
 import time_machine
 
 from digest.config import Config, ScheduleConfig, StoreConfig
-from digest.errors import ConfigError
+from digest.errors import ConfigError, LockBusy
 from digest.jobs import ingest_file
-from digest.lock import LockBusy, RunLock, lock_path_for
+from digest.lock import RunLock, lock_path_for
 from digest.models import RunResult
 from digest.service.schedule import JobLog, Scheduler, fetch_trigger, previous_fire, send_trigger
 from digest.store import Store

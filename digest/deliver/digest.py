@@ -33,12 +33,15 @@ from digest.deliver.smtp import (
     Mailer,
     NotClaimed,
     Outgoing,
+    unsendable,
+)
+from digest.errors import (
+    DeliveryError,
+    DigestError,
     PermanentFailure,
     TemporaryFailure,
     Uncertain,
-    unsendable,
 )
-from digest.errors import DeliveryError, DigestError
 from digest.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store.readers import (
