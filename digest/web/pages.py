@@ -46,7 +46,7 @@ _templates = jinja2.Environment(
 
 def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[Route]:
     """Return the routes of the landing page, the subscription steps and the archive."""
-    limiter = flow.RateLimiter(config.web.subscribe_per_hour)
+    limiter = flow.SignUpLimiter(config.web.subscribe_per_hour)
     outbox = flow.Outbox(config)
     if Path(config.store.database).exists():
         outbox.wake()  # mails queued before a restart go out now

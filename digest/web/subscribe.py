@@ -118,7 +118,7 @@ def csrf_ok(key: bytes, cookie: str | None, token: str | None) -> bool:
 # -- rate limit --------------------------------------------------------------------------
 
 
-class RateLimiter:
+class SignUpLimiter:
     """At most `limit` hits per `window` seconds per client, in this process's memory.
 
     Memory per client is bounded by `limit` timestamps; clients idle for a window are
