@@ -24,7 +24,6 @@ and the pipeline's are the default.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -36,11 +35,12 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 
 from digest.clock import schedule_timezone
 from digest.config import WEEKDAYS, Config
-from digest.errors import ConfigError, DigestError
+from digest.errors import ConfigError
 from digest.jobs import fetch_job, send_job
 from digest.lock import RunLock, lock_path_for
 from digest.models import JobStatus, RunStatus
 from digest.stopping import STOP
+from digest.store.runs import JobLog, last_fetch_success
 
 log = logging.getLogger("digest.schedule")
 
@@ -114,114 +114,6 @@ def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
         last = fire
         fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
     return last
-
-
-# -- what ran: the job_runs table ------------------------------------------------------
-
-
-class JobLog:
-    """Each scheduled job's outcome, in the database beside the runs it made.
-
-    Kept out of the versioned schema on purpose: it is the scheduler's own bookkeeping,
-    created on first use, and safe to drop.
-    """
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.database, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS job_runs (id INTEGER PRIMARY KEY, job TEXT NOT NULL, "
-                "day TEXT NOT NULL, started TEXT NOT NULL, finished TEXT NOT NULL, "
-                "status TEXT NOT NULL, summary TEXT)"
-            )
-        except sqlite3.Error as e:
-            raise DigestError(f"{self.database}: cannot record the job: {e}") from None
-        return conn
-
-    def record(
-        self, job: str, day: date, started: datetime, status: JobStatus, summary: str
-    ) -> None:
-        conn = self._connect()
-        try:
-            conn.execute(
-                "INSERT INTO job_runs (job, day, started, finished, status, summary) "
-                "VALUES (?,?,?,?,?,?)",
-                (
-                    job,
-                    day.isoformat(),
-                    _iso(started),
-                    _iso(datetime.now(started.tzinfo)),
-                    status,
-                    summary,
-                ),
-            )
-        finally:
-            conn.close()
-
-    def succeeded(self, job: str, day: date) -> bool:
-        """Return True if `job` has a successful run for local day `day`."""
-        return self._count(job, day, JobStatus.OK) > 0
-
-    def failures(self, job: str, day: date) -> int:
-        return self._count(job, day, JobStatus.FAILED)
-
-    def _count(self, job: str, day: date, status: JobStatus) -> int:
-        conn = self._connect()
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM job_runs WHERE job = ? AND day = ? AND status = ?",
-                (job, day.isoformat(), status),
-            ).fetchone()
-        finally:
-            conn.close()
-        return int(row[0])
-
-    def first_seen(self) -> datetime | None:
-        """Return when this database first saw the scheduler (its first start or job),
-        or None for a new install."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT started FROM job_runs ORDER BY id LIMIT 1").fetchone()
-        finally:
-            conn.close()
-        return datetime.fromisoformat(row[0]) if row else None
-
-    def last(self, job: str) -> dict[str, Any] | None:
-        """Return the latest ok or failed row of `job` (skips and busy ones aside), or None."""
-        conn = self._connect()
-        conn.row_factory = sqlite3.Row
-        try:
-            row = conn.execute(
-                "SELECT * FROM job_runs WHERE job = ? AND status IN ('ok', 'failed') "
-                "ORDER BY id DESC LIMIT 1",
-                (job,),
-            ).fetchone()
-        finally:
-            conn.close()
-        return dict(row) if row else None
-
-
-def last_fetch_success(database: str) -> datetime | None:
-    """Return when the latest ok or empty ingest run started (UTC), or None."""
-    try:
-        conn = sqlite3.connect(database, timeout=30)
-        try:
-            row = conn.execute(
-                "SELECT max(started) FROM runs WHERE status IN ('ok', 'empty')"
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None  # no runs table yet: nothing ever ran
-    return datetime.fromisoformat(row[0].replace("Z", "+00:00")) if row and row[0] else None
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat(timespec="seconds")
 
 
 def job_failure(result: Any) -> str | None:

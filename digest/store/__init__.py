@@ -74,13 +74,23 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Return the store at `path`, created or migrated to the current schema.
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
+        """Return the store at `path`, created or migrated to the current schema; with
+        `read_only`, the file as it is, opened so that nothing can be written (the web's
+        reads: a reader never takes a write lock, nor creates the file).
 
-        Raises DigestError naming the file when it cannot be opened or is too new.
+        The one place the file is opened. Raises DigestError naming the file when it
+        cannot be opened or is too new.
         """
         path = str(path)
         try:
+            if read_only:
+                conn = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False
+                )
+                store = cls(sqlite_utils.Database(conn), path)
+                store._check_version()
+                return store
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
