@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
-from email.utils import formatdate
 from pathlib import Path
 
 from digest.addresses import address_key
@@ -56,12 +55,8 @@ from digest.source.listing import (
 )
 from digest.source.parse import parse_any, parse_page
 from digest.store import Store, now_utc
-from digest.store.readers import (
-    Ledger,
-    active_subscribers,
-    list_subscribers,
-    unknown_topics,
-)
+from digest.store.meta import note_operator, operator_noted
+from digest.store.readers import Ledger, active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Matcher
 
 log = logging.getLogger("digest.pipeline")
@@ -306,19 +301,14 @@ def notify_operator(config: Config, store: Store, key: str, subject: str, text: 
     """
     if not config.email.operator or not config.smtp.host:
         return False
-    with store.transaction() as conn:
-        if conn.execute("SELECT 1 FROM meta WHERE key = ?", (f"operator:{key}",)).fetchone():
-            return False
+    if operator_noted(store, key):
+        return False
     try:
         send_notice(config, config.email.operator, subject, text)
     except DigestError as e:  # SMTP trouble: log, keep the key unset, try next time
         log.warning("could not mail the operator %s: %s", config.email.operator, e)
         return False
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-            (f"operator:{key}", formatdate(localtime=False)),
-        )
+    note_operator(store, key)
     return True
 
 

@@ -27,7 +27,7 @@ from digest.config import Config, SmtpConfig, SubscriberConfig
 from digest.jobs import DAILY
 from digest.source.parse import parse_page
 from digest.store import Store
-from digest.store.readers import secret_key
+from digest.store.meta import secret_key
 from digest.web.app import create_app
 from tests.conftest import PAGE_2024_08_01
 from tests.signup import wait_mail_queue

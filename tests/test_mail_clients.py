@@ -35,7 +35,7 @@ from digest.config import (
 )
 from digest.deliver.digest import send_digests
 from digest.store import Store
-from digest.store.readers import secret_key
+from digest.store.meta import secret_key
 from digest.tokens import verify_token
 from tests.smtpserver import SmtpServer
 from tests.test_email_render import TOPICS, real_day

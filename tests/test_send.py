@@ -20,7 +20,8 @@ from digest.errors import DigestError
 from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
 from digest.store import Store
-from digest.store.readers import Ledger, secret_key
+from digest.store.meta import secret_key
+from digest.store.readers import Ledger
 from digest.tokens import verify_token
 from tests.conftest import PAGE_2024_08_01, ROOT
 from tests.smtpserver import SmtpServer, free_port, simple_message

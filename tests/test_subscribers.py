@@ -16,13 +16,13 @@ from digest.cli import main
 from digest.config import Config, SubscriberConfig, TopicConfig
 from digest.errors import ConfigError, SubscriberError
 from digest.store import Store
+from digest.store.meta import secret_key
 from digest.store.readers import (
     Ledger,
     active_subscribers,
     add_subscriber,
     list_subscribers,
     remove_subscriber,
-    secret_key,
 )
 from digest.tokens import (
     CONFIRM,

@@ -44,11 +44,7 @@ from digest.errors import (
 )
 from digest.models import DeliveryState, Subscriber
 from digest.store import Store
-from digest.store.readers import (
-    Ledger,
-    active_subscribers,
-    unknown_topics,
-)
+from digest.store.readers import Ledger, active_subscribers, unknown_topics
 
 # (messages done, messages to do, address, "sent" | "failed" | "skipped" | "uncertain" |
 # "taken" (by another send))

@@ -22,8 +22,6 @@ final "." went out without a reply, or whose "sending" row a crashed run left be
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -33,12 +31,12 @@ from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.errors import ConfigError, SubscriberError
 from digest.models import DeliveryState, Subscriber, SubscriberStatus
+from digest.store.meta import secret_key
 from digest.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 
 if TYPE_CHECKING:
     from digest.store import Store
 
-SECRET_ENV = "DIGEST_SECRET_KEY"
 # What a send of the day takes up by itself.
 RETRIED = (DeliveryState.QUEUED, DeliveryState.FAILED, DeliveryState.SKIPPED)
 CRASHED = "the send was stopped (crash or kill) while this message was in flight"
@@ -46,22 +44,6 @@ CRASHED = "the send was stopped (crash or kill) while this message was in flight
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def secret_key(store: Store) -> bytes:
-    """Return the token key: DIGEST_SECRET_KEY, else the one kept in the database
-    (generated on first use)."""
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        return env.encode()
-    with store.transaction() as conn:
-        # INSERT OR IGNORE then read: two processes starting at once agree on one key.
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
-            (secrets.token_hex(32),),
-        )
-        row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-    return str(row[0]).encode()
 
 
 # -- subscribers -------------------------------------------------------------------------

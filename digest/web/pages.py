@@ -28,7 +28,7 @@ from digest.config import Config
 from digest.errors import SubscriberError
 from digest.render.email import DigestRenderer
 from digest.store import Store
-from digest.store.readers import secret_key
+from digest.store.meta import secret_key
 from digest.tokens import PREFERENCES, make_token
 from digest.web import subscribe as flow
 

@@ -42,7 +42,8 @@ from digest.deliver.notices import send_notice
 from digest.errors import DigestError, KeywordsError, SubscriberError
 from digest.models import SubscriberStatus
 from digest.store import Store
-from digest.store.readers import check_topics, list_subscribers, secret_key
+from digest.store.meta import secret_key
+from digest.store.readers import check_topics, list_subscribers
 from digest.tokens import (
     CONFIRM,
     CSRF,

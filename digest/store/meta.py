@@ -1,0 +1,43 @@
+"""Table `meta`: settings the service keeps for itself (the token key, which notes the
+operator has had)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from email.utils import formatdate
+
+from digest.store import Store
+
+SECRET_ENV = "DIGEST_SECRET_KEY"
+
+
+def secret_key(store: Store) -> bytes:
+    """Return the token key: DIGEST_SECRET_KEY, else the one kept in the database
+    (generated on first use)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    with store.transaction() as conn:
+        # INSERT OR IGNORE then read: two processes starting at once agree on one key.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
+            (secrets.token_hex(32),),
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    return str(row[0]).encode()
+
+
+def operator_noted(store: Store, key: str) -> bool:
+    """True once the operator has been mailed about `key` (see note_operator)."""
+    row = store.db.execute("SELECT 1 FROM meta WHERE key = ?", (f"operator:{key}",)).fetchone()
+    return row is not None
+
+
+def note_operator(store: Store, key: str) -> None:
+    """Remember that the operator was mailed about `key` (and when), so it is once."""
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+            (f"operator:{key}", formatdate(localtime=False)),
+        )
