@@ -153,7 +153,7 @@ class Mailer:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.limiter = RateLimiter(smtp.rate_per_minute, clock=clock, sleep=sleep)
-        self.password = smtp.password if smtp.user else ""  # raises ConfigError early
+        self.password = smtp.password if smtp.user else ""  # load_config resolved it
         self.connections = 0  # sessions opened, for reports and tests
         self._retrying = Retrying(
             retry=retry_if_exception_type(TemporaryFailure),
