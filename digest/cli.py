@@ -13,9 +13,7 @@ import click
 from digest import __version__
 from digest.config import Config, ConfigProblems, config_path_from, load_config
 from digest.errors import DigestError, KeywordsError
-from digest.jobs import backfill, make_fetcher
 from digest.models import RunResult, RunStatus
-from digest.source.listing import today_utc
 from digest.store import Store
 
 
@@ -163,27 +161,18 @@ def backfill_cmd(
     state: State, since: date, until: date | None, concurrency: int | None, source: str | None
 ) -> None:
     """Fetch past days' lists; days already stored are skipped, so it resumes."""
-    config = state.config
-    with state.store() as store:
-        fetcher = make_fetcher(config)
-        today = today_utc()  # as backfill counts: UTC, never past today
-        total = (min(until or today, today) - since).days + 1
-        with (
-            fetcher.client,
-            click.progressbar(
-                length=max(total, 0), label="backfill", file=sys.stderr, show_pos=True
-            ) as bar,
-        ):
-            result = backfill(
-                config,
-                store,
-                fetcher,
-                since,
-                until,
-                concurrency=concurrency,
-                source=source,
-                progress=lambda _d, _r: bar.update(1),
-            )
+    from digest.jobs import backfill_job, backfill_span
+
+    total = backfill_span(since, until)
+    with click.progressbar(length=total, label="backfill", file=sys.stderr, show_pos=True) as bar:
+        result = backfill_job(
+            state.config,
+            since,
+            until,
+            concurrency=concurrency,
+            source=source,
+            progress=lambda _d, _r: bar.update(1),
+        )
     click.echo(result.summary())
     if result.failed:
         sys.exit(1)

@@ -423,6 +423,41 @@ class BackfillResult:
         return line
 
 
+def backfill_span(since: date, until: date | None = None, today: date | None = None) -> int:
+    """How many days `backfill(since, until)` goes over (0 when since is after until):
+    `until` defaults to, and never passes, today (UTC, as the list's days are)."""
+    today = today or today_utc()
+    return max((min(until or today, today) - since).days + 1, 0)
+
+
+def backfill_job(
+    config: Config,
+    since: date,
+    until: date | None = None,
+    *,
+    concurrency: int | None = None,
+    source: str | None = None,
+    progress: Callable[[date, RunResult], None] | None = None,
+) -> BackfillResult:
+    """`digest backfill`: `backfill` on the configured store with the configured fetcher.
+
+    No run lock: a backfill only stores past days' papers as archive (never new in an
+    email or a feed), one transaction per day, and can take hours.
+    """
+    fetcher = make_fetcher(config)
+    with _opened(config) as store, fetcher.client:
+        return backfill(
+            config,
+            store,
+            fetcher,
+            since,
+            until,
+            concurrency=concurrency,
+            source=source,
+            progress=progress,
+        )
+
+
 def backfill(
     config: Config,
     store: Store,
