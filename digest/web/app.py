@@ -251,17 +251,22 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
-    """Return the ASGI app serving `config`'s feeds, pages and /healthz."""
-    feeds = FeedCache(config.feeds.dir)
-    # Where our paths live under base_url ("" or "/digest"), for redirects.
-    prefix = urlsplit(config.feeds.base_url).path.rstrip("/")
+class Front:
+    """The feed files, /healthz and the 404 / slash redirect, as handlers (methods) over
+    one config and one feed cache."""
 
-    async def feed(request: Request) -> Response:
+    def __init__(self, config: Config, next_runs: NextRuns | None = None) -> None:
+        self.config = config
+        self.next_runs = next_runs
+        self.feeds = FeedCache(config.feeds.dir)
+        # Where our paths live under base_url ("" or "/digest"), for redirects.
+        self.prefix = urlsplit(config.feeds.base_url).path.rstrip("/")
+
+    async def feed(self, request: Request) -> Response:
         name = request.path_params["name"]
         if not FEED_NAME.match(name):
             return PlainTextResponse("not found\n", status_code=404)
-        found = feeds.get(name)
+        found = self.feeds.get(name)
         if found is None:
             return PlainTextResponse("not found\n", status_code=404)
         h = request.headers
@@ -273,15 +278,15 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
             return Response(status_code=304, headers=headers)
         return Response(found.gzipped if gz else found.body, headers=headers)
 
-    async def healthz(request: Request) -> Response:
-        status, body = await run_in_threadpool(health, config, next_runs)
+    async def healthz(self, request: Request) -> Response:
+        status, body = await run_in_threadpool(health, self.config, self.next_runs)
         return JSONResponse(body, status_code=status)
 
-    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Starlette's own slash redirect builds its Location from the Host header.
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         if scope["method"] in ("GET", "HEAD") and SLASHED.fullmatch(path):
-            target = prefix + "/" + path.strip("/")
+            target = self.prefix + "/" + path.strip("/")
             query = scope.get("query_string", b"").decode("latin-1")
             response: Response = Response(
                 status_code=308, headers={"location": target + (f"?{query}" if query else "")}
@@ -290,16 +295,20 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
             response = PlainTextResponse("not found\n", status_code=404)
         await response(scope, receive, send)
 
+
+def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
+    """Return the ASGI app serving `config`'s feeds, pages and /healthz."""
+    front = Front(config, next_runs)
     # Pages and health JSON go through GZipMiddleware; feeds come compressed already
     # (and it would gzip a feed for "gzip;q=0", which it does not parse).
     gz = [Middleware(GZipMiddleware, minimum_size=500)]
     app = Starlette(
         routes=[
-            Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
-            Route("/healthz", healthz, methods=["GET", "HEAD"], middleware=gz),
+            Route("/feeds/{name}", front.feed, methods=["GET", "HEAD"]),
+            Route("/healthz", front.healthz, methods=["GET", "HEAD"], middleware=gz),
             *page_routes(config, gz),
         ]
     )
     app.router.redirect_slashes = False
-    app.router.default = not_found
+    app.router.default = front.not_found
     return SecurityHeaders(app, hsts=config.feeds.base_url.lower().startswith("https:"))
