@@ -172,6 +172,9 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     web: WebConfig = field(default_factory=WebConfig)
     path: str | None = None  # the file it came from, if any
+    # DIGEST_SECRET_KEY (the token key) from the env load_config is given; "": the key kept
+    # in the database (store.meta.secret_key). Never from the file, not in a repr.
+    secret_key: str = field(default="", repr=False, metadata={"resolved": True})
 
     def topic(self, name: str) -> TopicConfig:
         for t in self.topics:
@@ -315,7 +318,11 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     password = _smtp_password(config.smtp, env, loader)
     if loader.problems:
         raise ConfigProblems(loader.problems)
-    return dataclasses.replace(config, smtp=dataclasses.replace(config.smtp, password=password))
+    return dataclasses.replace(
+        config,
+        smtp=dataclasses.replace(config.smtp, password=password),
+        secret_key=env.get("DIGEST_SECRET_KEY", ""),
+    )
 
 
 def _smtp_password(smtp: SmtpConfig, env: Mapping[str, str], loader: _Loader) -> str:

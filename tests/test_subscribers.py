@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
-from digest.config import Config, SubscriberConfig, TopicConfig
+from digest.config import Config, SubscriberConfig, TopicConfig, load_config
 from digest.errors import ConfigError, SubscriberError
 from digest.store import Store
 from digest.store.meta import secret_key
@@ -140,8 +140,12 @@ def test_tokens_verify_and_resist_tampering(store: Store, monkeypatch: pytest.Mo
     # A token holding something that is not an address is refused, even when signed.
     for junk in ("csrf\x00\r\nbcc: x@evil.org", "not-an-address", ["a@example.org"]):
         assert verify_token(key, sign(key, PREFERENCES, junk), PREFERENCES) is None
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "from-the-environment")
-    assert secret_key(store) == b"from-the-environment"
+    # DIGEST_SECRET_KEY is read once, by load_config from the env it is given; the key
+    # then travels in the Config, and os.environ is not looked at again.
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "not-this-one")
+    configured = load_config(None, env={"DIGEST_SECRET_KEY": "from-the-environment"})
+    assert secret_key(store, configured.secret_key) == b"from-the-environment"
+    assert secret_key(store) == key  # unset: the database's
 
 
 def old_token(key: bytes, address: str) -> str:

@@ -3,21 +3,17 @@ operator has had)."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from email.utils import formatdate
 
 from digest.store import Store
 
-SECRET_ENV = "DIGEST_SECRET_KEY"
 
-
-def secret_key(store: Store) -> bytes:
-    """Return the token key: DIGEST_SECRET_KEY, else the one kept in the database
-    (generated on first use)."""
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        return env.encode()
+def secret_key(store: Store, configured: str = "") -> bytes:
+    """Return the token key: `configured` (config.secret_key, DIGEST_SECRET_KEY as
+    load_config read it), else the one kept in the database (generated on first use)."""
+    if configured:
+        return configured.encode()
     with store.transaction() as conn:
         # INSERT OR IGNORE then read: two processes starting at once agree on one key.
         conn.execute(

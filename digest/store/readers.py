@@ -190,7 +190,7 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
     Topics a database subscriber chose that are no longer in the config are dropped
     here (see `unknown_topics`), never passed to the renderer.
     """
-    key = secret_key(store)
+    key = secret_key(store, config.secret_key)
     known = {t.name for t in config.topics}
     out: list[Subscriber] = []
     for row in list_subscribers(config, store):

@@ -71,7 +71,7 @@ class Pages:
 
     async def key(self) -> bytes:
         if not self.keys:  # DIGEST_SECRET_KEY, or the one kept in the database
-            self.keys.append(await self.db(secret_key))
+            self.keys.append(await self.db(lambda s: secret_key(s, self.config.secret_key)))
         return self.keys[0]
 
     def render(self, name: str, code: int = 200, **context: Any) -> HTMLResponse:
@@ -226,7 +226,7 @@ class Pages:
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        address = await self.db(lambda s: flow.unsubscribe_address(s, token))
+        address = await self.db(lambda s: flow.unsubscribe_address(self.config, s, token))
         if address is None:
             return self.bad_link()
         return self.message(

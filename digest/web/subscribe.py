@@ -278,7 +278,7 @@ def request_subscription(
     """
     now = now or datetime.now(UTC)
     address = normalize_address(address)
-    key = secret_key(store)
+    key = secret_key(store, config.secret_key)
     max_age = timedelta(hours=config.web.confirm_hours)
     ensure_mail_table(store)
     purge_pending(store, max_age, now)
@@ -340,7 +340,7 @@ def confirm_token_address(
     """Return the address of a genuine, unexpired confirmation token, changing nothing
     (the page a GET shows: link scanners in mail filters fetch links, people press)."""
     max_age = timedelta(hours=config.web.confirm_hours)
-    found = verify_confirm_token(secret_key(store), token, max_age, now)
+    found = verify_confirm_token(secret_key(store, config.secret_key), token, max_age, now)
     if found is None:
         return None
     address, nonce, _issued = found
@@ -354,7 +354,7 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
     the token is forged or expired, or its sign-up is gone, used up or voided."""
     now = now or datetime.now(UTC)
     max_age = timedelta(hours=config.web.confirm_hours)
-    found = verify_confirm_token(secret_key(store), token, max_age, now)
+    found = verify_confirm_token(secret_key(store, config.secret_key), token, max_age, now)
     if found is None:
         return None
     address, nonce, _issued = found
@@ -373,20 +373,20 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
     return address
 
 
-def unsubscribe_address(store: Store, token: str) -> str | None:
+def unsubscribe_address(config: Config, store: Store, token: str) -> str | None:
     """Return the address of a genuine unsubscribe token (old format too), else None."""
-    return verify_token(secret_key(store), token, UNSUBSCRIBE)
+    return verify_token(secret_key(store, config.secret_key), token, UNSUBSCRIBE)
 
 
-def preferences_address(store: Store, token: str) -> str | None:
+def preferences_address(config: Config, store: Store, token: str) -> str | None:
     """Return the address of a genuine preferences token, else None."""
-    return verify_token(secret_key(store), token, PREFERENCES)
+    return verify_token(secret_key(store, config.secret_key), token, PREFERENCES)
 
 
 def unsubscribe(config: Config, store: Store, token: str) -> str | None:
     """Unsubscribe the token's address (config subscribers too) and void its outstanding
     confirmation links; return the address, or None for a bad token."""
-    address = unsubscribe_address(store, token)
+    address = unsubscribe_address(config, store, token)
     if address is None:
         return None
     unsubscribe_row(store, address, _stamp(datetime.now(UTC)))
@@ -405,7 +405,7 @@ class Preferences:
 
 def preferences(config: Config, store: Store, token: str) -> Preferences | None:
     """Return what the token's subscriber follows now, or None for a bad token."""
-    address = preferences_address(store, token)
+    address = preferences_address(config, store, token)
     if address is None:
         return None
     for row in list_subscribers(config, store):
@@ -426,7 +426,7 @@ def save_preferences(config: Config, store: Store, token: str, choice: Choice) -
     creates nor re-activates a subscriber (raises NotSubscribed), so a token, whatever
     it is, cannot stand in for the confirmation mail.
     """
-    address = preferences_address(store, token)
+    address = preferences_address(config, store, token)
     if address is None:
         return None
     stamp = _stamp(datetime.now(UTC))
