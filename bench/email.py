@@ -41,11 +41,12 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from digest.clock import now_utc  # noqa: E402
 from digest.config import Config, SmtpConfig, TopicConfig  # noqa: E402
 from digest.deliver.digest import Render, send_digests  # noqa: E402
 from digest.jobs import ingest_file  # noqa: E402
 from digest.models import Subscriber  # noqa: E402
-from digest.store import Store, now_utc  # noqa: E402
+from digest.store import Store  # noqa: E402
 from tests.smtpserver import self_signed  # noqa: E402
 
 PAGE = ROOT.parent / "shared" / "fixtures" / "real" / "page-daily-2024-08-01.html"

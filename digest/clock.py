@@ -1,5 +1,6 @@
-"""What time it is where the readers are: the configured time zone, and "today" in it (the
-day a reader's morning email is for).
+"""What time it is: now and today in UTC (the store's stamps, Hugging Face's calendar), and
+where the readers are: the configured time zone, and "today" in it (the day a reader's
+morning email is for).
 
 A leaf: it takes the zone's name (`config.schedule.timezone`, which load_config has
 checked), so sending does not import the scheduler and nothing here imports config.
@@ -7,10 +8,20 @@ checked), so sending does not import the scheduler and nothing here imports conf
 
 from __future__ import annotations
 
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import ConfigError
+
+
+def now_utc() -> datetime:
+    """Now in UTC, to the second (what the store stamps)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def today_utc() -> date:
+    """Return today's date in UTC (the calendar Hugging Face's API checks dates against)."""
+    return datetime.now(UTC).date()
 
 
 def schedule_timezone(name: str) -> tzinfo:

@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from digest.addresses import address_key
-from digest.clock import local_today
+from digest.clock import local_today, now_utc, today_utc
 from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
@@ -46,15 +46,9 @@ from digest.models import (
 from digest.render.email import DigestRenderer
 from digest.render.feed import FeedReport, write_feed_files
 from digest.source.fetch import Fetcher, make_client
-from digest.source.listing import (
-    api_params_for,
-    fetch_api,
-    fetch_listing,
-    page_url_for_day,
-    today_utc,
-)
+from digest.source.listing import api_params_for, fetch_api, fetch_listing, page_url_for_day
 from digest.source.parse import parse_any, parse_page
-from digest.store import Store, now_utc
+from digest.store import Store
 from digest.store.meta import note_operator, operator_noted
 from digest.store.readers import Ledger, active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Matcher

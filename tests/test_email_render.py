@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from digest.cli import main
+from digest.clock import now_utc
 from digest.config import Config, EmailConfig, FeedsConfig, SmtpConfig, TopicConfig
 from digest.deliver.smtp import flatten
 from digest.jobs import ingest_file
@@ -25,7 +26,7 @@ from digest.render.email import (
     shorten_authors,
     trim_sentences,
 )
-from digest.store import Store, now_utc
+from digest.store import Store
 from digest.topics import match_topics
 from tests.conftest import PAGE_2024_08_01
 

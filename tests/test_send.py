@@ -250,8 +250,8 @@ def test_killed_between_sends_then_restarted_sends_each_exactly_once(tmp_path: P
 def test_real_day_rendered_and_delivered(store: Store) -> None:
     """The renderer's real messages for a real day, as they arrive at the server."""
     pytest.importorskip("digest.render.email")
+    from digest.clock import now_utc
     from digest.jobs import ingest_file
-    from digest.store import now_utc
     from tests.conftest import PAGE_2024_08_01
 
     ingest_file(store, PAGE_2024_08_01)

@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 import tenacity
 
+from digest.clock import now_utc
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, RunStatus, StoredPaper
 from digest.store.schema import MIGRATIONS
@@ -26,10 +27,6 @@ from digest.store.schema import MIGRATIONS
 CLAIM_DAYS = 7
 # How long a writer waits for another process's transaction before giving up.
 BUSY_SECONDS = 30
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _iso(value: datetime) -> str:
