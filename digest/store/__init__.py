@@ -1,5 +1,10 @@
 """The SQLite file: papers (the differ), runs, upvote snapshots. Schema versioned.
 
+The only place the file is opened (`Store.open`, read-only for the web's health reads)
+and, with its submodules, the only code that speaks SQL: schema (every migration, in
+order), readers (subscribers and the delivery ledger), signups (the web's sign-up rows),
+runs (the scheduler's job log, /healthz), meta (the token key, notes to the operator).
+
 Everything a run writes goes in one transaction: a run that fails part-way stores
 nothing from its page, and a crash between parse and commit leaves no partial run.
 """

@@ -1,5 +1,11 @@
 """Table `meta`: settings the service keeps for itself (the token key, which notes the
-operator has had)."""
+operator has had).
+
+Token key: DIGEST_SECRET_KEY (config.secret_key, read by load_config); without it, a
+random key is generated on first use and kept here (key "secret_key"), so links stay
+valid across restarts. Setting DIGEST_SECRET_KEY later invalidates the links already
+mailed.
+"""
 
 from __future__ import annotations
 

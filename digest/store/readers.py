@@ -1,14 +1,11 @@
-"""Subscribers (config file + database), their token key, and the delivery ledger.
+"""Subscribers (config file + database) and the delivery ledger.
 
 Who gets the email: every `[[subscribers]]` entry of the config, plus every database
 subscriber whose status is "active" (`digest subscribers add`). A database record with
 status "unsubscribed" also silences a config entry with the same address: the person
 asked to stop, and a config file must not override that.
 
-Token key (the tokens themselves: digest.tokens): DIGEST_SECRET_KEY from the environment;
-without it, a random key is generated on first use and kept in the database (table
-`meta`, key "secret_key"), so links stay valid across restarts. Setting
-DIGEST_SECRET_KEY later invalidates the links already mailed.
+The token key is store.meta.secret_key; the tokens themselves are digest.tokens.
 
 The ledger (table `deliveries`) has one row per (address, digest day): queued, sending,
 sent, failed, skipped or uncertain, with the server's last reply, the number of attempts
