@@ -32,10 +32,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from digest import jobs
 from digest.config import Config, FeedsConfig, TopicConfig
 from digest.jobs import ingest_file
 from digest.models import Listing
-from digest.render import feed
 from digest.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,8 +130,8 @@ def main() -> None:
             folder = tmp / run
             return Config(feeds=FeedsConfig(dir=str(folder), max_items=200), topics=TOPICS)
 
-        report = feed.write_feeds(config("check"), store)
-        shown = feed.papers_in_window(store, 7)[:200]
+        report = jobs.write_feeds(config("check"), store)
+        shown = store.papers_in_window(7)[:200]
         authors = sum(len(sp.paper.authors) for sp in shown)
         print(
             f"store: {store.count_papers()} papers; all.xml {report.items['all']} items, "
@@ -145,7 +145,7 @@ def main() -> None:
         calls: list[tuple[float, float]] = []
         for i in range(args.repeats):
             calls.append(time_author_calls(names))
-            ours.append(time_once(feed.write_feeds, config(f"ours{i}"), store))
+            ours.append(time_once(jobs.write_feeds, config(f"ours{i}"), store))
             if baseline is not None:
                 old.append(time_once(baseline.write_feeds, config(f"old{i}"), store))
         store.close()

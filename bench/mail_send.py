@@ -33,11 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from digest.clock import now_utc
 from digest.config import Config, SmtpConfig, TopicConfig
 from digest.deliver.digest import Render, send_digests
 from digest.jobs import ingest_file
 from digest.models import Subscriber
-from digest.store import Store, now_utc
+from digest.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT.parent / "shared" / "fixtures" / "real" / "page-daily-2024-08-01.html"

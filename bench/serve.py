@@ -36,8 +36,7 @@ from pathlib import Path
 import httpx
 
 from digest.config import load_config
-from digest.jobs import ingest_file
-from digest.render.feed import write_feeds
+from digest.jobs import ingest_file, write_feeds
 from digest.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

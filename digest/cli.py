@@ -12,11 +12,8 @@ import click
 
 from digest import __version__
 from digest.config import Config, ConfigProblems, config_path_from, load_config
-from digest.errors import DigestError
-from digest.jobs import backfill, make_fetcher
-from digest.models import RunResult
-from digest.service.lock import RunLock, lock_path_for
-from digest.source.listing import today_utc
+from digest.errors import DigestError, KeywordsError
+from digest.models import RunResult, RunStatus
 from digest.store import Store
 
 
@@ -113,13 +110,13 @@ def check(state: State) -> None:
     s = config.schedule
     click.echo(
         f"  schedule:  fetch '{s.fetch}', send {s.send_time} {','.join(s.send_days)} "
-        f"({schedule_timezone(config)})"
+        f"({schedule_timezone(config.schedule.timezone)})"
     )
     click.echo("all is well")
 
 
 def _print_run(result: RunResult) -> None:
-    if result.status == "failed":
+    if result.status == RunStatus.FAILED:
         click.echo(result.summary(), err=True)
         sys.exit(1)
     click.echo(result.summary())
@@ -148,7 +145,7 @@ def fetch(state: State, from_path: str | None, url: str | None, list_date: date 
     from digest.jobs import fetch_job
 
     report = fetch_job(state.config, from_path=from_path, url=url, list_date=list_date)
-    failed = report.status == "failed"
+    failed = report.status == RunStatus.FAILED
     click.echo(report.summary(), err=failed)
     if failed:
         sys.exit(1)
@@ -164,27 +161,18 @@ def backfill_cmd(
     state: State, since: date, until: date | None, concurrency: int | None, source: str | None
 ) -> None:
     """Fetch past days' lists; days already stored are skipped, so it resumes."""
-    config = state.config
-    with state.store() as store:
-        fetcher = make_fetcher(config)
-        today = today_utc()  # as backfill counts: UTC, never past today
-        total = (min(until or today, today) - since).days + 1
-        with (
-            fetcher.client,
-            click.progressbar(
-                length=max(total, 0), label="backfill", file=sys.stderr, show_pos=True
-            ) as bar,
-        ):
-            result = backfill(
-                config,
-                store,
-                fetcher,
-                since,
-                until,
-                concurrency=concurrency,
-                source=source,
-                progress=lambda _d, _r: bar.update(1),
-            )
+    from digest.jobs import backfill_job, backfill_span
+
+    total = backfill_span(since, until)
+    with click.progressbar(length=total, label="backfill", file=sys.stderr, show_pos=True) as bar:
+        result = backfill_job(
+            state.config,
+            since,
+            until,
+            concurrency=concurrency,
+            source=source,
+            progress=lambda _d, _r: bar.update(1),
+        )
     click.echo(result.summary())
     if result.failed:
         sys.exit(1)
@@ -219,17 +207,11 @@ def run(state: State, from_path: str | None) -> None:
     """The daily job: fetch, store, rebuild the feeds, send the emails."""
     from digest.jobs import run_job
 
-    with _one_run(state.config), _send_progress() as progress:
+    with _send_progress() as progress:
         report = run_job(state.config, from_path=from_path, progress=progress)
     click.echo(report.summary(), err=not report.ok)
     if not report.ok:
         sys.exit(1)
-
-
-def _one_run(config: Config) -> RunLock:
-    """The run lock `digest serve` takes too: a send by hand while the scheduled one is
-    under way would mail the same readers twice. Busy: LockBusy, one line, exit 1."""
-    return RunLock(lock_path_for(config.store.database))
 
 
 @contextmanager
@@ -272,13 +254,14 @@ def subscribers_add(state: State, address: str, topics: str) -> None:
 @click.pass_obj
 def subscribers_list(state: State) -> None:
     """List subscribers from the config and the database, with their topics and status."""
+    from digest.models import SubscriberStatus
     from digest.store.readers import list_subscribers
 
     with state.store() as store:
         rows = list_subscribers(state.config, store)
     for r in rows:
         click.echo(f"{r.email}\t{r.status}\t{r.source}\t{','.join(r.topics) or '*'}")
-    active = sum(1 for r in rows if r.status == "active")
+    active = sum(1 for r in rows if r.status == SubscriberStatus.ACTIVE)
     click.echo(f"{active} active of {len(rows)} subscribers", err=True)
 
 
@@ -305,10 +288,10 @@ def subscribers_remove(state: State, address: str) -> None:
 @click.pass_obj
 def send(state: State, day: date | None) -> None:
     """Email the day's digest to every subscriber not yet sent it; say what happened."""
-    from digest.deliver.digest import send_digests
+    from digest.jobs import send_job
 
-    with _one_run(state.config), state.store() as store, _send_progress() as progress:
-        report = send_digests(state.config, store, day, progress=progress)
+    with _send_progress() as progress:
+        report = send_job(state.config, day, progress=progress, hold_back=False)
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
@@ -323,9 +306,10 @@ def send(state: State, day: date | None) -> None:
 @click.pass_obj
 def deliveries(state: State, day: date | None, show_all: bool) -> None:
     """List deliveries that need a look: uncertain (maybe delivered), failed, in flight."""
-    from digest.store.readers import FAILED, QUEUED, SENDING, SENT, SKIPPED, UNCERTAIN, Ledger
+    from digest.models import DeliveryState as S
+    from digest.store.readers import Ledger
 
-    shown = [UNCERTAIN, SENDING, FAILED] + ([QUEUED, SKIPPED, SENT] if show_all else [])
+    shown = [S.UNCERTAIN, S.SENDING, S.FAILED] + ([S.QUEUED, S.SKIPPED, S.SENT] if show_all else [])
     with state.store() as store:
         rows = Ledger(store).rows(shown, day)
     for d in rows:
@@ -349,34 +333,12 @@ def deliveries(state: State, day: date | None, show_all: bool) -> None:
 def resend(state: State, addresses: tuple[str, ...], day: date | None) -> None:
     """Send the day's digest again, on purpose, to ADDRESS (default: to every reader whose
     delivery that day is uncertain). A delivery the server accepted is never sent again."""
-    from digest.clock import local_today
-    from digest.deliver.digest import send_digests
-    from digest.store.readers import SENT, UNCERTAIN, Ledger
+    from digest.jobs import resend as resend_job
 
-    config = state.config
-    day = day or local_today(config)
-    with _one_run(config), state.store() as store, _send_progress() as progress:
-        ledger = Ledger(store)
-        ledger.settle_in_flight()  # under the run lock: a "sending" row is a dead run's
-        if addresses:
-            for address in addresses:
-                row = ledger.get(day, address)
-                if row is None:
-                    _fail(f"{address}: no delivery of the {day.isoformat()} digest to resend")
-                if row.status == SENT:
-                    _fail(
-                        f"{address}: the {day.isoformat()} digest was accepted by the server "
-                        f"({row.reply}, {row.sent}); not sending a second copy"
-                    )
-            targets = list(addresses)
-        else:
-            targets = [d.email for d in ledger.rows([UNCERTAIN], day)]
-            if not targets:
-                click.echo(f"no uncertain deliveries on {day.isoformat()}: nothing to resend")
-                return
-        report = send_digests(config, store, day, progress=progress, resend=targets)
+    with _send_progress() as progress_bar:
+        report = resend_job(state.config, addresses, day, progress=progress_bar)
     click.echo(report.summary())
-    if not report.ok or len(report.sent) < len(targets):
+    if not report.ok:
         sys.exit(1)
 
 
@@ -405,11 +367,15 @@ def topics() -> None:
 @click.pass_obj
 def topics_test(state: State, name: str | None, keywords: str | None, days: int) -> None:
     """Show which stored papers topic NAME (or --keywords) would match, and why."""
-    from digest.topics import parse_keywords, try_topic
+    from digest.jobs import try_topic
+    from digest.topics import parse_keywords
 
     if (name is None) == (keywords is None):
         raise click.UsageError("give either a topic NAME or --keywords (one of the two)")
-    topic = parse_keywords(keywords) if keywords is not None else state.config.topic(name or "")
+    try:
+        topic = parse_keywords(keywords) if keywords is not None else state.config.topic(name or "")
+    except KeywordsError as e:
+        raise DigestError(f"--keywords {e}") from None  # the library names the value
     with state.store() as store:
         trial = try_topic(store, topic, days=days, label="--keywords" if keywords else "")
     for sp, match in trial.matches:
@@ -460,10 +426,10 @@ def preview(state: State, address: str, day: date | None, out_dir: str) -> None:
     sending it; print their paths."""
     from pathlib import Path
 
-    from digest.render.email import write_preview
+    from digest.jobs import preview as preview_job
 
     with state.store() as store:
-        result = write_preview(state.config, store, address, day, Path(out_dir))
+        result = preview_job(state.config, store, address, day, Path(out_dir))
     if result.eml is None:
         _fail(f"no email for {address} on {result.day.isoformat()}: {result.reason}")
     click.echo(str(result.eml))

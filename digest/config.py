@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from digest.addresses import normalize_address
 from digest.errors import ConfigError, DigestError
+from digest.terms import term_problem
 
 DAILY_URL = "https://huggingface.co/papers"
 TRENDING_URL = "https://huggingface.co/papers/trending"
@@ -105,21 +107,9 @@ class SmtpConfig:
     retries: int = 3
     ca_file: str = ""  # PEM bundle to trust for the server's certificate (a private CA)
 
-    @property
-    def password(self) -> str:
-        env = os.environ.get("DIGEST_SMTP_PASSWORD")
-        if env:  # empty counts as unset: compose passes `${DIGEST_SMTP_PASSWORD:-}`
-            return env
-        if self.password_file:
-            try:
-                return Path(self.password_file).read_text().strip()
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read the password file: {e.strerror}",
-                    key="smtp.password_file",
-                    path=self.password_file,
-                ) from e
-        return ""
+    # Never from the file: load_config resolves it, once, from DIGEST_SMTP_PASSWORD in the
+    # env it is given, else from password_file. Not shown in a repr.
+    password: str = field(default="", repr=False, metadata={"resolved": True})
 
 
 @dataclass(frozen=True)
@@ -190,6 +180,9 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     path: str | None = None  # the file it came from, if any
+    # DIGEST_SECRET_KEY (the token key) from the env load_config is given; "": the key kept
+    # in the database (store.meta.secret_key). Never from the file, not in a repr.
+    secret_key: str = field(default="", repr=False, metadata={"resolved": True})
 
     def topic(self, name: str) -> TopicConfig:
         for t in self.topics:
@@ -330,9 +323,32 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     config = loader.build(Config, data, ())
     config = dataclasses.replace(config or Config(), path=where)
     _validate(config, loader)
+    password = _smtp_password(config.smtp, env, loader)
     if loader.problems:
         raise ConfigProblems(loader.problems)
-    return config
+    return dataclasses.replace(
+        config,
+        smtp=dataclasses.replace(config.smtp, password=password),
+        secret_key=env.get("DIGEST_SECRET_KEY", ""),
+    )
+
+
+def _smtp_password(smtp: SmtpConfig, env: Mapping[str, str], loader: _Loader) -> str:
+    """DIGEST_SMTP_PASSWORD from `env`, else the password file's first line, else ""."""
+    if env.get("DIGEST_SMTP_PASSWORD"):  # empty counts as unset: compose passes `${VAR:-}`
+        return env["DIGEST_SMTP_PASSWORD"]
+    if not smtp.password_file or loader.reported(("smtp",), "password_file"):
+        return ""
+    try:
+        return Path(smtp.password_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        loader.report(
+            f"{smtp.password_file}: cannot read the password file: {why}",
+            ("smtp",),
+            "password_file",
+        )
+        return ""
 
 
 _BAD = object()  # a value that was refused: the field keeps its default
@@ -432,7 +448,11 @@ class _Loader:
             self.report(f"must be a table, not {_kind(data)}", loc)
             return None
         hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+        fields = {
+            f.name: f
+            for f in dataclasses.fields(cls)
+            if f.name != "path" and not f.metadata.get("resolved")  # set by load_config only
+        }
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in fields:
@@ -582,10 +602,6 @@ def sender_problem(text: str) -> str | None:
 
 def _validate(config: Config, loader: _Loader) -> None:
     """Checks that need the values, not only the types; every problem goes to `loader`."""
-    # Imported here: both modules import this one.
-    from digest.addresses import normalize_address
-    from digest.topics import term_problem
-
     _check_text(config, loader)
     src = config.source
     if src.list not in LIST_WORDS and not is_http_url(src.list):

@@ -2,42 +2,74 @@
 
 fetch_job: fetch + store + feeds. send_job: the day's emails, held back while the list
 cannot be read. run_job: both, in that order (`digest run`). Each returns a report whose
-`summary()` is the one line the command ends with. Below them, one ingest run (fetch ->
-parse -> store) and the backfill over past days.
+`summary()` is the one line the command ends with.
+
+The jobs that send (send_job, run_job, resend) take the run lock themselves (`digest.lock`,
+an flock next to the database), so any caller, the CLI, the scheduler or a Python script,
+gets a send exactly once; busy: LockBusy. The scheduler, which waits for the lock, passes
+the one it holds as `lock=`. fetch_job needs none: each fetch is one transaction, and two
+at once both succeed (tests/test_store_faults.py), as `digest fetch` always has. Below them: one
+ingest run (fetch -> parse -> store), the backfill over past days, `digest topics test`
+and `digest preview` (both read only, so no lock).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
-from email.utils import formatdate
 from pathlib import Path
 
-from digest.clock import local_today
-from digest.config import LIST_WORDS, Config, is_http_url
+from digest.addresses import address_key
+from digest.clock import local_today, now_utc, today_utc
+from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
-from digest.models import Listing, RunResult
-from digest.render.feed import FeedReport, write_feeds
-from digest.source.fetch import Fetcher, make_client
-from digest.source.listing import (
-    api_params_for,
-    fetch_api,
-    fetch_listing,
-    page_url_for_day,
-    today_utc,
+from digest.lock import RunLock, lock_path_for
+from digest.models import (
+    DeliveryState,
+    Listing,
+    RunResult,
+    RunStatus,
+    StoredPaper,
+    Subscriber,
+    SubscriberStatus,
+    TopicMatch,
 )
+from digest.render.email import DigestRenderer
+from digest.render.feed import FeedReport, write_feed_files
+from digest.source.fetch import Fetcher, make_client
+from digest.source.listing import api_params_for, fetch_api, fetch_listing, page_url_for_day
 from digest.source.parse import parse_any, parse_page
-from digest.store import Store, now_utc
+from digest.store import Store
+from digest.store.meta import note_operator, operator_noted
+from digest.store.readers import Ledger, active_subscribers, list_subscribers, unknown_topics
+from digest.topics import Matcher
 
 log = logging.getLogger("digest.pipeline")
 DAILY = "daily"  # the runs of fetch_job (scheduler, `digest fetch`, `digest run`)
+
+
+@contextmanager
+def run_lock(config: Config, held: RunLock | None = None) -> Iterator[RunLock]:
+    """The run lock of config's database for the length of a job: `held` when the caller
+    has it already (the scheduler, which waits for it), else taken here and released on
+    the way out. A send by hand while the scheduled one is under way would mail the same
+    readers twice, so a busy lock raises LockBusy (naming the file and the holder)."""
+    if held is not None:
+        if not held.held:
+            raise DigestError(f"{held.path}: the run lock passed to the job is not held")
+        yield held
+        return
+    with RunLock(lock_path_for(config.store.database)) as lock:
+        yield lock
 
 
 @dataclass(frozen=True)
@@ -50,8 +82,8 @@ class FetchReport:
 
     # The scheduler reads `status` / `reason` to tell a failed run (see schedule.job_failure).
     @property
-    def status(self) -> str:
-        return "failed" if self.feeds_error else self.run.status
+    def status(self) -> RunStatus:
+        return RunStatus.FAILED if self.feeds_error else self.run.status
 
     @property
     def reason(self) -> str | None:
@@ -98,7 +130,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.fetch.status != "failed" and self.send.ok
+        return self.fetch.status != RunStatus.FAILED and self.send.ok
 
     def summary(self) -> str:
         return f"{self.fetch.summary()}; {self.send.summary()}"
@@ -144,20 +176,25 @@ def fetch_job(
 
 
 def send_job(
-    config: Config, day: date | None = None, *, progress: Progress | None = None
+    config: Config,
+    day: date | None = None,
+    *,
+    progress: Progress | None = None,
+    lock: RunLock | None = None,
+    hold_back: bool = True,
 ) -> SendOutcome:
-    """Send `day`'s digests (default today in schedule.timezone), unless the list
-    cannot be read now.
+    """Send `day`'s digests (default today in schedule.timezone) under the run lock
+    (`lock` when the caller holds it), unless the list cannot be read now (`hold_back`;
+    False for `digest send`, the operator's send by hand, which goes regardless).
 
     A failed latest fetch (network down, page layout changed) holds the send back rather
     than mailing a thin or empty digest; the operator, if configured, hears of it once a
     day. The held send counts as failed, so the scheduler tries it again later.
     """
-    day = day or local_today(config)
-    store = Store.open(config.store.database)
-    try:
-        last = store.last_run(kind=DAILY)
-        if last is not None and last["status"] == "failed":
+    day = day or local_today(config.schedule.timezone)
+    with run_lock(config, lock), _opened(config) as store:
+        last = store.last_run(kind=DAILY) if hold_back else None
+        if last is not None and last["status"] == RunStatus.FAILED:
             why = f"the last fetch failed ({last['reason']})"
             notify_operator(
                 config,
@@ -170,8 +207,6 @@ def send_job(
             )
             return SendOutcome(day, None, why)
         return SendOutcome(day, send_digests(config, store, day, progress=progress))
-    finally:
-        store.close()
 
 
 def run_job(
@@ -180,10 +215,76 @@ def run_job(
     from_path: str | None = None,
     url: str | None = None,
     progress: Progress | None = None,
+    lock: RunLock | None = None,
 ) -> RunReport:
-    """The daily job: fetch + store + feeds, then the emails."""
-    fetched = fetch_job(config, from_path=from_path, url=url)
-    return RunReport(fetched, send_job(config, progress=progress))
+    """The daily job: fetch + store + feeds, then the emails, under one hold of the run
+    lock (`lock` when the caller holds it)."""
+    with run_lock(config, lock) as held:
+        fetched = fetch_job(config, from_path=from_path, url=url)
+        return RunReport(fetched, send_job(config, progress=progress, lock=held))
+
+
+@contextmanager
+def _opened(config: Config) -> Iterator[Store]:
+    store = Store.open(config.store.database)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class ResendReport:
+    """`digest resend`: who was meant, and the send (None: nothing was uncertain)."""
+
+    day: date
+    targets: tuple[str, ...]
+    send: SendReport | None
+
+    @property
+    def ok(self) -> bool:
+        return self.send is None or (self.send.ok and len(self.send.sent) >= len(self.targets))
+
+    def summary(self) -> str:
+        if self.send is None:
+            return f"no uncertain deliveries on {self.day.isoformat()}: nothing to resend"
+        return self.send.summary()
+
+
+def resend(
+    config: Config,
+    addresses: Sequence[str] = (),
+    day: date | None = None,
+    *,
+    progress: Progress | None = None,
+    lock: RunLock | None = None,
+) -> ResendReport:
+    """Send `day`'s digest (default today in schedule.timezone) again, on purpose, to
+    `addresses` (default: every reader whose delivery that day is uncertain), under the
+    run lock. A delivery the server accepted is never sent again: DigestError names it,
+    as it does an address with no delivery that day, and nothing is sent."""
+    day = day or local_today(config.schedule.timezone)
+    with run_lock(config, lock), _opened(config) as store:
+        ledger = Ledger(store)
+        ledger.settle_in_flight()  # under the run lock: a "sending" row is a dead run's
+        for address in addresses:
+            row = ledger.get(day, address)
+            if row is None:
+                raise DigestError(
+                    f"{address}: no delivery of the {day.isoformat()} digest to resend"
+                )
+            if row.status == DeliveryState.SENT:
+                raise DigestError(
+                    f"{address}: the {day.isoformat()} digest was accepted by the server "
+                    f"({row.reply}, {row.sent}); not sending a second copy"
+                )
+        targets = tuple(addresses) or tuple(
+            d.email for d in ledger.rows([DeliveryState.UNCERTAIN], day)
+        )
+        if not targets:
+            return ResendReport(day, targets, None)
+        report = send_digests(config, store, day, progress=progress, resend=list(targets))
+        return ResendReport(day, targets, report)
 
 
 def notify_operator(config: Config, store: Store, key: str, subject: str, text: str) -> bool:
@@ -194,20 +295,21 @@ def notify_operator(config: Config, store: Store, key: str, subject: str, text: 
     """
     if not config.email.operator or not config.smtp.host:
         return False
-    with store.transaction() as conn:
-        if conn.execute("SELECT 1 FROM meta WHERE key = ?", (f"operator:{key}",)).fetchone():
-            return False
+    if operator_noted(store, key):
+        return False
     try:
         send_notice(config, config.email.operator, subject, text)
     except DigestError as e:  # SMTP trouble: log, keep the key unset, try next time
         log.warning("could not mail the operator %s: %s", config.email.operator, e)
         return False
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-            (f"operator:{key}", formatdate(localtime=False)),
-        )
+    note_operator(store, key)
     return True
+
+
+def write_feeds(config: Config, store: Store) -> FeedReport:
+    """Rebuild every feed file from the store's papers of the last feeds.days days (see
+    render.feed.write_feed_files); return what was written and what was kept."""
+    return write_feed_files(config, store.papers_in_window(config.feeds.days))
 
 
 # -- ingest (fetch -> parse -> store) and backfill --------------------------------
@@ -296,12 +398,12 @@ class BackfillResult:
 
     @property
     def failed(self) -> list[RunResult]:
-        return [r for r in self.runs if r.status == "failed"]
+        return [r for r in self.runs if r.status == RunStatus.FAILED]
 
     def summary(self) -> str:
         seen = sum(r.seen for r in self.runs)
         new = sum(r.new for r in self.runs)
-        empty = sum(1 for r in self.runs if r.status == "empty")
+        empty = sum(1 for r in self.runs if r.status == RunStatus.EMPTY)
         line = (
             f"backfill: {self.days} days, {self.skipped} already stored and skipped, "
             f"{len(self.runs)} fetched ({empty} empty, {len(self.failed)} failed): "
@@ -313,6 +415,41 @@ class BackfillResult:
         if left_out:
             line += f"; {left_out} papers left out (see each run's left_out)"
         return line
+
+
+def backfill_span(since: date, until: date | None = None, today: date | None = None) -> int:
+    """How many days `backfill(since, until)` goes over (0 when since is after until):
+    `until` defaults to, and never passes, today (UTC, as the list's days are)."""
+    today = today or today_utc()
+    return max((min(until or today, today) - since).days + 1, 0)
+
+
+def backfill_job(
+    config: Config,
+    since: date,
+    until: date | None = None,
+    *,
+    concurrency: int | None = None,
+    source: str | None = None,
+    progress: Callable[[date, RunResult], None] | None = None,
+) -> BackfillResult:
+    """`digest backfill`: `backfill` on the configured store with the configured fetcher.
+
+    No run lock: a backfill only stores past days' papers as archive (never new in an
+    email or a feed), one transaction per day, and can take hours.
+    """
+    fetcher = make_fetcher(config)
+    with _opened(config) as store, fetcher.client:
+        return backfill(
+            config,
+            store,
+            fetcher,
+            since,
+            until,
+            concurrency=concurrency,
+            source=source,
+            progress=progress,
+        )
 
 
 def backfill(
@@ -392,3 +529,135 @@ def backfill(
 def _describe(error: DigestError) -> str:
     kind = {PageFormatError: "layout", FetchError: "network"}.get(type(error), "error")
     return f"{kind}: {error}"
+
+
+# -- trying a topic out (`digest topics test`) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicTrial:
+    """What a topic would have taken from the stored papers of the last `days` days."""
+
+    topic: TopicConfig
+    days: int
+    since: date
+    total: int  # papers in the window
+    matches: list[tuple[StoredPaper, TopicMatch]]
+    label: str = ""  # how the summary names the topic; default "topic 'name'"
+
+    def summary(self) -> str:
+        """One line: how many of the window's papers the topic would match."""
+        return (
+            f"{len(self.matches)} of {self.total} papers in the last {self.days} days "
+            f"would match {self.label or f'topic {self.topic.name!r}'}"
+        )
+
+
+def try_topic(
+    store: Store,
+    topic: TopicConfig,
+    *,
+    days: int = 30,
+    today: date | None = None,
+    label: str = "",
+) -> TopicTrial:
+    """Return the stored papers of the last `days` days that `topic` matches, with terms.
+
+    The window takes a paper whose daily-list day OR first-seen time falls in it, so
+    papers just stored from an old capture count as recent (they are new to us).
+    Raises DigestError for days < 1 and ConfigError for a term with no letters or digits.
+    """
+    if days < 1:
+        raise DigestError(f"--days must be at least 1, not {days}")
+    today = today or now_utc().date()
+    since = today - timedelta(days=days - 1)  # today counts as one of the days
+    matcher = Matcher([topic])
+    stored = store.papers(since=since)
+    matches: list[tuple[StoredPaper, TopicMatch]] = []
+    for sp in stored:
+        for m in matcher.match(sp.paper):
+            matches.append((sp, m))
+    return TopicTrial(topic, days, since, len(stored), matches, label)
+
+
+# -- preview (`digest preview`) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Where `preview` put the message and its HTML part, or why there is none."""
+
+    day: date
+    address: str
+    eml: Path | None
+    html: Path | None
+    reason: str = ""  # why no email, when eml is None
+
+
+def reader_as_sent(config: Config, store: Store, address: str) -> Subscriber | str:
+    """Return `address` as `digest send` sees it (the same row, topics, keywords and
+    token), or why a send mails them nothing: not a subscriber, unsubscribed or not
+    confirmed, or every topic they chose gone from the config."""
+    key = address_key(address)
+    for sub in active_subscribers(config, store):
+        if address_key(sub.email) == key:
+            gone = {address_key(a): t for a, t in unknown_topics(config, store).items()}
+            if key in gone:
+                return f"their topics are no longer in the config ({', '.join(gone[key])})"
+            return sub
+    for row in list_subscribers(config, store):
+        if address_key(row.email) == key:
+            state = (
+                "has not confirmed yet"
+                if row.status == SubscriberStatus.PENDING
+                else f"is {row.status}"
+            )
+            return f"{row.email} {state}, so `digest send` mails them nothing"
+    return (
+        f"{address} is not a subscriber (add it with `digest subscribers add` or under "
+        "[[subscribers]] in the config)"
+    )
+
+
+def preview(config: Config, store: Store, address: str, day: date | None, out_dir: Path) -> Preview:
+    """Return the Preview of the email `digest send` would send `address` for `day`
+    (default: today in schedule.timezone, as for `digest send`), written as
+    <out_dir>/digest-<day>-<address>.eml and .html; sends and claims nothing.
+
+    The reader is taken as the send takes them (see `reader_as_sent`), and the day's papers are
+    the edition a send of that day mails. Raises DigestError for a day that has not come
+    yet or when out_dir cannot be written.
+    """
+    today = local_today(config.schedule.timezone)
+    day = day or today
+    if day > today:  # the send refuses it too
+        raise DigestError(
+            f"--date {day.isoformat()}: that day has not come yet "
+            f"(today is {today.isoformat()} in schedule.timezone)"
+        )
+    subscriber = reader_as_sent(config, store, address)
+    if isinstance(subscriber, str):
+        return Preview(day, address, None, None, subscriber)
+    papers = store.digest_papers(day, today=today)
+    message = DigestRenderer(config, papers, day).render(subscriber)
+    if message is None:
+        followed = subscriber.topics or subscriber.keywords
+        why = (
+            f"no new papers on {day.isoformat()}"
+            if not papers
+            else "they follow no topics and email.no_topics_gets is 'nothing'"
+            if not followed and config.email.no_topics_gets == "nothing"
+            else f"none of the {len(papers)} new papers of {day.isoformat()} matched their topics"
+        )
+        return Preview(day, address, None, None, why)
+    safe = re.sub(r"[^A-Za-z0-9@._-]", "_", address)
+    stem = f"digest-{day.isoformat()}-{safe}"
+    eml, page = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
+    html_part = message.get_body(("html",))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        eml.write_bytes(message.as_bytes())
+        page.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    except OSError as e:
+        raise DigestError(f"{out_dir}: cannot write the preview: {e.strerror}") from None
+    return Preview(day, address, eml, page)

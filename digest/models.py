@@ -4,6 +4,53 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
+
+# The status vocabularies, one name each. They are str (StrEnum), so they go into SQLite and
+# compare with the stored text as they are.
+
+
+class RunStatus(StrEnum):
+    """A fetch run (table `runs`)."""
+
+    OK = "ok"
+    EMPTY = "empty"  # the list had no papers (a weekend, a holiday)
+    FAILED = "failed"
+
+
+class DeliveryState(StrEnum):
+    """A row of the delivery ledger (table `deliveries`): one reader, one digest day.
+
+    "sent" is final; "sending" is in flight (its final "." may be out); "uncertain" waits
+    for the operator (`digest resend`); queued, failed and skipped are tried again by the
+    next run of the day.
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
+
+
+class SubscriberStatus(StrEnum):
+    """A subscriber in the database (table `subscribers`)."""
+
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    PENDING = "pending"  # signed up on the web, confirmation link not followed yet
+
+
+class JobStatus(StrEnum):
+    """One fire of a scheduled job (table `job_runs`)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the day's send had already gone
+    BUSY = "busy"  # another run held the lock
+    STOPPED = "stopped"  # the service was stopping
+    STARTED = "started"  # the "serve" row: the scheduler came up (catch-up looks at it)
 
 
 @dataclass(frozen=True)
@@ -73,7 +120,7 @@ class RunResult:
     """The outcome of one ingest run, as recorded in the `runs` table."""
 
     run_id: int
-    status: str  # "ok", "empty" or "failed"
+    status: RunStatus
     source: str
     url: str
     seen: int = 0
@@ -88,9 +135,9 @@ class RunResult:
     def summary(self) -> str:
         """One line saying what happened, for the end of every command."""
         day = f" for {self.list_date.isoformat()}" if self.list_date else ""
-        if self.status == "failed":
+        if self.status == RunStatus.FAILED:
             return f"run {self.run_id} failed: {self.reason} (nothing stored){self._left_out()}"
-        if self.status == "empty":
+        if self.status == RunStatus.EMPTY:
             return (
                 f"run {self.run_id}: {self.source} {self.url}{day} listed no papers "
                 f"({self.reason}); seen 0, new 0"

@@ -29,76 +29,15 @@ vetoes the paper, and `has_code`, `min_upvotes` and `min_stars` filter every mat
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
 
 from digest.config import TopicConfig
-from digest.errors import ConfigError, DigestError
-from digest.models import Paper, StoredPaper, TopicMatch
-from digest.store import Store, now_utc
+from digest.errors import ConfigError, KeywordsError
+from digest.models import Paper, TopicMatch
+from digest.terms import term_problem, term_words, words
 
 SEARCH_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
-
-# Han (with extensions and compatibility forms), hiragana, katakana: one token per char.
-_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-
-
-def _mark_class() -> str:
-    """A regex class body of the BMP's combining marks, which `\\w` leaves out."""
-    ranges: list[list[int]] = []
-    for c in range(0x10000):
-        if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me"):
-            if ranges and ranges[-1][1] == c - 1:
-                ranges[-1][1] = c
-            else:
-                ranges.append([c, c])
-    return "".join(
-        re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges
-    )
-
-
-_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}](?:[^\W_{_CJK}]|[{_mark_class()}])*")
-_ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
-_ACCENT_RE = re.compile("[\u0300-\u036f]")  # combining diacriticals of Latin/Greek/Cyrillic
-
-
-def words(text: str) -> list[str]:
-    """Return the normalised words of `text`: case-folded, NFKC, Latin accents dropped."""
-    if text.isascii():
-        return _ASCII_TOKEN_RE.findall(text.lower())
-    t = unicodedata.normalize("NFKD", text.casefold())
-    t = unicodedata.normalize("NFC", _ACCENT_RE.sub("", t))
-    return _TOKEN_RE.findall(t)
-
-
-def term_problem(text: str) -> str | None:
-    """Return why a term as written cannot be matched as meant, or None when it can.
-
-    Matching is on words, so symbols drop out: "C++" or "C#" would match any lone
-    letter "c" ("Appendix C"). Such a term is refused rather than quietly widened.
-    """
-    tokens, _ = term_words(text)
-    if not tokens:
-        return f"term {text!r} has no letters or digits"
-    raw = text.strip().rstrip("*")
-    # "+" and "#" (C++, C#, F#) and other symbol characters, not punctuation between words.
-    dropped = {c for c in raw if c in "+#" or unicodedata.category(c).startswith("S")}
-    if dropped and all(len(t) == 1 for t in tokens):
-        return (
-            f"term {text!r} would match only {' '.join(tokens)!r}: symbols such as "
-            f"{''.join(sorted(dropped))!r} are not matched (write the name out, e.g. "
-            '"c plus plus", or drop the term)'
-        )
-    return None
-
-
-def term_words(text: str) -> tuple[tuple[str, ...], bool]:
-    """Return (words, is_prefix) of a term as written: `agent*` -> (("agent",), True)."""
-    raw = text.strip()
-    prefix = raw.endswith("*")
-    return tuple(words(raw.rstrip("*"))), prefix
 
 
 @dataclass(frozen=True)
@@ -304,17 +243,17 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
     """Return an unsaved topic from free text: comma-separated keywords, "quoted phrases".
 
     `agent*, "tool use", RL` -> keywords agent*, RL and phrase "tool use".
-    Raises DigestError on an unbalanced quote or when no term has letters or digits.
+    Raises KeywordsError on an unbalanced quote or when no term has letters or digits.
     """
     if text.count('"') % 2:
-        raise DigestError(f"--keywords {text!r}: a quote is not closed")
+        raise KeywordsError(text, "a quote is not closed")
     keywords: list[str] = []
     phrases: list[str] = []
     pos = 0
     while pos < len(text):
         m = _PART_RE.match(text, pos)
         if not m or m.end() == pos:
-            raise DigestError(f"--keywords {text!r}: cannot read from {text[pos:]!r}")
+            raise KeywordsError(text, f"cannot read from {text[pos:]!r}")
         pos = m.end()
         phrase, keyword = m.group(1), m.group(2)
         if phrase is not None and phrase.strip():
@@ -323,51 +262,5 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
             keywords.append(keyword)
     problems = [p for t in [*keywords, *phrases] if (p := term_problem(t))]
     if problems or not (keywords or phrases):
-        raise DigestError(f"--keywords {text!r}: {problems[0] if problems else 'no terms'}")
+        raise KeywordsError(text, problems[0] if problems else "no terms")
     return TopicConfig(name=name, keywords=keywords, phrases=phrases)
-
-
-@dataclass(frozen=True)
-class TopicTrial:
-    """What a topic would have taken from the stored papers of the last `days` days."""
-
-    topic: TopicConfig
-    days: int
-    since: date
-    total: int  # papers in the window
-    matches: list[tuple[StoredPaper, TopicMatch]]
-    label: str = ""  # how the summary names the topic; default "topic 'name'"
-
-    def summary(self) -> str:
-        """One line: how many of the window's papers the topic would match."""
-        return (
-            f"{len(self.matches)} of {self.total} papers in the last {self.days} days "
-            f"would match {self.label or f'topic {self.topic.name!r}'}"
-        )
-
-
-def try_topic(
-    store: Store,
-    topic: TopicConfig,
-    *,
-    days: int = 30,
-    today: date | None = None,
-    label: str = "",
-) -> TopicTrial:
-    """Return the stored papers of the last `days` days that `topic` matches, with terms.
-
-    The window takes a paper whose daily-list day OR first-seen time falls in it, so
-    papers just stored from an old capture count as recent (they are new to us).
-    Raises DigestError for days < 1 and ConfigError for a term with no letters or digits.
-    """
-    if days < 1:
-        raise DigestError(f"--days must be at least 1, not {days}")
-    today = today or now_utc().date()
-    since = today - timedelta(days=days - 1)  # today counts as one of the days
-    matcher = Matcher([topic])
-    stored = store.papers(since=since)
-    matches: list[tuple[StoredPaper, TopicMatch]] = []
-    for sp in stored:
-        for m in matcher.match(sp.paper):
-            matches.append((sp, m))
-    return TopicTrial(topic, days, since, len(stored), matches, label)

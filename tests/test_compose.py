@@ -67,10 +67,12 @@ def test_an_empty_password_variable_does_not_hide_the_password_file(
     password.write_text("s3cret\n", encoding="utf-8")
     config = tmp_path / "config.toml"
     config.write_text(f'[smtp]\nuser = "u"\npassword_file = "{password}"\n', encoding="utf-8")
-    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "")  # compose's `${DIGEST_SMTP_PASSWORD:-}`
-    assert load_config(config, env={}).smtp.password == "s3cret"
-    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "from-env")
-    assert load_config(config, env={}).smtp.password == "from-env"
+    # compose's `${DIGEST_SMTP_PASSWORD:-}`; the secret comes from the env load_config is
+    # given, once, never from os.environ later.
+    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "not-this-one")
+    assert load_config(config, env={"DIGEST_SMTP_PASSWORD": ""}).smtp.password == "s3cret"
+    loaded = load_config(config, env={"DIGEST_SMTP_PASSWORD": "from-env"})
+    assert loaded.smtp.password == "from-env" and "from-env" not in repr(loaded)
 
 
 def test_a_set_variable_still_overrides_the_file(tmp_path: Path) -> None:

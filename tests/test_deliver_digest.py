@@ -17,10 +17,11 @@ from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig, TopicConfig
 from digest.deliver.digest import NO_SMTP, SendReport, send_digests
 from digest.errors import DigestError
+from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
-from digest.service.lock import RunLock, lock_path_for
 from digest.store import Store
-from digest.store.readers import Ledger, secret_key
+from digest.store.meta import secret_key
+from digest.store.readers import Ledger
 from digest.tokens import verify_token
 from tests.support.config import smtp_config
 from tests.support.deliver import DAY, send_day
@@ -243,8 +244,8 @@ def test_killed_between_sends_then_restarted_sends_each_exactly_once(tmp_path: P
 def test_real_day_rendered_and_delivered(store: Store) -> None:
     """The renderer's real messages for a real day, as they arrive at the server."""
     pytest.importorskip("digest.render.email")
+    from digest.clock import now_utc
     from digest.jobs import ingest_file
-    from digest.store import now_utc
     from tests.support.paths import PAGE_2024_08_01
 
     ingest_file(store, PAGE_2024_08_01)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
+from digest.clock import now_utc
 from digest.config import load_config
-from digest.store import Store, now_utc
-from digest.store.readers import add_subscriber, secret_key
+from digest.store import Store
+from digest.store.meta import secret_key
+from digest.store.readers import add_subscriber
 from digest.tokens import PREFERENCES, make_token
 from digest.web.subscribe import check_choice, save_preferences
 from tests.support.cli import run_digest

@@ -91,7 +91,7 @@ def test_a_row_left_in_flight_by_a_dead_run_becomes_uncertain(
         store = Store.open(db)
         ingest_file(store, PAGE_2024_08_01)
         # What a run does just before ann's final "."; then it is killed.
-        day = local_today(load_config(str(cfg)))
+        day = local_today(load_config(str(cfg)).schedule.timezone)
         Ledger(store).queue(day, READERS)
         assert Ledger(store).claim(day, READERS[0])
         store.close()

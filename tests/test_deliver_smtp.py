@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from digest.deliver.smtp import Mailer, PermanentFailure, RateLimiter, TemporaryFailure
-from digest.errors import DeliveryError
+from digest.deliver.smtp import Mailer, RateLimiter
+from digest.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from digest.models import Subscriber
 from tests.support.config import smtp_config
 from tests.support.net import free_port

@@ -25,7 +25,8 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig
 from digest.deliver.digest import SendReport
-from digest.deliver.smtp import Mailer, Uncertain
+from digest.deliver.smtp import Mailer
+from digest.errors import Uncertain
 from digest.models import Subscriber
 from digest.store import Store
 from digest.store.readers import Ledger

@@ -20,13 +20,14 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from digest.clock import now_utc
 from digest.deliver.smtp import flatten
 from digest.errors import DigestError, PageFormatError
+from digest.jobs import write_feeds
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer
-from digest.render.feed import write_feeds
 from digest.source.parse import parse_api, parse_page
-from digest.store import Store, now_utc
+from digest.store import Store
 from digest.web.app import create_app
 from tests.support.pages import with_props
 from tests.support.paths import PAGE_2024_08_01

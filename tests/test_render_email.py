@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from digest.cli import main
+from digest.clock import now_utc
 from digest.deliver.smtp import flatten
 from digest.models import Paper, StoredPaper, Subscriber
 from digest.render.email import (
@@ -23,7 +24,7 @@ from digest.render.email import (
     shorten_authors,
     trim_sentences,
 )
-from digest.store import Store, now_utc
+from digest.store import Store
 from digest.topics import match_topics
 from tests.support.mail import TOPICS, bodies, make_config, parsed, real_day
 

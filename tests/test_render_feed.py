@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import Config, FeedsConfig, TopicConfig
 from digest.errors import ConfigError
-from digest.jobs import ingest_file
+from digest.jobs import ingest_file, write_feeds
 from digest.models import Listing, Paper
-from digest.render.feed import EMPTY_UPDATED, clean, write_feeds
+from digest.render.feed import EMPTY_UPDATED, clean
 from digest.store import Store
 from digest.topics import match_topics
 from tests.support.feeds import (

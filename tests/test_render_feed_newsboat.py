@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from digest.jobs import write_feeds
 from digest.models import StoredPaper
-from digest.render.feed import clean, write_feeds
+from digest.render.feed import clean
 from digest.store import Store
 from tests.support.feeds import expected_items, feed_config, fill_store, guid
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from digest.jobs import write_feeds
 from digest.models import Listing, Paper, StoredPaper
-from digest.render.feed import write_feeds
 from digest.store import Store
 from tests.support.feeds import feed_config, fill_store, guid
 

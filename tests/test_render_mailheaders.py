@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from digest.store import Store
-from digest.store.readers import secret_key
+from digest.store.meta import secret_key
 from digest.tokens import verify_token
 from tests.support.mail import READER, SENDER, config_for, send_one
 from tests.support.smtpserver import SmtpServer

@@ -24,10 +24,10 @@ import pytest
 import time_machine
 
 from digest.config import Config, ScheduleConfig, StoreConfig
-from digest.errors import ConfigError
+from digest.errors import ConfigError, LockBusy
 from digest.jobs import ingest_file
+from digest.lock import RunLock, lock_path_for
 from digest.models import RunResult
-from digest.service.lock import LockBusy, RunLock, lock_path_for
 from digest.service.schedule import JobLog, Scheduler, fetch_trigger, previous_fire, send_trigger
 from digest.store import Store
 from tests.support.paths import PAGE_2024_08_01, ROOT
@@ -311,7 +311,7 @@ def test_bad_schedule_config_names_the_key(tmp_path: Path) -> None:
 
 HOLDER = """
 import sys, time
-from digest.service.lock import RunLock
+from digest.lock import RunLock
 lock = RunLock(sys.argv[1])
 assert lock.acquire()
 print("held", flush=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 import time_machine
 
 from digest.models import Listing
-from digest.render.feed import papers_in_window
 from digest.source.parse import parse_api
 from digest.store import CLAIM_DAYS, Store
 from tests.support.paths import REAL
@@ -67,9 +66,9 @@ def test_backfilled_papers_are_never_mailed_nor_in_the_feeds(store: Store) -> No
     old = store_at(store, now, DAY_A, backfilled=True)
     assert old
     assert store.claim_digest(date(2026, 3, 2), now=now) == []
-    assert papers_in_window(store, 7) == []
+    assert store.papers_in_window(7) == []
     fresh = store_at(store, now + timedelta(hours=1), DAY_C)
-    assert ids(papers_in_window(store, 7)) == fresh
+    assert ids(store.papers_in_window(7)) == fresh
     assert ids(store.claim_digest(date(2026, 3, 3), now=now + timedelta(days=1))) == fresh
     # Still searchable in the archive.
     assert old <= ids(store.papers())

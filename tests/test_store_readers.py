@@ -10,16 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
-from digest.config import Config, SubscriberConfig, TopicConfig
+from digest.config import Config, SubscriberConfig, TopicConfig, load_config
 from digest.errors import ConfigError, SubscriberError
 from digest.store import Store
+from digest.store.meta import secret_key
 from digest.store.readers import (
     Ledger,
     active_subscribers,
     add_subscriber,
     list_subscribers,
     remove_subscriber,
-    secret_key,
 )
 from digest.tokens import (
     CONFIRM,
@@ -138,8 +138,12 @@ def test_tokens_verify_and_resist_tampering(store: Store, monkeypatch: pytest.Mo
     # A token holding something that is not an address is refused, even when signed.
     for junk in ("csrf\x00\r\nbcc: x@evil.org", "not-an-address", ["a@example.org"]):
         assert verify_token(key, sign(key, PREFERENCES, junk), PREFERENCES) is None
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "from-the-environment")
-    assert secret_key(store) == b"from-the-environment"
+    # DIGEST_SECRET_KEY is read once, by load_config from the env it is given; the key
+    # then travels in the Config, and os.environ is not looked at again.
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "not-this-one")
+    configured = load_config(None, env={"DIGEST_SECRET_KEY": "from-the-environment"})
+    assert secret_key(store, configured.secret_key) == b"from-the-environment"
+    assert secret_key(store) == key  # unset: the database's
 
 
 def test_old_unsubscribe_links_still_unsubscribe_and_nothing_else(store: Store) -> None:

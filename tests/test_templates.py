@@ -23,12 +23,13 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
+from digest.clock import now_utc
 from digest.config import Config, TemplatesConfig
 from digest.jobs import ingest_file
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer, RenderError
 from digest.render.templates import builtin_folder
-from digest.store import Store, now_utc
+from digest.store import Store
 from digest.web.app import create_app
 from tests.support.paths import PAGE_2024_08_01, ROOT
 from tests.support.webserver import make_config, serving
@@ -100,7 +101,8 @@ from digest.jobs import ingest_file
 from digest.models import Subscriber
 from digest.render.email import DigestRenderer
 from digest.render.templates import builtin_folder, environment
-from digest.store import Store, now_utc
+from digest.clock import now_utc
+from digest.store import Store
 store = Store.open(sys.argv[2])
 ingest_file(store, sys.argv[1])
 day = now_utc().date()

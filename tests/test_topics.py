@@ -12,12 +12,12 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.config import TopicConfig, load_config
-from digest.errors import ConfigError, DigestError
-from digest.jobs import ingest_file
+from digest.errors import ConfigError, KeywordsError
+from digest.jobs import ingest_file, try_topic
 from digest.models import Paper
 from digest.source.parse import parse_api
 from digest.store import Store
-from digest.topics import Matcher, match_topics, parse_keywords, try_topic, words
+from digest.topics import Matcher, match_topics, parse_keywords, words
 from tests.support.paths import REAL
 
 CAPTURE = REAL / "api-daily_papers-2025-10-03.reserialised.json"
@@ -402,8 +402,10 @@ def test_parse_keywords(text: str, keywords: list[str], phrases: list[str]) -> N
 
 @pytest.mark.parametrize("text", ['a, "open', "", " , ", '"*"', "-, ?", "rust, C++", "F#"])
 def test_parse_keywords_rejects(text: str) -> None:
-    with pytest.raises(DigestError, match="--keywords"):
+    with pytest.raises(KeywordsError) as caught:
         parse_keywords(text)
+    assert caught.value.text == text and caught.value.problem
+    assert "--keywords" not in str(caught.value)  # the library names the value, not a flag
 
 
 # -- trying a topic on the store, and the CLI -----------------------------------------------

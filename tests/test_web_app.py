@@ -19,8 +19,7 @@ import httpx
 import pytest
 
 from digest.config import Config
-from digest.jobs import ingest_file
-from digest.render.feed import write_feeds
+from digest.jobs import ingest_file, write_feeds
 from digest.source.parse import parse_any
 from digest.store import Store
 from digest.web.app import accepts_gzip, create_app

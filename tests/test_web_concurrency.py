@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from digest.render.feed import write_feeds
+from digest.jobs import write_feeds
 from digest.source.parse import parse_api, parse_page
 from digest.store import Store
 from digest.web.app import create_app

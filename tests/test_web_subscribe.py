@@ -19,7 +19,8 @@ import httpx
 
 from digest.config import Config
 from digest.store import Store
-from digest.store.readers import add_subscriber, list_subscribers, secret_key
+from digest.store.meta import secret_key
+from digest.store.readers import add_subscriber, list_subscribers
 from digest.tokens import PREFERENCES, make_token, verify_token
 from digest.web.app import create_app
 from digest.web.subscribe import make_confirm_token, purge_pending

@@ -33,22 +33,18 @@ from digest.deliver.smtp import (
     Mailer,
     NotClaimed,
     Outgoing,
+    unsendable,
+)
+from digest.errors import (
+    DeliveryError,
+    DigestError,
     PermanentFailure,
     TemporaryFailure,
     Uncertain,
-    unsendable,
 )
-from digest.errors import DeliveryError, DigestError
-from digest.models import Subscriber
+from digest.models import DeliveryState, Subscriber
 from digest.store import Store
-from digest.store.readers import (
-    SENDING,
-    SENT,
-    UNCERTAIN,
-    Ledger,
-    active_subscribers,
-    unknown_topics,
-)
+from digest.store.readers import Ledger, active_subscribers, unknown_topics
 
 # (messages done, messages to do, address, "sent" | "failed" | "skipped" | "uncertain" |
 # "taken" (by another send))
@@ -150,7 +146,7 @@ def send_digests(
     DigestError for a day after `today`.
     Call it under the run lock: it settles rows a crashed run left "sending".
     """
-    today = today or local_today(config)
+    today = today or local_today(config.schedule.timezone)
     day = day or today
     report = SendReport(day=day)
     if day > today:  # it would mail today's papers, unclaimed, under a later date
@@ -177,9 +173,9 @@ def send_digests(
         status = d.status if (d := done.get(key)) is not None else None
         if wanted is not None and key not in wanted:
             continue
-        if status == SENT:
+        if status == DeliveryState.SENT:
             report.already_sent += 1
-        elif status == UNCERTAIN and wanted is None:
+        elif status == DeliveryState.UNCERTAIN and wanted is None:
             report.held_uncertain += 1
         else:
             todo.append(sub)
@@ -255,8 +251,8 @@ def send_digests(
             row = ledger.get(day, sub.email)
             if (
                 row is None
-                or row.status in (SENT, SENDING)
-                or (row.status == UNCERTAIN and wanted is None)
+                or row.status in (DeliveryState.SENT, DeliveryState.SENDING)
+                or (row.status == DeliveryState.UNCERTAIN and wanted is None)
             ):
                 report.taken += 1  # another send got there first (a cheap read, no commit)
                 note(n, sub.email, "taken")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from email.utils import formatdate, make_msgid
 
 from digest.config import Config
-from digest.deliver.smtp import Mailer, PermanentFailure, TemporaryFailure
-from digest.errors import DeliveryError
+from digest.deliver.smtp import Mailer
+from digest.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from digest.render.mailheaders import from_address, new_message, sender_address
 
 
@@ -33,4 +33,4 @@ def send_notice(config: Config, to: str, subject: str, text: str) -> None:
         try:
             mailer.deliver(message, to)
         except (PermanentFailure, TemporaryFailure) as e:
-            raise DeliveryError(f"{mailer.where} refused the mail to {to}: {e.reply}") from None
+            raise DeliveryError(mailer.where, f"refused the mail to {to}: {e.reply}") from None

@@ -36,38 +36,12 @@ from types import TracebackType
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from digest.config import SmtpConfig
-from digest.errors import DeliveryError, DigestError
-
-
-class TemporaryFailure(Exception):
-    """The server said "try later" (4xx) or the connection broke; `reply` says which."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.attempts = 1  # set by Mailer.deliver to the attempts it made
-        super().__init__(reply)
-
-
-class PermanentFailure(Exception):
-    """The server refused this message for good (5xx); `reply` is its answer."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.attempts = 1  # set by Mailer.deliver to the attempts it made
-        super().__init__(reply)
-
-
-class Uncertain(DigestError):
-    """The final "." went out and no reply came back (a timeout or a dropped connection):
-    the server may or may not have taken the message. Never retried automatically.
-
-    A DigestError, so a caller that sends one notice (a confirmation) reports it in one
-    line like any other SMTP trouble."""
-
-    def __init__(self, reply: str, where: str = "SMTP server") -> None:
-        self.reply = reply
-        self.attempts = 1  # set by Mailer.deliver to the attempts it made
-        super().__init__(f"{where}: {reply} (it may have been delivered)")
+from digest.errors import (
+    DeliveryError,
+    PermanentFailure,
+    TemporaryFailure,
+    Uncertain,
+)
 
 
 class NotClaimed(Exception):
@@ -179,7 +153,7 @@ class Mailer:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.limiter = RateLimiter(smtp.rate_per_minute, clock=clock, sleep=sleep)
-        self.password = smtp.password if smtp.user else ""  # raises ConfigError early
+        self.password = smtp.password if smtp.user else ""  # load_config resolved it
         self.connections = 0  # sessions opened, for reports and tests
         self._retrying = Retrying(
             retry=retry_if_exception_type(TemporaryFailure),
@@ -227,7 +201,9 @@ class Mailer:
         try:
             context = ssl.create_default_context(cafile=s.ca_file or None)
         except (OSError, ssl.SSLError) as e:
-            raise DeliveryError(f"smtp.ca_file {s.ca_file!r}: cannot load: {e}") from None
+            raise DeliveryError(
+                self.where, f"smtp.ca_file {s.ca_file!r}: cannot load: {e}"
+            ) from None
         conn: smtplib.SMTP | None = None
         try:
             if s.security == "tls":
@@ -248,14 +224,14 @@ class Mailer:
         except smtplib.SMTPAuthenticationError as e:
             _close_quietly(conn)
             raise DeliveryError(
-                f"{self.where}: login as {s.user!r} refused: {_reply(e.smtp_code, e.smtp_error)}"
+                self.where, f"login as {s.user!r} refused: {_reply(e.smtp_code, e.smtp_error)}"
             ) from None
         except smtplib.SMTPNotSupportedError as e:
             _close_quietly(conn)
-            raise DeliveryError(f"{self.where} (smtp.security = {s.security!r}): {e}") from None
+            raise DeliveryError(self.where, f"{e} (smtp.security = {s.security!r})") from None
         except ssl.SSLError as e:
             _close_quietly(conn)
-            raise DeliveryError(f"{self.where}: TLS failed: {e}") from None
+            raise DeliveryError(self.where, f"TLS failed: {e}") from None
         except smtplib.SMTPResponseException as e:
             _close_quietly(conn)
             raise _ConnectFailure(_reply(e.smtp_code, e.smtp_error)) from None
@@ -291,7 +267,7 @@ class Mailer:
         """
         bad = unsendable(out.address)
         if bad:  # refused here: smtplib would send it to whatever address it can parse out
-            raise PermanentFailure(f"{out.address!r}: {bad}")
+            raise PermanentFailure(f"{out.address!r}: {bad}", self.where)
         attempts = 0
         claimed = before_dot is None
 
@@ -312,7 +288,7 @@ class Mailer:
         try:
             reply = self._retrying(attempt)
         except _ConnectFailure as e:
-            raise DeliveryError(f"{self.where}: {e.reply} (after {attempts} attempts)") from None
+            raise DeliveryError(self.where, f"{e.reply} (after {attempts} attempts)") from None
         except (TemporaryFailure, PermanentFailure, Uncertain) as e:
             e.attempts = attempts
             raise
@@ -344,25 +320,29 @@ class Mailer:
                 return _reply(code, text)
         except smtplib.SMTPNotSupportedError as e:
             self._reset()
-            raise PermanentFailure(f"{self.where} cannot take this address: {e}") from None
+            raise PermanentFailure(
+                f"{self.where} cannot take this address: {e}", self.where
+            ) from None
         except smtplib.SMTPResponseException as e:  # refused before the body went
             code, text = e.smtp_code, e.smtp_error
         except ValueError as e:  # smtplib refuses a line break in an address
             self._reset()
-            raise PermanentFailure(f"cannot be sent to {address!r}: {e}") from None
+            raise PermanentFailure(f"cannot be sent to {address!r}: {e}", self.where) from None
         except OSError as e:  # SMTPServerDisconnected is one; so are resets and timeouts
             self._drop()
-            raise TemporaryFailure(f"connection lost: {e or type(e).__name__}") from None
+            raise TemporaryFailure(
+                f"connection lost: {e or type(e).__name__}", self.where
+            ) from None
         reply = _reply(code, text)
         if code == 421:  # the server is closing this session
             self._drop()
-            raise TemporaryFailure(reply)
+            raise TemporaryFailure(reply, self.where)
         self._reset()
         if 400 <= code < 500:
-            raise TemporaryFailure(reply)
+            raise TemporaryFailure(reply, self.where)
         if 500 <= code < 600:
-            raise PermanentFailure(reply)
-        raise TemporaryFailure(f"unexpected reply: {reply}")
+            raise PermanentFailure(reply, self.where)
+        raise TemporaryFailure(f"unexpected reply: {reply}", self.where)
 
     def _data(
         self, conn: smtplib.SMTP, payload: bytes, claim: Callable[[], bool]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -32,14 +31,11 @@ import css_inline
 import jinja2
 
 from digest.addresses import address_key
-from digest.clock import local_today
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
 from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.render.templates import EMAIL_HTML, EMAIL_TEXT, environment, template_origin
-from digest.store import Store
-from digest.store.readers import active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Matcher, parse_keywords
 
 ALL_PAPERS = "All new papers"
@@ -459,84 +455,3 @@ def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
             break_on_hyphens=False,
         )
     return "\n".join(out) + "\n"
-
-
-# -- preview (`digest preview`) -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preview:
-    """Where `write_preview` put the message and its HTML part, or why there is none."""
-
-    day: date
-    address: str
-    eml: Path | None
-    html: Path | None
-    reason: str = ""  # why no email, when eml is None
-
-
-def reader(config: Config, store: Store, address: str) -> Subscriber | str:
-    """Return `address` as `digest send` sees it (the same row, topics, keywords and
-    token), or why a send mails them nothing: not a subscriber, unsubscribed or not
-    confirmed, or every topic they chose gone from the config."""
-    key = address_key(address)
-    for sub in active_subscribers(config, store):
-        if address_key(sub.email) == key:
-            gone = {address_key(a): t for a, t in unknown_topics(config, store).items()}
-            if key in gone:
-                return f"their topics are no longer in the config ({', '.join(gone[key])})"
-            return sub
-    for row in list_subscribers(config, store):
-        if address_key(row.email) == key:
-            state = "has not confirmed yet" if row.status == "pending" else f"is {row.status}"
-            return f"{row.email} {state}, so `digest send` mails them nothing"
-    return (
-        f"{address} is not a subscriber (add it with `digest subscribers add` or under "
-        "[[subscribers]] in the config)"
-    )
-
-
-def write_preview(
-    config: Config, store: Store, address: str, day: date | None, out_dir: Path
-) -> Preview:
-    """Return the Preview of the email `digest send` would send `address` for `day`
-    (default: today in schedule.timezone, as for `digest send`), written as
-    <out_dir>/digest-<day>-<address>.eml and .html; sends and claims nothing.
-
-    The reader is taken as the send takes them (see `reader`), and the day's papers are
-    the edition a send of that day mails. Raises DigestError for a day that has not come
-    yet or when out_dir cannot be written.
-    """
-    today = local_today(config)
-    day = day or today
-    if day > today:  # the send refuses it too
-        raise DigestError(
-            f"--date {day.isoformat()}: that day has not come yet "
-            f"(today is {today.isoformat()} in schedule.timezone)"
-        )
-    subscriber = reader(config, store, address)
-    if isinstance(subscriber, str):
-        return Preview(day, address, None, None, subscriber)
-    papers = store.digest_papers(day, today=today)
-    message = DigestRenderer(config, papers, day).render(subscriber)
-    if message is None:
-        followed = subscriber.topics or subscriber.keywords
-        why = (
-            f"no new papers on {day.isoformat()}"
-            if not papers
-            else "they follow no topics and email.no_topics_gets is 'nothing'"
-            if not followed and config.email.no_topics_gets == "nothing"
-            else f"none of the {len(papers)} new papers of {day.isoformat()} matched their topics"
-        )
-        return Preview(day, address, None, None, why)
-    safe = re.sub(r"[^A-Za-z0-9@._-]", "_", address)
-    stem = f"digest-{day.isoformat()}-{safe}"
-    eml, page = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
-    html_part = message.get_body(("html",))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        eml.write_bytes(message.as_bytes())
-        page.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
-    except OSError as e:
-        raise DigestError(f"{out_dir}: cannot write the preview: {e.strerror}") from None
-    return Preview(day, address, eml, page)

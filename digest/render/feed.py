@@ -73,7 +73,6 @@ from digest import __version__
 from digest.config import Config, TopicConfig
 from digest.errors import ConfigError, DigestError
 from digest.models import StoredPaper, TopicMatch
-from digest.store import Store
 from digest.topics import match_topics
 
 ALL = "all"
@@ -144,8 +143,9 @@ class _Feed:
         return f"{sp.paper.arxiv_url}#topic-{self.name}"
 
 
-def write_feeds(config: Config, store: Store) -> FeedReport:
-    """Rebuild every feed file from the store; return what was written and what was kept.
+def write_feed_files(config: Config, window: Sequence[StoredPaper]) -> FeedReport:
+    """Rebuild every feed file from `window` (the papers of the last feeds.days days, newest
+    first: Store.papers_in_window); return what was written and what was kept.
 
     Raises ConfigError for a topic named "all" (it would overwrite the main feed) or a
     topic term that cannot match; DigestError naming the file when one cannot be written.
@@ -157,8 +157,7 @@ def write_feeds(config: Config, store: Store) -> FeedReport:
                 path=config.path,
                 key=f"topics.{ALL}.name",
             )
-    window = papers_in_window(store, config.feeds.days)
-    feeds = _feeds(config, window)
+    feeds = _feeds(config, list(window))
     folder = Path(config.feeds.dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -189,7 +188,7 @@ def write_feeds(config: Config, store: Store) -> FeedReport:
 
 
 def feeds_listed(opml: Path) -> list[str]:
-    """Return the feed names (file stems) an OPML list written by `write_feeds` names.
+    """Return the feed names (file stems) an OPML list written by `write_feed_files` names.
 
     A missing or unreadable list names none: then nothing is removed, never a guess.
     Only plain stems (what a topic name can be) count, so a list edited by hand cannot
@@ -228,18 +227,6 @@ def remove_feed_files(folder: Path, names: Sequence[str]) -> list[str]:
                 raise DigestError(message) from None
             removed.append(path.name)
     return removed
-
-
-def papers_in_window(store: Store, days: int) -> list[StoredPaper]:
-    """Return the papers first seen within `days` days of the newest one, newest first.
-
-    Backfilled papers are left out: a past day's list is archive, not news for a reader.
-    """
-    newest = store.papers(limit=1, new_only=True)
-    if not newest:
-        return []
-    since = newest[0].first_seen - timedelta(days=days)
-    return store.papers(first_seen_since=since, new_only=True)
 
 
 def item_dates(window: Sequence[StoredPaper]) -> dict[str, datetime]:

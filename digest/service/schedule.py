@@ -24,7 +24,6 @@ and the pipeline's are the default.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -36,9 +35,12 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 
 from digest.clock import schedule_timezone
 from digest.config import WEEKDAYS, Config
-from digest.errors import ConfigError, DigestError
-from digest.service.lock import RunLock, lock_path_for
+from digest.errors import ConfigError
+from digest.jobs import fetch_job, send_job
+from digest.lock import RunLock, lock_path_for
+from digest.models import JobStatus, RunStatus
 from digest.stopping import STOP
+from digest.store.runs import JobLog, last_fetch_success
 
 log = logging.getLogger("digest.schedule")
 
@@ -54,7 +56,7 @@ LOOK_BACK = timedelta(days=8)  # how far back `previous_fire` searches: a week o
 def fetch_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:
     """Return the fetch job's cron trigger. Raises ConfigError naming schedule.fetch."""
     s = config.schedule
-    tz = schedule_timezone(config)
+    tz = schedule_timezone(config.schedule.timezone)
     try:
         trigger = CronTrigger.from_crontab(s.fetch, timezone=tz)
     except ValueError as e:
@@ -85,7 +87,7 @@ def send_trigger(config: Config, *, jitter: int | None = None) -> CronTrigger:
         day_of_week=",".join(days),
         hour=hour,
         minute=minute,
-        timezone=schedule_timezone(config),
+        timezone=schedule_timezone(config.schedule.timezone),
         jitter=(s.jitter if jitter is None else jitter) or None,
     )
 
@@ -114,118 +116,12 @@ def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
     return last
 
 
-# -- what ran: the job_runs table ------------------------------------------------------
-
-
-class JobLog:
-    """Each scheduled job's outcome, in the database beside the runs it made.
-
-    Kept out of the versioned schema on purpose: it is the scheduler's own bookkeeping,
-    created on first use, and safe to drop.
-    """
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.database, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS job_runs (id INTEGER PRIMARY KEY, job TEXT NOT NULL, "
-                "day TEXT NOT NULL, started TEXT NOT NULL, finished TEXT NOT NULL, "
-                "status TEXT NOT NULL, summary TEXT)"
-            )
-        except sqlite3.Error as e:
-            raise DigestError(f"{self.database}: cannot record the job: {e}") from None
-        return conn
-
-    def record(self, job: str, day: date, started: datetime, status: str, summary: str) -> None:
-        conn = self._connect()
-        try:
-            conn.execute(
-                "INSERT INTO job_runs (job, day, started, finished, status, summary) "
-                "VALUES (?,?,?,?,?,?)",
-                (
-                    job,
-                    day.isoformat(),
-                    _iso(started),
-                    _iso(datetime.now(started.tzinfo)),
-                    status,
-                    summary,
-                ),
-            )
-        finally:
-            conn.close()
-
-    def succeeded(self, job: str, day: date) -> bool:
-        """Return True if `job` has a successful run for local day `day`."""
-        return self._count(job, day, "ok") > 0
-
-    def failures(self, job: str, day: date) -> int:
-        return self._count(job, day, "failed")
-
-    def _count(self, job: str, day: date, status: str) -> int:
-        conn = self._connect()
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM job_runs WHERE job = ? AND day = ? AND status = ?",
-                (job, day.isoformat(), status),
-            ).fetchone()
-        finally:
-            conn.close()
-        return int(row[0])
-
-    def first_seen(self) -> datetime | None:
-        """Return when this database first saw the scheduler (its first start or job),
-        or None for a new install."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT started FROM job_runs ORDER BY id LIMIT 1").fetchone()
-        finally:
-            conn.close()
-        return datetime.fromisoformat(row[0]) if row else None
-
-    def last(self, job: str) -> dict[str, Any] | None:
-        """Return the latest ok or failed row of `job` (skips and busy ones aside), or None."""
-        conn = self._connect()
-        conn.row_factory = sqlite3.Row
-        try:
-            row = conn.execute(
-                "SELECT * FROM job_runs WHERE job = ? AND status IN ('ok', 'failed') "
-                "ORDER BY id DESC LIMIT 1",
-                (job,),
-            ).fetchone()
-        finally:
-            conn.close()
-        return dict(row) if row else None
-
-
-def last_fetch_success(database: str) -> datetime | None:
-    """Return when the latest ok or empty ingest run started (UTC), or None."""
-    try:
-        conn = sqlite3.connect(database, timeout=30)
-        try:
-            row = conn.execute(
-                "SELECT max(started) FROM runs WHERE status IN ('ok', 'empty')"
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None  # no runs table yet: nothing ever ran
-    return datetime.fromisoformat(row[0].replace("Z", "+00:00")) if row and row[0] else None
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat(timespec="seconds")
-
-
 def job_failure(result: Any) -> str | None:
     """Return why a job's result counts as failed, or None when it succeeded.
 
     A RunResult fails with status "failed"; a SendReport when not `ok`.
     """
-    if getattr(result, "status", None) == "failed":
+    if getattr(result, "status", None) == RunStatus.FAILED:
         return str(getattr(result, "reason", None) or "failed")
     if getattr(result, "ok", True) is False:
         return _summary(result)
@@ -238,19 +134,6 @@ def _summary(result: Any) -> str:
 
 
 # -- the scheduler ---------------------------------------------------------------------
-
-
-def _default_fetch(config: Config) -> Any:
-    from digest.jobs import fetch_job
-
-    return fetch_job(config)
-
-
-def _default_send(config: Config, day: date) -> Any:
-    from digest.jobs import send_job
-
-    # Held back (and so retried) while the latest fetch failed: never an empty digest.
-    return send_job(config, day)
 
 
 class Scheduler:
@@ -268,9 +151,9 @@ class Scheduler:
         fetch_trigger(config)
         send_trigger(config)
         self.config = config
-        self.fetch = fetch or _default_fetch
-        self.send = send or _default_send
-        self.tz = schedule_timezone(config)
+        self.fetch = fetch or self._fetch_job
+        self.send = send or self._send_job
+        self.tz = schedule_timezone(config.schedule.timezone)
         self.log = JobLog(config.store.database)
         self.lock = RunLock(lock_path_for(config.store.database))
         self._one_at_a_time = threading.Lock()
@@ -302,7 +185,7 @@ class Scheduler:
         )
         now = datetime.now(self.tz)
         # Noted after due_on_start looked: the next start knows the service was up now.
-        self.log.record("serve", now.date(), now, "started", "scheduler started")
+        self.log.record("serve", now.date(), now, JobStatus.STARTED, "scheduler started")
         for name in due:
             func = self.run_fetch if name == "fetch" else self.run_send
             self.aps.add_job(
@@ -372,20 +255,27 @@ class Scheduler:
 
     # -- the job bodies the triggers call
 
-    def run_fetch(self) -> str:
+    def _fetch_job(self, config: Config) -> Any:
+        return fetch_job(config)  # under the lock _run waited for: no send overlaps it
+
+    def _send_job(self, config: Config, day: date) -> Any:
+        # Held back (and so retried) while the latest fetch failed: never an empty digest.
+        return send_job(config, day, lock=self.lock)
+
+    def run_fetch(self) -> JobStatus:
         """Run the fetch job under the locks; return "ok", "failed", "busy" or "stopped"."""
         return self._run("fetch", lambda day: self.fetch(self.config))
 
-    def run_send(self, day: date | None = None) -> str:
+    def run_send(self, day: date | None = None) -> JobStatus:
         """Run the send for local `day` (default today) unless it already succeeded.
 
         Returns "ok", "failed", "skipped", "busy" or "stopped".
         """
         return self._run("send", lambda d: self.send(self.config, d), day)
 
-    def _run(self, job: str, call: Callable[[date], Any], day: date | None = None) -> str:
+    def _run(self, job: str, call: Callable[[date], Any], day: date | None = None) -> JobStatus:
         if self._stopping.is_set():
-            return "stopped"
+            return JobStatus.STOPPED
         started = datetime.now(self.tz)
         day = day or started.date()
         with self._one_at_a_time:
@@ -393,19 +283,19 @@ class Scheduler:
             try:
                 if not self._acquire_lock():
                     if self._stopped():
-                        return "stopped"
+                        return JobStatus.STOPPED
                     holder = self.lock.holder() or "holder unknown"
                     log.warning("%s %s: another run holds the lock (%s); not run", job, day, holder)
-                    self.log.record(job, day, started, "busy", f"lock held by {holder}")
+                    self.log.record(job, day, started, JobStatus.BUSY, f"lock held by {holder}")
                     if job == "send":  # the holder may be a fetch: the send still has to go
                         self._retry(job, day, "lock busy")
-                    return "busy"
+                    return JobStatus.BUSY
                 try:
                     # Checked under the lock: another process may have just sent today's.
                     if job == "send" and self.log.succeeded("send", day):
                         log.info("send %s: already sent today; skipped", day)
-                        self.log.record(job, day, started, "skipped", "already sent")
-                        return "skipped"
+                        self.log.record(job, day, started, JobStatus.SKIPPED, "already sent")
+                        return JobStatus.SKIPPED
                     return self._call(job, call, day, started)
                 finally:
                     self.lock.release()
@@ -426,7 +316,9 @@ class Scheduler:
             if remaining <= 0 or self._stopped():
                 return False
 
-    def _call(self, job: str, call: Callable[[date], Any], day: date, started: datetime) -> str:
+    def _call(
+        self, job: str, call: Callable[[date], Any], day: date, started: datetime
+    ) -> JobStatus:
         try:
             result = call(day)
         except Exception as e:  # a job must never kill the scheduler thread
@@ -436,7 +328,7 @@ class Scheduler:
         else:
             why = job_failure(result)
             summary = _summary(result)
-        status = "failed" if why else "ok"
+        status = JobStatus.FAILED if why else JobStatus.OK
         self.log.record(job, day, started, status, summary)
         if why:
             log.error("%s %s failed: %s", job, day, summary)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from datetime import UTC, date, datetime
+from datetime import date
 from urllib.parse import urlsplit
 
+from digest.clock import today_utc
 from digest.errors import DigestError, FetchError, PageFormatError
 from digest.models import Listing
 from digest.source.fetch import Fetcher
@@ -17,11 +18,6 @@ MAX_API_PAGES = 20  # no real day has 2,000 papers; stop a runaway pager
 _DATE_PATH = re.compile(r"/papers/date/(\d{4}-\d{2}-\d{2})/?$")
 _WEEK_PATH = re.compile(r"/papers/week/(\d{4}-W\d{2})/?$")
 _MONTH_PATH = re.compile(r"/papers/month/(\d{4}-\d{2})/?$")
-
-
-def today_utc() -> date:
-    """Return today's date in UTC (the calendar Hugging Face's API checks dates against)."""
-    return datetime.now(UTC).date()
 
 
 def api_params_for(page_url: str, today: date | None = None) -> tuple[dict[str, str], bool]:

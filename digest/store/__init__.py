@@ -1,5 +1,10 @@
 """The SQLite file: papers (the differ), runs, upvote snapshots. Schema versioned.
 
+The only place the file is opened (`Store.open`, read-only for the web's health reads)
+and, with its submodules, the only code that speaks SQL: schema (every migration, in
+order), readers (subscribers and the delivery ledger), signups (the web's sign-up rows),
+runs (the scheduler's job log, /healthz), meta (the token key, notes to the operator).
+
 Everything a run writes goes in one transaction: a run that fails part-way stores
 nothing from its page, and a crash between parse and commit leaves no partial run.
 """
@@ -8,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,19 +22,16 @@ from typing import Any
 import sqlite_utils
 import tenacity
 
+from digest.clock import now_utc
 from digest.errors import DigestError
-from digest.models import Listing, Paper, RunResult, StoredPaper
-from digest.store.readers import migrate_subscribers
+from digest.models import Listing, Paper, RunResult, RunStatus, StoredPaper
+from digest.store.schema import MIGRATIONS
 
 # A digest claims the papers first seen at most this many days before its send: a first send
 # after weeks without one (no SMTP server yet, no subscribers) mails a week, not an archive.
 CLAIM_DAYS = 7
 # How long a writer waits for another process's transaction before giving up.
 BUSY_SECONDS = 30
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _iso(value: datetime) -> str:
@@ -42,115 +44,6 @@ def _iso(value: datetime) -> str:
         value = value.replace(tzinfo=UTC)
     utc = value.astimezone(UTC).replace(tzinfo=None, microsecond=0)
     return utc.isoformat(timespec="seconds") + "Z"
-
-
-def _migrate_1(db: sqlite_utils.Database) -> None:
-    db.table("papers").create(
-        {
-            "id": str,
-            "title": str,
-            "abstract": str,
-            "authors": str,
-            "published_at": str,
-            "daily_date": str,
-            "upvotes": int,
-            "comments": int,
-            "organization": str,
-            "github_repo": str,
-            "github_stars": int,
-            "project_page": str,
-            "thumbnail": str,
-            "ai_summary": str,
-            "ai_keywords": str,
-            "withdrawn": int,
-            "submitted_by": str,
-            "first_seen": str,
-            "first_run": int,
-            "last_seen": str,
-        },
-        pk="id",
-        not_null={"title", "first_seen"},
-    )
-    db.table("papers").create_index(["first_seen"])
-    db.table("papers").create_index(["daily_date"])
-    db.table("runs").create(
-        {
-            "id": int,
-            "started": str,
-            "finished": str,
-            "source_url": str,
-            "source": str,
-            "list_date": str,
-            "trending": int,
-            "status": str,
-            "reason": str,
-            "seen": int,
-            "new": int,
-            "updated": int,
-            "error": str,
-        },
-        pk="id",
-    )
-    db.table("runs").create_index(["list_date", "status"])
-    db.table("upvotes").create(
-        {
-            "paper_id": str,
-            "run_id": int,
-            "at": str,
-            "upvotes": int,
-            "comments": int,
-            "github_stars": int,
-        },
-        pk=("paper_id", "run_id"),
-        foreign_keys=[("paper_id", "papers", "id"), ("run_id", "runs", "id")],
-    )
-    db.table("papers").enable_fts(
-        ["title", "abstract", "authors"],
-        create_triggers=True,
-        tokenize="unicode61 remove_diacritics 2",
-    )
-
-
-def _migrate_3(db: sqlite_utils.Database) -> None:
-    """Digest editions, backfilled papers, personal keywords, cheaper refreshes.
-
-    - papers.digest_day: the daily email that carried the paper (NULL: none yet). A paper
-      belongs to exactly one edition, so one fetched after the morning send goes out in the
-      next morning's email instead of falling between two days.
-    - papers.backfilled: stored by `digest backfill` for a past day: archive and search
-      only, never "new" in an email or a feed.
-    - subscribers.keywords: free keywords typed on the subscribe form (a personal topic).
-    - The FTS update trigger fires only when an indexed column changes: every run touches
-      last_seen and the vote counts of the day's papers, which must not rewrite the index.
-    """
-    db.execute("ALTER TABLE papers ADD COLUMN digest_day TEXT")
-    db.execute("ALTER TABLE papers ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0")
-    db.execute("CREATE INDEX papers_digest_day ON papers (digest_day)")
-    db.execute("ALTER TABLE subscribers ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
-    db.execute("DROP TRIGGER IF EXISTS papers_au")
-    db.execute(
-        "CREATE TRIGGER papers_au AFTER UPDATE OF title, abstract, authors ON papers BEGIN\n"
-        "  INSERT INTO papers_fts (papers_fts, rowid, title, abstract, authors) "
-        "VALUES ('delete', old.rowid, old.title, old.abstract, old.authors);\n"
-        "  INSERT INTO papers_fts (rowid, title, abstract, authors) "
-        "VALUES (new.rowid, new.title, new.abstract, new.authors);\n"
-        "END"
-    )
-
-
-def _migrate_4(db: sqlite_utils.Database) -> None:
-    """runs.left_out: the papers a run listed but could not store, as a JSON list of
-    {"id", "reason"} (NULL: none). One bad paper no longer stops the whole day."""
-    db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
-
-
-# Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migrate_1,
-    migrate_subscribers,
-    _migrate_3,
-    _migrate_4,
-]
 
 
 def _enable_wal(db: sqlite_utils.Database) -> None:
@@ -183,13 +76,23 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Return the store at `path`, created or migrated to the current schema.
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
+        """Return the store at `path`, created or migrated to the current schema; with
+        `read_only`, the file as it is, opened so that nothing can be written (the web's
+        reads: a reader never takes a write lock, nor creates the file).
 
-        Raises DigestError naming the file when it cannot be opened or is too new.
+        The one place the file is opened. Raises DigestError naming the file when it
+        cannot be opened or is too new.
         """
         path = str(path)
         try:
+            if read_only:
+                conn = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False
+                )
+                store = cls(sqlite_utils.Database(conn), path)
+                store._check_version()
+                return store
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -260,7 +163,6 @@ class Store:
         started: datetime | None = None,
         reason_if_empty: str | None = None,
         backfilled: bool = False,
-        before_commit: Callable[[], None] | None = None,
     ) -> RunResult:
         """Record a run of `listing`: insert unseen papers, refresh known ones, snapshot votes.
 
@@ -271,17 +173,16 @@ class Store:
         stored is a failed run.
         `backfilled` marks the new papers as archive only (a past day's list): they are
         never mailed nor put in the feeds as new.
-        `before_commit` is a hook for tests that simulate a crash.
         """
         started = started or now_utc()
         finished = now_utc()
         rows, left_out = _storable(listing.papers)
         papers = [p for p, _ in rows]
-        status, reason = "ok", None
+        status, reason = RunStatus.OK, None
         if not listing.papers:
-            status, reason = "empty", reason_if_empty
+            status, reason = RunStatus.EMPTY, reason_if_empty
         elif not papers:
-            status = "failed"
+            status = RunStatus.FAILED
             reason = f"none of the {len(left_out)} papers listed could be stored"
         with self.transaction() as conn:
             run_id = self._insert_run(
@@ -293,7 +194,7 @@ class Store:
                 list_date=listing.list_date,
                 trending=listing.trending,
                 reason=reason,
-                error=reason if status == "failed" else None,
+                error=reason if status == RunStatus.FAILED else None,
                 left_out=left_out,
             )
             known = self._known_ids([p.id for p in papers])
@@ -333,8 +234,6 @@ class Store:
                 "UPDATE runs SET finished = ?, seen = ?, new = ?, updated = ? WHERE id = ?",
                 (stamp, len(listing.papers), len(new_rows), updated, run_id),
             )
-            if before_commit:
-                before_commit()
         return RunResult(
             run_id=run_id,
             status=status,
@@ -362,11 +261,18 @@ class Store:
         started = started or now_utc()
         with self.transaction() as conn:
             run_id = self._insert_run(
-                conn, started, url, source, "failed", list_date=list_date, error=error, reason=error
+                conn,
+                started,
+                url,
+                source,
+                RunStatus.FAILED,
+                list_date=list_date,
+                error=error,
+                reason=error,
             )
         return RunResult(
             run_id=run_id,
-            status="failed",
+            status=RunStatus.FAILED,
             source=source,
             url=url,
             list_date=list_date,
@@ -379,7 +285,7 @@ class Store:
         started: datetime,
         url: str,
         source: str,
-        status: str,
+        status: RunStatus,
         *,
         list_date: date | None = None,
         trending: bool = False,
@@ -495,7 +401,7 @@ class Store:
         for day, status, started in rows:
             d = date.fromisoformat(day)
             over = _iso(datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1))
-            if (status == "ok" or d < today) and started >= over:
+            if (status == RunStatus.OK or d < today) and started >= over:
                 done.add(d)
         return done
 
@@ -543,6 +449,17 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [row_to_stored(r) for r in self.db.query(sql, args)]
+
+    def papers_in_window(self, days: int) -> list[StoredPaper]:
+        """Return the papers first seen within `days` days of the newest one, newest first.
+
+        Backfilled papers are left out: a past day's list is archive, not news for a reader.
+        """
+        newest = self.papers(limit=1, new_only=True)
+        if not newest:
+            return []
+        since = newest[0].first_seen - timedelta(days=days)
+        return self.papers(first_seen_since=since, new_only=True)
 
     def papers_first_seen_between(self, start: datetime, end: datetime) -> list[StoredPaper]:
         rows = self.db.query(

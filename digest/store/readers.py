@@ -1,14 +1,11 @@
-"""Subscribers (config file + database), their token key, and the delivery ledger.
+"""Subscribers (config file + database) and the delivery ledger.
 
 Who gets the email: every `[[subscribers]]` entry of the config, plus every database
 subscriber whose status is "active" (`digest subscribers add`). A database record with
 status "unsubscribed" also silences a config entry with the same address: the person
 asked to stop, and a config file must not override that.
 
-Token key (the tokens themselves: digest.tokens): DIGEST_SECRET_KEY from the environment;
-without it, a random key is generated on first use and kept in the database (table
-`meta`, key "secret_key"), so links stay valid across restarts. Setting
-DIGEST_SECRET_KEY later invalidates the links already mailed.
+The token key is store.meta.secret_key; the tokens themselves are digest.tokens.
 
 The ledger (table `deliveries`) has one row per (address, digest day): queued, sending,
 sent, failed, skipped or uncertain, with the server's last reply, the number of attempts
@@ -22,82 +19,28 @@ final "." went out without a reply, or whose "sending" row a crashed run left be
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.errors import ConfigError, SubscriberError
-from digest.models import Subscriber
+from digest.models import DeliveryState, Subscriber, SubscriberStatus
+from digest.store.meta import secret_key
 from digest.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 
-if TYPE_CHECKING:  # digest.store imports this module for its migration step
+if TYPE_CHECKING:
     from digest.store import Store
 
-SECRET_ENV = "DIGEST_SECRET_KEY"
-# "pending": signed up on the web, confirmation link not followed yet (gets no email).
-STATUSES = ("active", "unsubscribed", "pending")
-# Ledger states. "sent" is final; "sending" is in flight (its final "." may be out);
-# "uncertain" waits for the operator (`digest resend`); queued, failed and skipped are
-# tried again by the next run of the day.
-QUEUED, SENDING, SENT = "queued", "sending", "sent"
-FAILED, SKIPPED, UNCERTAIN = "failed", "skipped", "uncertain"
-RETRIED = (QUEUED, FAILED, SKIPPED)  # what a send of the day takes up by itself
+# What a send of the day takes up by itself.
+RETRIED = (DeliveryState.QUEUED, DeliveryState.FAILED, DeliveryState.SKIPPED)
 CRASHED = "the send was stopped (crash or kill) while this message was in flight"
-
-
-def migrate_subscribers(db: sqlite_utils.Database) -> None:
-    """Schema step: meta (settings), subscribers, deliveries (the ledger)."""
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(
-        "CREATE TABLE subscribers ("
-        " email TEXT PRIMARY KEY COLLATE NOCASE,"
-        " topics TEXT NOT NULL DEFAULT '[]',"
-        " status TEXT NOT NULL DEFAULT 'active',"
-        " created TEXT NOT NULL,"
-        " updated TEXT NOT NULL)"
-    )
-    db.execute(
-        "CREATE TABLE deliveries ("
-        " email TEXT NOT NULL COLLATE NOCASE,"
-        " day TEXT NOT NULL,"
-        " status TEXT NOT NULL,"
-        " reply TEXT,"  # the server's last reply, e.g. "250 2.0.0 Ok: queued as 4F2"
-        " reason TEXT,"  # why skipped / failed, in words
-        " attempts INTEGER NOT NULL DEFAULT 0,"
-        " message_id TEXT,"
-        " queued TEXT NOT NULL,"
-        " last_attempt TEXT,"
-        " sent TEXT,"
-        " PRIMARY KEY (email, day))"
-    )
-    db.execute("CREATE INDEX deliveries_day_status ON deliveries (day, status)")
 
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def secret_key(store: Store) -> bytes:
-    """Return the token key: DIGEST_SECRET_KEY, else the one kept in the database
-    (generated on first use)."""
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        return env.encode()
-    with store.transaction() as conn:
-        # INSERT OR IGNORE then read: two processes starting at once agree on one key.
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
-            (secrets.token_hex(32),),
-        )
-        row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-    return str(row[0]).encode()
 
 
 # -- subscribers -------------------------------------------------------------------------
@@ -110,7 +53,7 @@ class SubscriberRow:
     email: str
     topics: tuple[str, ...]
     source: str  # "config" or "database"
-    status: str  # "active", "unsubscribed" or "pending"
+    status: SubscriberStatus
     keywords: str = ""  # a personal topic typed on the subscribe form
 
 
@@ -165,7 +108,7 @@ def add_subscriber(
             "topics = excluded.topics, status = 'active', updated = excluded.updated",
             (address, json.dumps(list(chosen)), stamp, stamp),
         )
-    return SubscriberRow(address, chosen, "database", "active")
+    return SubscriberRow(address, chosen, "database", SubscriberStatus.ACTIVE)
 
 
 def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberRow:
@@ -192,7 +135,9 @@ def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberR
     row = store.db.execute(
         "SELECT email, topics FROM subscribers WHERE email = ?", [address]
     ).fetchone()
-    return SubscriberRow(row[0], tuple(json.loads(row[1])), "database", "unsubscribed")
+    return SubscriberRow(
+        row[0], tuple(json.loads(row[1])), "database", SubscriberStatus.UNSUBSCRIBED
+    )
 
 
 def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
@@ -206,23 +151,31 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
     out: list[SubscriberRow] = []
     for key, (address, topics) in _config_addresses(config).items():
         row = db_rows.pop(key, {})
-        if row.get("status") in ("unsubscribed", "pending"):
+        if row.get("status") in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.PENDING):
             # Pending: a sign-up on the web, not confirmed yet, can only follow an
             # unsubscribe (the form leaves active readers alone).
-            out.append(SubscriberRow(address, topics, "config", "unsubscribed"))
-        elif row.get("status") == "active":
+            out.append(SubscriberRow(address, topics, "config", SubscriberStatus.UNSUBSCRIBED))
+        elif row.get("status") == SubscriberStatus.ACTIVE:
             # Changed on the web preferences page: the database row has the last word.
             out.append(
                 SubscriberRow(
-                    address, tuple(json.loads(row["topics"])), "config", "active", row["keywords"]
+                    address,
+                    tuple(json.loads(row["topics"])),
+                    "config",
+                    SubscriberStatus.ACTIVE,
+                    row["keywords"],
                 )
             )
         else:
-            out.append(SubscriberRow(address, topics, "config", "active"))
+            out.append(SubscriberRow(address, topics, "config", SubscriberStatus.ACTIVE))
     for r in db_rows.values():
         out.append(
             SubscriberRow(
-                r["email"], tuple(json.loads(r["topics"])), "database", r["status"], r["keywords"]
+                r["email"],
+                tuple(json.loads(r["topics"])),
+                "database",
+                SubscriberStatus(r["status"]),
+                r["keywords"],
             )
         )
     return out
@@ -234,11 +187,11 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
     Topics a database subscriber chose that are no longer in the config are dropped
     here (see `unknown_topics`), never passed to the renderer.
     """
-    key = secret_key(store)
+    key = secret_key(store, config.secret_key)
     known = {t.name for t in config.topics}
     out: list[Subscriber] = []
     for row in list_subscribers(config, store):
-        if row.status != "active":
+        if row.status != SubscriberStatus.ACTIVE:
             continue
         topics = tuple(t for t in row.topics if t in known) if row.topics else ()
         out.append(
@@ -260,7 +213,7 @@ def unknown_topics(config: Config, store: Store) -> dict[str, tuple[str, ...]]:
     known = {t.name for t in config.topics}
     out: dict[str, tuple[str, ...]] = {}
     for row in list_subscribers(config, store):
-        if row.status != "active" or not row.topics or row.keywords:
+        if row.status != SubscriberStatus.ACTIVE or not row.topics or row.keywords:
             continue
         if not any(t in known for t in row.topics):
             out[row.email] = row.topics
@@ -276,7 +229,7 @@ class Delivery:
 
     email: str
     day: date
-    status: str  # queued, sending, sent, failed, skipped or uncertain
+    status: DeliveryState
     reply: str | None = None
     reason: str | None = None
     attempts: int = 0
@@ -287,7 +240,8 @@ class Delivery:
 
 
 def _delivery(row: dict[str, Any]) -> Delivery:
-    return Delivery(**(row | {"day": date.fromisoformat(row["day"])}))
+    day, status = date.fromisoformat(row["day"]), DeliveryState(row["status"])
+    return Delivery(**(row | {"day": day, "status": status}))
 
 
 class Ledger:
@@ -310,14 +264,14 @@ class Ledger:
         )
         return _delivery(rows[0]) if rows else None
 
-    def rows(self, statuses: Iterable[str], day: date | None = None) -> list[Delivery]:
+    def rows(self, statuses: Iterable[DeliveryState], day: date | None = None) -> list[Delivery]:
         """Return the rows in `statuses` (of `day`, or of every day), newest day first."""
         wanted = list(statuses)
         where = f"status IN ({', '.join('?' for _ in wanted)})"
-        args: list[str] = wanted
+        args: list[str] = [str(s) for s in wanted]
         if day is not None:
             where += " AND day = ?"
-            args = [*wanted, day.isoformat()]
+            args = [*args, day.isoformat()]
         rows = self.store.db.query(
             f"SELECT * FROM deliveries WHERE {where} ORDER BY day DESC, email", args
         )
@@ -340,7 +294,7 @@ class Ledger:
         with self.store.transaction() as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET status = ?, reason = ? WHERE status = ?",
-                (UNCERTAIN, CRASHED, SENDING),
+                (DeliveryState.UNCERTAIN, CRASHED, DeliveryState.SENDING),
             )
             return cur.rowcount
 
@@ -348,7 +302,7 @@ class Ledger:
         """Mark the row in flight ("sending", committed) if no other send has taken it;
         return whether it is ours. `uncertain_too`: an operator's resend may take an
         "uncertain" row as well."""
-        states = [*RETRIED, UNCERTAIN] if uncertain_too else list(RETRIED)
+        states = [*RETRIED, DeliveryState.UNCERTAIN] if uncertain_too else list(RETRIED)
         db = self.store.db.conn
         synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
         # Committed without waiting for the disk (fsync): a killed process loses nothing
@@ -361,7 +315,7 @@ class Ledger:
                 cur = conn.execute(
                     "UPDATE deliveries SET status = ?, last_attempt = ? WHERE email = ? "
                     f"AND day = ? AND status IN ({', '.join('?' for _ in states)})",
-                    (SENDING, _stamp(), address, day.isoformat(), *states),
+                    (DeliveryState.SENDING, _stamp(), address, day.isoformat(), *states),
                 )
                 return cur.rowcount == 1
         finally:
@@ -371,7 +325,7 @@ class Ledger:
         self,
         day: date,
         address: str,
-        status: str,
+        status: DeliveryState,
         *,
         attempts: int,
         reply: str | None = None,
@@ -404,14 +358,18 @@ class Ledger:
 
     def sent(self, day: date, address: str, reply: str, attempts: int, message_id: str) -> None:
         """Record that the server accepted the message (committed before returning)."""
-        self._finish(day, address, SENT, attempts=attempts, reply=reply, message_id=message_id)
+        self._finish(
+            day, address, DeliveryState.SENT, attempts=attempts, reply=reply, message_id=message_id
+        )
 
     def failed(
         self, day: date, address: str, reply: str | None, attempts: int, reason: str
     ) -> None:
         """Record that the message was refused (with the server's reply) or could not be
         made or sent (`reply` None, `reason` says why); the next run tries again."""
-        self._finish(day, address, FAILED, attempts=attempts, reply=reply, reason=reason)
+        self._finish(
+            day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason
+        )
 
     def uncertain(
         self, day: date, address: str, reply: str, attempts: int, message_id: str
@@ -421,7 +379,7 @@ class Ledger:
         self._finish(
             day,
             address,
-            UNCERTAIN,
+            DeliveryState.UNCERTAIN,
             attempts=attempts,
             reply=reply,
             reason=reason,
@@ -430,9 +388,9 @@ class Ledger:
 
     def skipped(self, day: date, address: str, reason: str) -> None:
         """Record that there was nothing to send; a later run of the day tries again."""
-        self._finish(day, address, SKIPPED, attempts=0, reason=reason)
+        self._finish(day, address, DeliveryState.SKIPPED, attempts=0, reason=reason)
 
-    def count(self, status: str) -> int:
+    def count(self, status: DeliveryState) -> int:
         """Return how many rows (of every day) are in `status`."""
         row = self.store.db.execute(
             "SELECT count(*) FROM deliveries WHERE status = ?", [status]

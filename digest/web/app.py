@@ -23,7 +23,6 @@ import gzip
 import hashlib
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
+from digest.errors import DigestError
+from digest.models import JobStatus, RunStatus
+from digest.store.runs import health_facts
 from digest.web.pages import page_routes
 
 FEED_NAME = re.compile(r"^[a-z0-9_-]+\.(xml|atom|json|opml)$")
@@ -194,39 +196,15 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
     if next_runs is not None:
         body["next_runs"] = {k: v.isoformat() if v else None for k, v in next_runs().items()}
     try:
-        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        try:
-            # Judged by the daily job's latest fetch, as the send is (pipeline.send_job):
-            # a backfill of an old day that failed says nothing about today's list.
-            daily = conn.execute("SELECT value FROM meta WHERE key = 'run:daily'").fetchone()
-            last = conn.execute(
-                "SELECT id, started, finished, status, reason FROM runs "
-                + ("WHERE id = ?" if daily else "ORDER BY id DESC LIMIT 1"),
-                [int(daily[0])] if daily else [],
-            ).fetchone()
-            ok = conn.execute(
-                "SELECT id, started, finished, status FROM runs "
-                "WHERE status IN ('ok', 'empty') ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            if last is not None and last["status"] in ("ok", "empty"):
-                ok = last  # how fresh the daily fetch is, not a later backfill
-            body["papers"] = conn.execute("SELECT count(*) FROM papers").fetchone()[0]
-            # Maybe delivered, not resent by itself: the operator's to check (`digest deliveries`).
-            body["uncertain"] = conn.execute(
-                "SELECT count(*) FROM deliveries WHERE status = 'uncertain'"
-            ).fetchone()[0]
-            send = _last_send(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        return 503, body | {"status": "failing", "problems": [f"{database}: {e}"]}
-    body["last_run"] = dict(last) if last else None
-    body["last_success"] = dict(ok) if ok else None
-    body["last_send"] = send
+        facts = health_facts(database)
+    except DigestError as e:
+        return 503, body | {"status": "failing", "problems": [str(e)]}
+    last, ok, send = facts.last_run, facts.last_success, facts.last_send
+    body |= {"papers": facts.papers, "uncertain": facts.uncertain}
+    body["last_run"], body["last_success"], body["last_send"] = last, ok, send
     if last is None:
         problems.append("no run yet")
-    elif last["status"] == "failed":
+    elif last["status"] == RunStatus.FAILED:
         problems.append(f"the last run failed: {last['reason']}")
     if ok is not None:
         age = datetime.now(UTC) - datetime.fromisoformat(ok["started"].replace("Z", "+00:00"))
@@ -238,24 +216,13 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
             )
     elif last is not None:
         problems.append("no run has succeeded yet")
-    if send is not None and send["status"] == "failed":
+    if send is not None and send["status"] == JobStatus.FAILED:
         problems.append(f"the last send failed: {send['summary']}")
     if problems:
         body["status"] = "failing"
         body["problems"] = problems
         return 503, body
     return 200, body
-
-
-def _last_send(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    try:
-        row = conn.execute(
-            "SELECT day, started, finished, status, summary FROM job_runs "
-            "WHERE job = 'send' AND status IN ('ok', 'failed') ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.OperationalError:
-        return None  # no job_runs table: the scheduler never ran here
-    return dict(row) if row else None
 
 
 # -- the app ---------------------------------------------------------------------------
@@ -284,17 +251,22 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
-    """Return the ASGI app serving `config`'s feeds, pages and /healthz."""
-    feeds = FeedCache(config.feeds.dir)
-    # Where our paths live under base_url ("" or "/digest"), for redirects.
-    prefix = urlsplit(config.feeds.base_url).path.rstrip("/")
+class Front:
+    """The feed files, /healthz and the 404 / slash redirect, as handlers (methods) over
+    one config and one feed cache."""
 
-    async def feed(request: Request) -> Response:
+    def __init__(self, config: Config, next_runs: NextRuns | None = None) -> None:
+        self.config = config
+        self.next_runs = next_runs
+        self.feeds = FeedCache(config.feeds.dir)
+        # Where our paths live under base_url ("" or "/digest"), for redirects.
+        self.prefix = urlsplit(config.feeds.base_url).path.rstrip("/")
+
+    async def feed(self, request: Request) -> Response:
         name = request.path_params["name"]
         if not FEED_NAME.match(name):
             return PlainTextResponse("not found\n", status_code=404)
-        found = feeds.get(name)
+        found = self.feeds.get(name)
         if found is None:
             return PlainTextResponse("not found\n", status_code=404)
         h = request.headers
@@ -306,15 +278,15 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
             return Response(status_code=304, headers=headers)
         return Response(found.gzipped if gz else found.body, headers=headers)
 
-    async def healthz(request: Request) -> Response:
-        status, body = await run_in_threadpool(health, config, next_runs)
+    async def healthz(self, request: Request) -> Response:
+        status, body = await run_in_threadpool(health, self.config, self.next_runs)
         return JSONResponse(body, status_code=status)
 
-    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Starlette's own slash redirect builds its Location from the Host header.
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         if scope["method"] in ("GET", "HEAD") and SLASHED.fullmatch(path):
-            target = prefix + "/" + path.strip("/")
+            target = self.prefix + "/" + path.strip("/")
             query = scope.get("query_string", b"").decode("latin-1")
             response: Response = Response(
                 status_code=308, headers={"location": target + (f"?{query}" if query else "")}
@@ -323,16 +295,20 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
             response = PlainTextResponse("not found\n", status_code=404)
         await response(scope, receive, send)
 
+
+def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
+    """Return the ASGI app serving `config`'s feeds, pages and /healthz."""
+    front = Front(config, next_runs)
     # Pages and health JSON go through GZipMiddleware; feeds come compressed already
     # (and it would gzip a feed for "gzip;q=0", which it does not parse).
     gz = [Middleware(GZipMiddleware, minimum_size=500)]
     app = Starlette(
         routes=[
-            Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
-            Route("/healthz", healthz, methods=["GET", "HEAD"], middleware=gz),
+            Route("/feeds/{name}", front.feed, methods=["GET", "HEAD"]),
+            Route("/healthz", front.healthz, methods=["GET", "HEAD"], middleware=gz),
             *page_routes(config, gz),
         ]
     )
     app.router.redirect_slashes = False
-    app.router.default = not_found
+    app.router.default = front.not_found
     return SecurityHeaders(app, hsts=config.feeds.base_url.lower().startswith("https:"))

@@ -24,7 +24,6 @@ What each step trusts:
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -34,14 +33,32 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from digest.addresses import address_key, normalize_address
 from digest.config import Config
 from digest.deliver.notices import send_notice
-from digest.errors import DigestError, SubscriberError
+from digest.errors import DigestError, KeywordsError, SubscriberError
+from digest.models import SubscriberStatus
 from digest.store import Store
-from digest.store.readers import check_topics, list_subscribers, secret_key
+from digest.store.meta import secret_key
+from digest.store.readers import check_topics, list_subscribers
+from digest.store.signups import (
+    activate,
+    claim_next_mail,
+    confirm_mail_unused,
+    delete_pending_before,
+    ensure_mail_table,
+    finish_mail,
+    has_outstanding_mail,
+    is_active,
+    mails_since,
+    queue_mail,
+    record_pending,
+    save_choice,
+    subscriber_status,
+    unsubscribe_row,
+    unused_confirm_mail,
+)
 from digest.tokens import (
     CONFIRM,
     CSRF,
@@ -117,7 +134,7 @@ def csrf_ok(key: bytes, cookie: str | None, token: str | None) -> bool:
 # -- rate limit --------------------------------------------------------------------------
 
 
-class RateLimiter:
+class SignUpLimiter:
     """At most `limit` hits per `window` seconds per client, in this process's memory.
 
     Memory per client is bounded by `limit` timestamps; clients idle for a window are
@@ -151,25 +168,6 @@ class RateLimiter:
 
 
 # -- the mail queue ----------------------------------------------------------------------
-
-
-def ensure_mail_table(store: Store) -> None:
-    """Create `web_mails` (the sign-up mails: the queue, and what the limits count)."""
-    store.db.execute(
-        "CREATE TABLE IF NOT EXISTS web_mails ("
-        " id INTEGER PRIMARY KEY,"
-        " email TEXT NOT NULL COLLATE NOCASE,"
-        " kind TEXT NOT NULL,"  # "confirm" or "note" (already subscribed)
-        " nonce TEXT,"  # confirm: the sign-up its link is for
-        " subject TEXT NOT NULL,"
-        " body TEXT NOT NULL,"
-        " queued TEXT NOT NULL,"
-        " status TEXT NOT NULL DEFAULT 'queued',"  # queued, sending, sent, failed
-        " claimed TEXT,"  # when a sender took it
-        " used TEXT,"  # when its link was used up or voided (confirm, unsubscribe)
-        " reason TEXT)"
-    )
-    store.db.execute("CREATE INDEX IF NOT EXISTS web_mails_email ON web_mails (email, queued)")
 
 
 class Outbox:
@@ -213,25 +211,11 @@ class Outbox:
         store = Store.open(self.config.store.database)
         try:
             ensure_mail_table(store)
-            with store.transaction() as conn:
-                # A mail left "sending" by a process that died: we cannot know whether it
-                # went; call it failed (never resent by itself), so the address may ask again.
-                conn.execute(
-                    "UPDATE web_mails SET status = 'failed', reason = 'interrupted' "
-                    "WHERE status = 'sending' AND claimed < ?",
-                    (_stamp(datetime.now(UTC) - timedelta(minutes=15)),),
-                )
-                row = conn.execute(
-                    "SELECT id, email, subject, body FROM web_mails WHERE status = 'queued' "
-                    "ORDER BY id LIMIT 1"
-                ).fetchone()
-                if row is None:
-                    return False
-                conn.execute(
-                    "UPDATE web_mails SET status = 'sending', claimed = ? WHERE id = ?",
-                    (_stamp(datetime.now(UTC)), row[0]),
-                )
-            mail_id, address, subject, body = row
+            now = datetime.now(UTC)
+            claimed = claim_next_mail(store, _stamp(now), _stamp(now - timedelta(minutes=15)))
+            if claimed is None:
+                return False
+            mail_id, address, subject, body = claimed
             reason: str | None = None
             try:
                 send_notice(self.config, address, subject, body)
@@ -240,23 +224,10 @@ class Outbox:
                 status, reason = "failed", str(e)
             else:
                 status = "sent"
-            with store.transaction() as conn:
-                conn.execute(
-                    "UPDATE web_mails SET status = ?, reason = ? WHERE id = ?",
-                    (status, reason, mail_id),
-                )
+            finish_mail(store, mail_id, status, reason)
             return True
         finally:
             store.close()
-
-
-def unsent_mails(store: Store) -> int:
-    """Return how many sign-up mails are queued or being sent (tests wait on this)."""
-    ensure_mail_table(store)
-    row = store.db.execute(
-        "SELECT count(*) FROM web_mails WHERE status IN ('queued', 'sending')"
-    ).fetchone()
-    return int(row[0])
 
 
 # -- the steps ---------------------------------------------------------------------------
@@ -279,29 +250,14 @@ def check_choice(config: Config, topics: Sequence[str], keywords: str) -> Choice
     if keywords:
         try:
             parse_keywords(keywords)
-        except DigestError as e:
-            raise SubscriberError(str(e).replace("--keywords ", "keywords ")) from None
+        except KeywordsError as e:
+            raise SubscriberError(f"keywords {e}") from None  # the form field's name
     return Choice(chosen, keywords)
 
 
 def purge_pending(store: Store, max_age: timedelta, now: datetime) -> int:
     """Delete sign-ups not confirmed within `max_age`; return how many."""
-    with store.transaction() as conn:
-        cur = conn.execute(
-            "DELETE FROM subscribers WHERE status = 'pending' AND updated < ?",
-            (_stamp(now - max_age),),
-        )
-    return cur.rowcount
-
-
-def _outstanding(conn: Any, address: str, since: str) -> bool:
-    """True when `address` has a sign-up mail of the window not used up nor failed."""
-    row = conn.execute(
-        "SELECT 1 FROM web_mails WHERE email = ? AND queued >= ? AND used IS NULL "
-        "AND status != 'failed' LIMIT 1",
-        (address, since),
-    ).fetchone()
-    return row is not None
+    return delete_pending_before(store, _stamp(now - max_age))
 
 
 def request_subscription(
@@ -322,7 +278,7 @@ def request_subscription(
     """
     now = now or datetime.now(UTC)
     address = normalize_address(address)
-    key = secret_key(store)
+    key = secret_key(store, config.secret_key)
     max_age = timedelta(hours=config.web.confirm_hours)
     ensure_mail_table(store)
     purge_pending(store, max_age, now)
@@ -331,18 +287,16 @@ def request_subscription(
     with store.transaction() as conn:
         # One transaction (BEGIN IMMEDIATE): thirty requests at once for one address
         # see each other's mail, and only the first queues one.
-        recent = conn.execute(
-            "SELECT count(*) FROM web_mails WHERE queued >= ?", (_stamp(now - timedelta(hours=1)),)
-        ).fetchone()[0]
+        recent = mails_since(conn, _stamp(now - timedelta(hours=1)))
         if recent >= config.web.confirm_mails_per_hour:
             raise MailLimitReached(
                 f"{recent} sign-up mails in the last hour "
                 f"(web.confirm_mails_per_hour = {config.web.confirm_mails_per_hour})"
             )
-        if _outstanding(conn, address, _stamp(now - max_age)):
+        if has_outstanding_mail(conn, address, _stamp(now - max_age)):
             return address
         rows = list_subscribers(config, store)
-        active = {address_key(r.email) for r in rows if r.status == "active"}
+        active = {address_key(r.email) for r in rows if r.status == SubscriberStatus.ACTIVE}
         if address_key(address) in active:
             link = f"{base}/preferences/{make_token(key, address, PREFERENCES)}"
             mail: tuple[str, str | None, str, str] = (
@@ -358,21 +312,7 @@ def request_subscription(
             # now: anyone can post this form with their address, and a pending row would
             # not survive purge_pending (nor, for a config subscriber, keep them silenced;
             # see list_subscribers).
-            conn.execute(
-                "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
-                "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-                "topics = excluded.topics, keywords = excluded.keywords, "
-                "status = CASE WHEN status = 'unsubscribed' THEN status ELSE 'pending' END, "
-                "updated = CASE WHEN status = 'unsubscribed' THEN updated "
-                "ELSE excluded.updated END",
-                (
-                    address,
-                    json.dumps(list(choice.topics)),
-                    choice.keywords,
-                    _stamp(now),
-                    _stamp(now),
-                ),
-            )
+            record_pending(conn, address, choice.topics, choice.keywords, _stamp(now))
             nonce = secrets.token_urlsafe(12)
             link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
             follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
@@ -390,11 +330,7 @@ def request_subscription(
                 "If it was not you, ignore this mail: nothing is sent without the "
                 "confirmation.\n",
             )
-        conn.execute(
-            "INSERT INTO web_mails (email, kind, nonce, subject, body, queued) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (address, *mail, _stamp(now)),
-        )
+        queue_mail(conn, address, *mail, _stamp(now))
     return address
 
 
@@ -404,21 +340,12 @@ def confirm_token_address(
     """Return the address of a genuine, unexpired confirmation token, changing nothing
     (the page a GET shows: link scanners in mail filters fetch links, people press)."""
     max_age = timedelta(hours=config.web.confirm_hours)
-    found = verify_confirm_token(secret_key(store), token, max_age, now)
+    found = verify_confirm_token(secret_key(store, config.secret_key), token, max_age, now)
     if found is None:
         return None
     address, nonce, _issued = found
-    ensure_mail_table(store)
-    outstanding = store.db.execute(
-        "SELECT 1 FROM web_mails WHERE email = ? AND kind = 'confirm' AND nonce = ? "
-        "AND used IS NULL",
-        [address, nonce],
-    ).fetchone()
-    if outstanding is None:  # used up, voided by an unsubscribe, or not ours
-        active = store.db.execute(
-            "SELECT 1 FROM subscribers WHERE email = ? AND status = 'active'", [address]
-        ).fetchone()
-        return address if active else None
+    if not confirm_mail_unused(store, address, nonce):  # used up, voided, or not ours
+        return address if is_active(store, address) else None
     return address
 
 
@@ -427,61 +354,42 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
     the token is forged or expired, or its sign-up is gone, used up or voided."""
     now = now or datetime.now(UTC)
     max_age = timedelta(hours=config.web.confirm_hours)
-    found = verify_confirm_token(secret_key(store), token, max_age, now)
+    found = verify_confirm_token(secret_key(store, config.secret_key), token, max_age, now)
     if found is None:
         return None
     address, nonce, _issued = found
     ensure_mail_table(store)
     purge_pending(store, max_age, now)
     with store.transaction() as conn:
-        mail = conn.execute(
-            "SELECT id FROM web_mails WHERE email = ? AND kind = 'confirm' AND nonce = ? "
-            "AND used IS NULL",
-            (address, nonce),
-        ).fetchone()
-        row = conn.execute("SELECT status FROM subscribers WHERE email = ?", (address,)).fetchone()
-        if row is None:
+        mail_id = unused_confirm_mail(conn, address, nonce)
+        status = subscriber_status(conn, address)
+        if status is None:
             return None
-        if mail is None:
+        if mail_id is None:
             # Used already (a second press of the button is fine), voided by an
             # unsubscribe since, or never ours.
-            return address if row[0] == "active" else None
-        conn.execute("UPDATE web_mails SET used = ? WHERE id = ?", (_stamp(now), mail[0]))
-        conn.execute(
-            "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?",
-            (_stamp(now), address),
-        )
+            return address if status == SubscriberStatus.ACTIVE else None
+        activate(conn, mail_id, address, _stamp(now))
     return address
 
 
-def unsubscribe_address(store: Store, token: str) -> str | None:
+def unsubscribe_address(config: Config, store: Store, token: str) -> str | None:
     """Return the address of a genuine unsubscribe token (old format too), else None."""
-    return verify_token(secret_key(store), token, UNSUBSCRIBE)
+    return verify_token(secret_key(store, config.secret_key), token, UNSUBSCRIBE)
 
 
-def preferences_address(store: Store, token: str) -> str | None:
+def preferences_address(config: Config, store: Store, token: str) -> str | None:
     """Return the address of a genuine preferences token, else None."""
-    return verify_token(secret_key(store), token, PREFERENCES)
+    return verify_token(secret_key(store, config.secret_key), token, PREFERENCES)
 
 
 def unsubscribe(config: Config, store: Store, token: str) -> str | None:
     """Unsubscribe the token's address (config subscribers too) and void its outstanding
     confirmation links; return the address, or None for a bad token."""
-    address = unsubscribe_address(store, token)
+    address = unsubscribe_address(config, store, token)
     if address is None:
         return None
-    stamp = _stamp(datetime.now(UTC))
-    ensure_mail_table(store)
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO subscribers (email, topics, status, created, updated) "
-            "VALUES (?, '[]', 'unsubscribed', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-            "status = 'unsubscribed', updated = excluded.updated",
-            (address, stamp, stamp),
-        )
-        conn.execute(
-            "UPDATE web_mails SET used = ? WHERE email = ? AND used IS NULL", (stamp, address)
-        )
+    unsubscribe_row(store, address, _stamp(datetime.now(UTC)))
     return address
 
 
@@ -490,20 +398,20 @@ class Preferences:
     """What a reader follows now, for the preferences page."""
 
     address: str
-    status: str
+    status: SubscriberStatus
     topics: tuple[str, ...]
     keywords: str
 
 
 def preferences(config: Config, store: Store, token: str) -> Preferences | None:
     """Return what the token's subscriber follows now, or None for a bad token."""
-    address = preferences_address(store, token)
+    address = preferences_address(config, store, token)
     if address is None:
         return None
     for row in list_subscribers(config, store):
         if address_key(row.email) == address_key(address):
             return Preferences(row.email, row.status, row.topics, row.keywords)
-    return Preferences(address, "unsubscribed", (), "")
+    return Preferences(address, SubscriberStatus.UNSUBSCRIBED, (), "")
 
 
 class NotSubscribed(SubscriberError):
@@ -518,22 +426,16 @@ def save_preferences(config: Config, store: Store, token: str, choice: Choice) -
     creates nor re-activates a subscriber (raises NotSubscribed), so a token, whatever
     it is, cannot stand in for the confirmation mail.
     """
-    address = preferences_address(store, token)
+    address = preferences_address(config, store, token)
     if address is None:
         return None
     stamp = _stamp(datetime.now(UTC))
     with store.transaction() as conn:
         rows = list_subscribers(config, store)
         if not any(
-            address_key(r.email) == address_key(address) and r.status == "active" for r in rows
+            address_key(r.email) == address_key(address) and r.status == SubscriberStatus.ACTIVE
+            for r in rows
         ):
             raise NotSubscribed(f"{address} is not subscribed now")
-        # An active config subscriber without a row gets one: the row has the last word.
-        conn.execute(
-            "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
-            "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-            "topics = excluded.topics, keywords = excluded.keywords, "
-            "updated = excluded.updated",
-            (address, json.dumps(list(choice.topics)), choice.keywords, stamp, stamp),
-        )
+        save_choice(conn, address, choice.topics, choice.keywords, stamp)
     return address

@@ -8,7 +8,6 @@ from typing import Any
 from digest.config import Config, FeedsConfig, TopicConfig
 from digest.jobs import ingest_file
 from digest.models import StoredPaper
-from digest.render.feed import papers_in_window
 from digest.store import Store
 from digest.topics import match_topics
 from tests.support.paths import REAL
@@ -40,7 +39,7 @@ def fill_store(store: Store) -> None:
 
 def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]:
     """Feed name -> the stored papers it must hold, in order, computed from the database."""
-    window = papers_in_window(store, config.feeds.days)
+    window = store.papers_in_window(config.feeds.days)
     limit = config.feeds.max_items
     out = {"all": window[:limit]}
     matches = match_topics([sp.paper for sp in window], config.topics)

@@ -8,6 +8,7 @@ from datetime import date
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+from digest.clock import now_utc
 from digest.config import (
     Config,
     EmailConfig,
@@ -20,7 +21,7 @@ from digest.deliver.digest import send_digests
 from digest.deliver.smtp import flatten
 from digest.jobs import ingest_file
 from digest.models import StoredPaper
-from digest.store import Store, now_utc
+from digest.store import Store
 from tests.support.config import smtp_config
 from tests.support.paths import PAGE_2024_08_01
 from tests.support.smtpserver import SmtpServer

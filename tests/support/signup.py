@@ -6,7 +6,7 @@ import time
 
 from digest.config import Config
 from digest.store import Store
-from digest.web.subscribe import unsent_mails
+from digest.store.signups import unsent_mails
 
 
 def wait_mail_queue(config: Config, timeout: float = 20.0) -> None:

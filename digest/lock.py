@@ -18,16 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from digest.errors import DigestError
-
-
-class LockBusy(DigestError):
-    """Another process (or thread) holds the run lock; names the lock file and the holder."""
-
-    def __init__(self, path: str, holder: str) -> None:
-        self.path = path
-        self.holder = holder
-        super().__init__(f"{path}: a run is already in progress ({holder or 'holder unknown'})")
+from digest.errors import DigestError, LockBusy
 
 
 def lock_path_for(database: str | Path) -> Path:
