@@ -1,7 +1,8 @@
-"""Feed files from the database: RSS 2.0, Atom and JSON Feed 1.1, everything and per topic.
+"""Feed files from stored papers: RSS 2.0, Atom and JSON Feed 1.1, everything and per topic.
 
-`write_feeds` rebuilds every file from the store, never from a fetch result, so a run
-whose fetch failed still leaves correct feeds. Each file goes to a temporary file in the
+`write_feed_files` builds every file from the stored papers it is given (`jobs.write_feeds`
+reads them from the store, never from a fetch result), so a run whose fetch failed still
+leaves correct feeds. Each file goes to a temporary file in the
 same folder and is moved into place (`os.replace`): a reader never sees half a file.
 
 Files in `config.feeds.dir`: all.xml (RSS 2.0), all.atom, all.json (JSON Feed 1.1); the
