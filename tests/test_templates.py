@@ -70,6 +70,8 @@ def test_the_templates_sit_in_the_top_level_folder() -> None:
         "email/digest.txt",
         "web/archive.html",
         "web/base.html",
+        "web/feed_links.html",
+        "web/feed_list.html",
         "web/feeds.html",
         "web/index.html",
         "web/message.html",
