@@ -177,10 +177,14 @@ def subscriber_status(conn: Conn, address: str) -> SubscriberStatus | None:
 
 
 def activate(conn: Conn, mail_id: int, address: str, now: str) -> None:
-    """Use up confirmation mail `mail_id` and make `address` an active subscriber."""
+    """Use up confirmation mail `mail_id` and make `address` an active subscriber; a
+    bouncing one is mailed again (confirming proves the mailbox works)."""
     conn.execute("UPDATE web_mails SET used = ? WHERE id = ?", (now, mail_id))
     conn.execute(
         "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?", (now, address)
+    )
+    conn.execute(
+        "UPDATE bounces SET cleared = ? WHERE email = ? AND cleared IS NULL", (now, address)
     )
 
 
