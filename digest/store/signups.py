@@ -140,6 +140,17 @@ def record_pending(
     )
 
 
+def keep_row(conn: Conn, address: str, topics: Sequence[str], keywords: str, now: str) -> None:
+    """Give an active reader (a config one too) a database row, as they are, if they have
+    none: a bouncing reader's sign-up is confirmed on that row, and changes nothing else
+    before it is."""
+    conn.execute(
+        "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
+        "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO NOTHING",
+        (address, json.dumps(list(topics)), keywords, now, now),
+    )
+
+
 def confirm_mail_unused(store: Store, address: str, nonce: str) -> bool:
     """True when the confirmation mail of sign-up `nonce` to `address` is not used up."""
     ensure_mail_table(store)
