@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -165,23 +165,18 @@ def address_tag(key: bytes, address: str, purpose: str) -> str:
 
     Not an itsdangerous token: a local part has at most 64 characters (RFC 5321), and some
     mail systems change its case, while a token holding the address runs past 64 and is
-    case-sensitive. The tag carries no address; `tag_owner` finds it among the readers.
-    The key is itsdangerous' derivation for the purpose's salt, so the two kinds of tag,
-    and the link tokens, are never valid as one another.
+    case-sensitive. The tag carries no address: the reader is found by computing the tags
+    of every reader (store.readers.reader_index). The key is itsdangerous' derivation for
+    the purpose's salt, so the two kinds of tag, and the link tokens, are never valid as
+    one another.
     """
-    if purpose not in TAG_PURPOSES:
-        raise ValueError(f"no address tag purpose {purpose!r}")
-    derived = Signer(key, salt=f"papers-digest/{purpose}", digest_method=hashlib.sha256)
-    mac = hmac.new(derived.derive_key(), address_key(address).encode(), hashlib.sha256)
+    mac = hmac.new(_tag_key(key, purpose), address_key(address).encode(), hashlib.sha256)
     return base64.b32encode(mac.digest()[:10]).decode().lower()
 
 
-def tag_owner(key: bytes, tag: str, purpose: str, addresses: Iterable[str]) -> str | None:
-    """Return the address among `addresses` whose `purpose` tag is `tag`, else None."""
-    wanted = tag.strip().lower().encode()
-    found = None
-    for address in addresses:
-        # Every candidate is compared (no early exit): the time says nothing of the match.
-        if hmac.compare_digest(address_tag(key, address, purpose).encode(), wanted):
-            found = address
-    return found
+@functools.lru_cache(maxsize=8)
+def _tag_key(key: bytes, purpose: str) -> bytes:
+    if purpose not in TAG_PURPOSES:
+        raise ValueError(f"no address tag purpose {purpose!r}")
+    signer = Signer(key, salt=f"papers-digest/{purpose}", digest_method=hashlib.sha256)
+    return bytes(signer.derive_key())

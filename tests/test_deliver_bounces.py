@@ -25,7 +25,7 @@ from digest.errors import SubscriberError
 from digest.models import SubscriberStatus
 from digest.store import Store
 from digest.store.meta import secret_key
-from digest.store.readers import active_subscribers, list_subscribers
+from digest.store.readers import active_subscribers, list_subscribers, reader_index
 from digest.tokens import BOUNCE_TAG, UNSUBSCRIBE_TAG, address_tag
 from tests.support import dovecot
 from tests.support.net import free_port
@@ -116,9 +116,10 @@ def test_flufl_bounce_finds_the_corpus_addresses(tmp_path: Path) -> None:
     config = make_config(tmp_path, sorted(permanent | temporary))
     store = Store.open(config.store.database)
     try:
+        readers = reader_index(config, store)
         agree, differ = 0, []
         for row in expected():
-            verdicts = classify(config, store, (BOUNCES / row["file"]).read_bytes())
+            verdicts = classify(readers, (BOUNCES / row["file"]).read_bytes())
             want = {address_key(v) for a in addresses(row) if (v := valid(a))}
             kinds = {"temporary"} if row["temporary"] == "True" else {"bounce"}
             got = {address_key(v.address) for v in verdicts if v.address and v.kind in kinds}
@@ -133,7 +134,7 @@ def test_flufl_bounce_finds_the_corpus_addresses(tmp_path: Path) -> None:
         listed = {row["file"] for row in expected()}
         for name in sorted(p.name for p in BOUNCES.glob("*.txt")):
             if name not in listed:  # e.g. dumbass_01.txt: nothing to find
-                verdicts = classify(config, store, (BOUNCES / name).read_bytes())
+                verdicts = classify(readers, (BOUNCES / name).read_bytes())
                 assert all(v.kind == "ignored" for v in verdicts), (name, verdicts)
     finally:
         store.close()

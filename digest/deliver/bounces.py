@@ -42,11 +42,12 @@ from digest.errors import DigestError, SubscriberError
 from digest.models import SubscriberStatus
 from digest.store import Store
 from digest.store.readers import (
+    ReaderIndex,
     bounce_kind,
     known_subscribers,
     list_subscribers,
+    reader_index,
     record_bounce,
-    tag_reader,
 )
 from digest.store.signups import unsubscribe_row
 from digest.tokens import BOUNCE_TAG, UNSUBSCRIBE_TAG
@@ -135,19 +136,19 @@ def _decoded(addresses: Any) -> set[str]:
     return out
 
 
-def classify(config: Config, store: Store, raw: bytes) -> list[Verdict]:
-    """Return what the message `raw` says about our readers (one Verdict each, or one
+def classify(readers: ReaderIndex, raw: bytes) -> list[Verdict]:
+    """Return what the message `raw` says about `readers` (one Verdict each, or one
     "ignored" Verdict saying why it is about none)."""
     msg = email.message_from_bytes(raw)
     for base, tag in _tags(msg):
         if base == "unsubscribe":
-            address = tag_reader(config, store, tag, UNSUBSCRIBE_TAG)
+            address = readers.by_tag(UNSUBSCRIBE_TAG, tag)
             if address is not None:
                 return [Verdict("unsubscribe", address, why="mail to its unsubscribe address")]
     verp = None
     for base, tag in _tags(msg):
         if base == "bounces":
-            verp = tag_reader(config, store, tag, BOUNCE_TAG)
+            verp = readers.by_tag(BOUNCE_TAG, tag)
             if verp is not None:
                 break
     temporary, permanent = (_decoded(s) for s in all_failures(msg))
@@ -164,7 +165,7 @@ def classify(config: Config, store: Store, raw: bytes) -> list[Verdict]:
         if temporary:
             return [Verdict("temporary", verp, why="a delay report")]
         return [Verdict("ignored", verp, why="no bounce found in it (an auto-reply?)")]
-    known = known_subscribers(config, store)
+    known = readers.known
     found = [known[k] for k in sorted({address_key(a) for a in permanent}) if k in known]
     if found:
         return [Verdict("bounce", a, hard=hard, why=why) for a in found]
@@ -247,6 +248,7 @@ def poll_mailbox(config: Config, store: Store, *, limit: int = 1000) -> PollRepo
         report.not_polled = "no bounces mailbox is configured (set bounces.imap_host)"
         return report
     where = f"{b.imap_host}:{b.imap_port}"
+    readers = reader_index(config, store)
     with _session(b) as conn:
         try:
             _ok(where, f"folder {b.folder!r}", conn.select(_quoted(b.folder)))
@@ -256,7 +258,7 @@ def poll_mailbox(config: Config, store: Store, *, limit: int = 1000) -> PollRepo
                 raw = next((d[1] for d in data if isinstance(d, tuple)), None)
                 if raw is None:
                     continue
-                verdicts = classify(config, store, raw)
+                verdicts = classify(readers, raw)
                 apply(store, verdicts, "mailbox")
                 # Seen only once recorded: a crash in between reads it again next time
                 # (an unsubscribe is the same twice; a bounce counts once per day).

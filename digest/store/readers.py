@@ -45,7 +45,6 @@ from digest.tokens import (
     UNSUBSCRIBE_TAG,
     address_tag,
     make_token,
-    tag_owner,
 )
 
 if TYPE_CHECKING:
@@ -248,10 +247,28 @@ def mailbox_domain(config: Config) -> str:
     return config.bounces.domain or sender.rpartition("@")[2] or "localhost"
 
 
-def tag_reader(config: Config, store: Store, tag: str, purpose: str) -> str | None:
-    """Return the subscriber (any status) whose `purpose` address tag is `tag`, else None."""
+@dataclass(frozen=True)
+class ReaderIndex:
+    """Every subscriber (any status) by address and by the tags of their VERP and
+    unsubscribe addresses: what reading the bounces mailbox looks readers up in."""
+
+    known: dict[str, str]  # address_key -> address
+    tags: dict[tuple[str, str], str]  # (purpose, tag) -> address
+
+    def by_tag(self, purpose: str, tag: str) -> str | None:
+        return self.tags.get((purpose, tag.strip().lower()))
+
+
+def reader_index(config: Config, store: Store) -> ReaderIndex:
+    """Return the ReaderIndex of every subscriber (two HMACs each, computed once)."""
     key = secret_key(store, config.secret_key)
-    return tag_owner(key, tag, purpose, [row.email for row in list_subscribers(config, store)])
+    rows = list_subscribers(config, store)
+    tags = {
+        (purpose, address_tag(key, row.email, purpose)): row.email
+        for row in rows
+        for purpose in (BOUNCE_TAG, UNSUBSCRIBE_TAG)
+    }
+    return ReaderIndex({address_key(row.email): row.email for row in rows}, tags)
 
 
 def known_subscribers(config: Config, store: Store) -> dict[str, str]:
