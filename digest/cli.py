@@ -105,6 +105,22 @@ def check(state: State) -> None:
     )
     click.echo(f"  smtp:      {smtp}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
+    from digest.deliver.dkim import dkim_signer
+
+    b = config.bounces
+    mailbox = (
+        f"{b.imap_user} at {b.imap_host}:{b.imap_port} ({b.folder}), every {b.poll_minutes} min"
+        if b.imap_host
+        else "no mailbox (envelope sender smtp.sender, no unsubscribe mailto)"
+    )
+    webhook = "on" if b.webhook_secret else "off (no secret)"
+    click.echo(
+        f"  bounces:   {mailbox}; webhook {webhook}; bouncing after {config.smtp.max_bounces} days"
+    )
+    if dkim_signer(config.smtp) is not None:  # a broken key is an error here, not at send
+        click.echo(
+            f"  dkim:      selector {config.smtp.dkim_selector}, {config.smtp.dkim_key_file}"
+        )
     from digest.clock import schedule_timezone
 
     s = config.schedule

@@ -607,7 +607,8 @@ def _unknown_key(key: str, known: list[str], loc: tuple[str | int, ...], value: 
         hint = f"; did you mean {brackets[0]}{near[0]}{brackets[1]}?" if near else ""
         return f"unknown table {name}{hint} (tables: {', '.join(known)})"
     if key == "password":
-        return "unknown key (put the password in DIGEST_SMTP_PASSWORD or a password_file)"
+        var = "DIGEST_BOUNCES_PASSWORD" if loc == ("bounces",) else "DIGEST_SMTP_PASSWORD"
+        return f"unknown key (put the password in {var} or a password_file)"
     hint = f"; did you mean {near[0]!r}?" if near else ""
     return f"unknown key{hint} (known keys: {', '.join(known)})"
 
