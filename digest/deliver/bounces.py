@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
+from enum import StrEnum
 from typing import Any
 
 from flufl.bounce import all_failures
@@ -68,11 +69,20 @@ class MailboxError(DigestError):
         super().__init__(f"IMAP mailbox {server}: {reason}")
 
 
+class Kind(StrEnum):
+    """What a message is, for one reader."""
+
+    BOUNCE = "bounce"  # a permanent failure: counted against the reader
+    TEMPORARY = "temporary"  # a delay report: nothing changes
+    UNSUBSCRIBE = "unsubscribe"  # mail to the reader's unsubscribe address
+    IGNORED = "ignored"  # not about a reader, or not a bounce (an auto-reply)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What one message means for one reader."""
 
-    kind: str  # "bounce", "temporary", "unsubscribe" or "ignored"
+    kind: Kind
     address: str | None
     hard: bool = False  # "no such user": bouncing at once
     why: str = ""
@@ -144,7 +154,7 @@ def classify(readers: ReaderIndex, raw: bytes) -> list[Verdict]:
         if base == "unsubscribe":
             address = readers.by_tag(UNSUBSCRIBE_TAG, tag)
             if address is not None:
-                return [Verdict("unsubscribe", address, why="mail to its unsubscribe address")]
+                return [Verdict(Kind.UNSUBSCRIBE, address, why="mail to its unsubscribe address")]
     verp = None
     for base, tag in _tags(msg):
         if base == "bounces":
@@ -157,21 +167,21 @@ def classify(readers: ReaderIndex, raw: bytes) -> list[Verdict]:
     policy = [s for s in statuses if _NOT_THE_ADDRESS.match(s)]
     if policy and len(policy) == len(statuses):
         why = f"refused for the message, not the address (Status {policy[0]})"
-        return [Verdict("ignored", verp, why=why)]
+        return [Verdict(Kind.IGNORED, verp, why=why)]
     why = f"bounce report (Status {', '.join(statuses)})" if statuses else "bounce report"
     if verp is not None:
         if permanent:
-            return [Verdict("bounce", verp, hard=hard, why=why)]
+            return [Verdict(Kind.BOUNCE, verp, hard=hard, why=why)]
         if temporary:
-            return [Verdict("temporary", verp, why="a delay report")]
-        return [Verdict("ignored", verp, why="no bounce found in it (an auto-reply?)")]
+            return [Verdict(Kind.TEMPORARY, verp, why="a delay report")]
+        return [Verdict(Kind.IGNORED, verp, why="no bounce found in it (an auto-reply?)")]
     known = readers.known
     found = [known[k] for k in sorted({address_key(a) for a in permanent}) if k in known]
     if found:
-        return [Verdict("bounce", a, hard=hard, why=why) for a in found]
+        return [Verdict(Kind.BOUNCE, a, hard=hard, why=why) for a in found]
     if any(address_key(a) in known for a in temporary):
-        return [Verdict("temporary", None, why="a delay report")]
-    return [Verdict("ignored", None, why="names no subscriber")]
+        return [Verdict(Kind.TEMPORARY, None, why="a delay report")]
+    return [Verdict(Kind.IGNORED, None, why="names no subscriber")]
 
 
 def apply(store: Store, verdicts: list[Verdict], source: str) -> None:
@@ -180,19 +190,19 @@ def apply(store: Store, verdicts: list[Verdict], source: str) -> None:
     for v in verdicts:
         if v.address is None:
             continue
-        if v.kind == "bounce":
+        if v.kind == Kind.BOUNCE:
             record_bounce(store, v.address, hard=v.hard, reply=v.why, source=source)
-        elif v.kind == "unsubscribe":
+        elif v.kind == Kind.UNSUBSCRIBE:
             unsubscribe_row(store, v.address, now)
 
 
 def _tally(report: PollReport, verdicts: list[Verdict]) -> None:
     for v in verdicts:
-        if v.kind == "bounce" and v.address:
+        if v.kind == Kind.BOUNCE and v.address:
             report.bounces.append(v.address)
-        elif v.kind == "unsubscribe" and v.address:
+        elif v.kind == Kind.UNSUBSCRIBE and v.address:
             report.unsubscribed.append(v.address)
-        elif v.kind == "temporary":
+        elif v.kind == Kind.TEMPORARY:
             report.temporary += 1
         else:
             report.ignored += 1
@@ -349,7 +359,7 @@ def record_webhook(config: Config, store: Store, body: Any) -> tuple[int, int]:
         counts, hard = bounce_kind(None, r.status) if r.status else (True, False)
         if address is None or not r.permanent or not counts:
             continue
-        verdicts.append(Verdict("bounce", address, hard=hard, why=f"webhook {r.status}".strip()))
+        verdicts.append(Verdict(Kind.BOUNCE, address, hard=hard, why=f"webhook {r.status}".strip()))
     apply(store, verdicts, "webhook")
     return len(verdicts), len(reports) - len(verdicts)
 
