@@ -57,6 +57,8 @@ def status(config: Config, store: Store, address: str = READER) -> SubscriberSta
         ("554 5.7.1 Relay access denied", False, False),  # about us, not the reader
         ("550 5.7.1 Message rejected as spam", False, False),
         ("553 5.1.10 null MX", True, False),  # 5.1.10 is not 5.1.1
+        ("553 5.1.8 <bounces+x@example.org>: Sender address rejected", False, False),  # ours
+        ("550 5.0.0 failed", True, False),
         ("450 4.2.0 greylisted", False, False),
         (None, False, False),
     ],

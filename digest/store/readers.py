@@ -283,10 +283,11 @@ BOUNCING_SQL = (
     "HAVING count(*) >= ? OR max(hard) = 1"
 )
 # RFC 3463 enhanced status codes: 5.1.x is about the address, 5.2.x the mailbox, 5.0.0 says
-# nothing more than "failed" (many MTAs' DSNs). A refusal
-# for the message or the sender (5.7.1 "relay access denied", spam, a full system) says
-# nothing about the reader's address, and must not put every reader on the list.
+# nothing more than "failed" (many MTAs' DSNs). A refusal of the message or of our sender
+# (5.7.1 "relay access denied", spam, 5.1.7 / 5.1.8 a bad sender address, a full system)
+# says nothing about the reader's address, and must not put every reader on the list.
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+SENDER = (("1", "7"), ("1", "8"))  # 5.1.7, 5.1.8: the sender's address, not the reader's
 ADDRESS_CODES = ("550", "551", "553")  # basic codes about the mailbox, with no enhanced code
 
 
@@ -299,7 +300,8 @@ def bounce_kind(reply: str | None, status: str | None = None) -> tuple[bool, boo
     m = _ENHANCED.search(text)
     if m:
         klass, subject, detail = m.groups()
-        counts = klass == "5" and subject in ("0", "1", "2")
+        counts = klass == "5" and subject in ("0", "1", "2") and (subject, detail) not in SENDER
+
         return counts, counts and (subject, detail) == ("1", "1")
     return bool(reply) and (reply or "")[:3] in ADDRESS_CODES, False
 
