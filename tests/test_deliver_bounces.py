@@ -324,3 +324,41 @@ def test_serve_polls_the_mailbox_on_its_schedule(tmp_path: Path, imap: dovecot.D
         assert idle.aps.get_job("bounces") is None
     finally:
         idle.shutdown()
+
+
+def test_the_bounces_command(tmp_path: Path, imap: dovecot.Dovecot) -> None:
+    from tests.support.cli import cli
+    from tests.support.config import write_config
+
+    database = str(tmp_path / "digest.db")
+    path = write_config(
+        tmp_path,
+        store={"database": database},
+        smtp={"sender": f"digest@{DOMAIN}"},
+        bounces={
+            "imap_host": "127.0.0.1",
+            "imap_port": imap.port,
+            "imap_security": "none",
+            "imap_user": imap.user,
+        },
+        subscribers=[{"email": LEAVER}],
+    )
+    store = Store.open(database)
+    try:
+        tag = address_tag(secret_key(store), LEAVER, UNSUBSCRIBE_TAG)
+    finally:
+        store.close()
+    imap.append(unsubscribe_mail(f"unsubscribe+{tag}@{DOMAIN}"), b"Subject: hello\r\n\r\nhi\r\n")
+    env = {"DIGEST_BOUNCES_PASSWORD": imap.password}
+    result = cli(path, "bounces", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "bounces: read 2 new messages: 0 bounces counted, 1 unsubscribed, 0 temporary, "
+        "1 not ours or not a bounce"
+    )
+    listed = cli(path, "subscribers", "list")
+    assert re.search(rf"(?m)^{re.escape(LEAVER)}\tunsubscribed\t", listed.stdout)
+    wrong = cli(path, "bounces", env={"DIGEST_BOUNCES_PASSWORD": "nope"})
+    assert wrong.exit_code == 1 and "refused" in wrong.stderr and str(imap.port) in wrong.stderr
+    none = cli(write_config(tmp_path, "none.toml", store={"database": database}), "bounces")
+    assert none.exit_code == 1 and "bounces.imap_host" in none.stdout

@@ -161,7 +161,11 @@ def classify(readers: ReaderIndex, raw: bytes) -> list[Verdict]:
             verp = readers.by_tag(BOUNCE_TAG, tag)
             if verp is not None:
                 break
-    temporary, permanent = (_decoded(s) for s in all_failures(msg))
+    try:
+        temporary, permanent = (_decoded(s) for s in all_failures(msg))
+    except Exception as e:  # a detector trips on a message of no format it knows
+        # (flufl.bounce's Yale detector raises IndexError for a message without From).
+        return [Verdict(Kind.IGNORED, verp, why=f"not a bounce report flufl.bounce reads: {e!r}")]
     statuses = _statuses(msg)
     hard = any(bounce_kind(None, s)[1] for s in statuses)
     policy = [s for s in statuses if _NOT_THE_ADDRESS.match(s)]
