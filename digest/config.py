@@ -126,6 +126,7 @@ class BouncesConfig:
     imap_host: str = ""
     imap_port: int = 993
     imap_security: str = "tls"  # "tls" (implicit), "starttls" or "none"
+    ca_file: str = ""  # PEM bundle to trust for the server's certificate (a private CA)
     imap_user: str = ""
     password_file: str = ""  # the password itself comes from DIGEST_BOUNCES_PASSWORD or this
     folder: str = "INBOX"
@@ -783,7 +784,7 @@ def _validate_bounces(config: Config, loader: _Loader) -> None:
         loader.report("an IMAP mailbox needs its user (imap_user)", ("bounces",), "imap_user")
     if not b.folder.strip():
         loader.report(f"{b.folder!r} is not a mailbox folder name", ("bounces",), "folder")
-    for key in ("password_file", "webhook_secret_file"):
+    for key in ("password_file", "webhook_secret_file", "ca_file"):
         name = getattr(b, key)
         if name and not Path(name).is_file():
             loader.report(f"{name}: file not found", ("bounces",), key)

@@ -145,13 +145,18 @@ def test_flufl_bounce_finds_the_corpus_addresses(tmp_path: Path) -> None:
     assert set(differ) <= {"simple_42.txt", "groupwise_02.txt"}, differ
 
 
-@pytest.fixture
-def imap() -> Iterator[dovecot.Dovecot]:
+def need_dovecot() -> None:
+    """Skip without Dovecot, unless CI (CI_REQUIRE_CONTAINER=1) says it must be there."""
     if not dovecot.available():
         why = "dovecot is not installed (apt install dovecot-imapd)"
         if os.environ.get("CI_REQUIRE_CONTAINER") == "1":
             pytest.fail(f"{why}, and CI_REQUIRE_CONTAINER=1 says these tests must run")
         pytest.skip(why)
+
+
+@pytest.fixture
+def imap() -> Iterator[dovecot.Dovecot]:
+    need_dovecot()
     with dovecot.Dovecot(user=f"bounces@{DOMAIN}") as server:
         yield server
 
@@ -362,3 +367,28 @@ def test_the_bounces_command(tmp_path: Path, imap: dovecot.Dovecot) -> None:
     assert wrong.exit_code == 1 and "refused" in wrong.stderr and str(imap.port) in wrong.stderr
     none = cli(write_config(tmp_path, "none.toml", store={"database": database}), "bounces")
     assert none.exit_code == 1 and "bounces.imap_host" in none.stdout
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_the_mailbox_over_tls(tmp_path: Path, security: str) -> None:
+    # The default, implicit TLS (and STARTTLS), against Dovecot with a throwaway
+    # certificate: trusted through bounces.ca_file, refused without it.
+    from tests.support.smtpserver import self_signed
+
+    need_dovecot()
+    cert, key = self_signed(tmp_path)
+    with dovecot.Dovecot(user=f"bounces@{DOMAIN}", tls=(cert, key)) as server:
+        port = server.tls_port if security == "tls" else server.port
+        base = make_config(tmp_path, [LEAVER], port, imap_security=security)
+        store = Store.open(base.store.database)
+        try:
+            with pytest.raises(MailboxError, match="certificate verify failed"):
+                poll_mailbox(base, store)
+            trusted = dataclasses.replace(
+                base, bounces=dataclasses.replace(base.bounces, ca_file=str(cert))
+            )
+            tag = address_tag(secret_key(store), LEAVER, UNSUBSCRIBE_TAG)
+            server.append(unsubscribe_mail(f"unsubscribe+{tag}@{DOMAIN}"))
+            assert poll_mailbox(trusted, store).unsubscribed == [LEAVER]
+        finally:
+            store.close()

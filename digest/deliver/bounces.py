@@ -219,7 +219,7 @@ def _tally(report: PollReport, verdicts: list[Verdict]) -> None:
 def _session(b: BouncesConfig) -> Iterator[imaplib.IMAP4]:
     where = f"{b.imap_host}:{b.imap_port}"
     try:
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=b.ca_file or None)
         conn: imaplib.IMAP4
         if b.imap_security == "tls":
             conn = imaplib.IMAP4_SSL(
@@ -229,6 +229,8 @@ def _session(b: BouncesConfig) -> Iterator[imaplib.IMAP4]:
             conn = imaplib.IMAP4(b.imap_host, b.imap_port, timeout=b.timeout)
             if b.imap_security == "starttls":
                 conn.starttls(ssl_context=context)
+    except ssl.SSLError as e:
+        raise MailboxError(where, f"TLS failed: {e}") from None
     except (OSError, imaplib.IMAP4.error) as e:
         raise MailboxError(where, f"cannot connect: {e}") from None
     try:

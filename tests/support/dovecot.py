@@ -32,7 +32,7 @@ CONFIG = """\
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 listen = 127.0.0.1
 protocols = imap
@@ -45,7 +45,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -71,7 +72,9 @@ def available() -> bool:
 class Dovecot:
     """Dovecot serving one mailbox (`user`, `password`) on 127.0.0.1:`port`."""
 
-    def __init__(self, user: str = "bounces@papers.example.org") -> None:
+    def __init__(
+        self, user: str = "bounces@papers.example.org", tls: tuple[Path, Path] | None = None
+    ) -> None:
         # Not the test's tmp_path: pytest makes its folders 0700 for root, and the mail
         # processes run as the `dovecot` user, which must reach the files.
         self.root = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
@@ -79,6 +82,9 @@ class Dovecot:
         self.user = user
         self.password = "imap-secret"
         self.port = free_port()
+        # With `tls` (certificate, key): implicit TLS on tls_port as well (and STARTTLS).
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Dovecot:
@@ -95,8 +101,22 @@ class Dovecot:
             users = f"default_internal_user = {me}\ndefault_login_user = {me}\n"
         (self.root / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
         conf = self.root / "dovecot.conf"
+        ssl = "ssl = no"
+        if self.tls:
+            cert, key = self.tls
+            for src, name in ((cert, "cert.pem"), (key, "key.pem")):
+                shutil.copy(src, self.root / name)  # where the dovecot user can read it
+            ssl = f"ssl = yes\nssl_cert = <{self.root}/cert.pem\nssl_key = <{self.root}/key.pem"
         conf.write_text(
-            CONFIG.format(root=self.root, port=self.port, uid=uid, gid=gid, users=users)
+            CONFIG.format(
+                root=self.root,
+                port=self.port,
+                tls_port=self.tls_port,
+                uid=uid,
+                gid=gid,
+                users=users,
+                ssl=ssl,
+            )
         )
         self.proc = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(conf)],
