@@ -105,6 +105,22 @@ def check(state: State) -> None:
     )
     click.echo(f"  smtp:      {smtp}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
+    from digest.deliver.dkim import dkim_signer
+
+    b = config.bounces
+    mailbox = (
+        f"{b.imap_user} at {b.imap_host}:{b.imap_port} ({b.folder}), every {b.poll_minutes} min"
+        if b.imap_host
+        else "no mailbox (envelope sender smtp.sender, no unsubscribe mailto)"
+    )
+    webhook = "on" if b.webhook_secret else "off (no secret)"
+    click.echo(
+        f"  bounces:   {mailbox}; webhook {webhook}; bouncing after {config.smtp.max_bounces} days"
+    )
+    if dkim_signer(config.smtp) is not None:  # a broken key is an error here, not at send
+        click.echo(
+            f"  dkim:      selector {config.smtp.dkim_selector}, {config.smtp.dkim_key_file}"
+        )
     from digest.clock import schedule_timezone
 
     s = config.schedule
@@ -262,7 +278,21 @@ def subscribers_list(state: State) -> None:
     for r in rows:
         click.echo(f"{r.email}\t{r.status}\t{r.source}\t{','.join(r.topics) or '*'}")
     active = sum(1 for r in rows if r.status == SubscriberStatus.ACTIVE)
-    click.echo(f"{active} active of {len(rows)} subscribers", err=True)
+    bouncing = sum(1 for r in rows if r.status == SubscriberStatus.BOUNCING)
+    note = f" ({bouncing} bouncing: not mailed, see `digest subscribers activate`)"
+    click.echo(f"{active} active of {len(rows)} subscribers{note if bouncing else ''}", err=True)
+
+
+@subscribers.command(name="activate")
+@click.argument("address")
+@click.pass_obj
+def subscribers_activate(state: State, address: str) -> None:
+    """Mail a bouncing ADDRESS again (its bounces stop counting)."""
+    from digest.store.readers import activate_subscriber
+
+    with state.store() as store:
+        row, cleared = activate_subscriber(state.config, store, address)
+    click.echo(f"{row.email} is active: {cleared} days of bounces cleared")
 
 
 @subscribers.command(name="remove")
@@ -294,6 +324,18 @@ def send(state: State, day: date | None) -> None:
         report = send_job(state.config, day, progress=progress, hold_back=False)
     click.echo(report.summary())
     if not report.ok:
+        sys.exit(1)
+
+
+@main.command(name="bounces")
+@click.pass_obj
+def bounces_cmd(state: State) -> None:
+    """Read the bounces mailbox ([bounces] imap_host): count bounces, act on unsubscribes."""
+    from digest.jobs import bounces_job
+
+    report = bounces_job(state.config)
+    click.echo(report.summary())
+    if report.not_polled:
         sys.exit(1)
 
 

@@ -106,10 +106,40 @@ class SmtpConfig:
     rate_per_minute: int = 600
     retries: int = 3
     ca_file: str = ""  # PEM bundle to trust for the server's certificate (a private CA)
+    # Permanent refusals (5xx, or a DSN) on this many different days make a reader
+    # "bouncing" (not mailed); one "no such user" (5.1.1) is enough.
+    max_bounces: int = 3
+    # DKIM: sign each message with this private key (PEM) as <dkim_selector>._domainkey.
+    dkim_key_file: str = ""
+    dkim_selector: str = ""
 
     # Never from the file: load_config resolves it, once, from DIGEST_SMTP_PASSWORD in the
     # env it is given, else from password_file. Not shown in a repr.
     password: str = field(default="", repr=False, metadata={"resolved": True})
+
+
+@dataclass(frozen=True)
+class BouncesConfig:
+    # The IMAP mailbox that receives bounces+<tag>@domain (the envelope sender) and
+    # unsubscribe+<tag>@domain (List-Unsubscribe's mailto). Empty: no mailbox; the
+    # envelope sender stays smtp.sender and List-Unsubscribe has no mailto.
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_security: str = "tls"  # "tls" (implicit), "starttls" or "none"
+    ca_file: str = ""  # PEM bundle to trust for the server's certificate (a private CA)
+    imap_user: str = ""
+    password_file: str = ""  # the password itself comes from DIGEST_BOUNCES_PASSWORD or this
+    folder: str = "INBOX"
+    domain: str = ""  # of the bounces+ / unsubscribe+ addresses; default: the sender's
+    poll_minutes: int = 15  # how often `digest serve` reads the mailbox
+    timeout: float = 30.0
+    # POST /webhooks/bounce needs this secret (from DIGEST_BOUNCES_WEBHOOK_SECRET or this
+    # file); with none, the route answers 404.
+    webhook_secret_file: str = ""
+
+    # Never from the file: load_config resolves them. Not shown in a repr.
+    password: str = field(default="", repr=False, metadata={"resolved": True})
+    webhook_secret: str = field(default="", repr=False, metadata={"resolved": True})
 
 
 @dataclass(frozen=True)
@@ -175,6 +205,7 @@ class Config:
     topics: list[TopicConfig] = field(default_factory=list)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     subscribers: list[SubscriberConfig] = field(default_factory=list)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -208,6 +239,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DIGEST_SMTP_USER": ("smtp", "user"),
     "DIGEST_SMTP_SECURITY": ("smtp", "security"),
     "DIGEST_SMTP_SENDER": ("smtp", "sender"),
+    "DIGEST_BOUNCES_IMAP_HOST": ("bounces", "imap_host"),
+    "DIGEST_BOUNCES_IMAP_PORT": ("bounces", "imap_port"),
+    "DIGEST_BOUNCES_IMAP_USER": ("bounces", "imap_user"),
 }
 
 # The sane range of every number, by (table, key): (least, most, least excluded?).
@@ -228,6 +262,10 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("smtp", "timeout"): (0, 3600, True),
     ("smtp", "rate_per_minute"): (0, 100_000, False),
     ("smtp", "retries"): (0, 10, False),
+    ("smtp", "max_bounces"): (1, 100, False),
+    ("bounces", "imap_port"): (1, 65535, False),
+    ("bounces", "poll_minutes"): (1, 1440, False),
+    ("bounces", "timeout"): (0, 600, True),
     ("email", "abstract_chars"): (0, 100_000, False),
     ("schedule", "jitter"): (0, 3600, False),
     ("schedule", "misfire_grace"): (0, 86_400, False),
@@ -306,7 +344,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
         if not env.get(var):
             continue  # unset or empty: the file's value (or the default) stands
         value: Any = env[var]
-        if key == "port":
+        if key in ("port", "imap_port"):
             # isascii: "²".isdigit() is true, but int("²") raises.
             if not (value.isascii() and value.isdigit()):
                 env_problems.append(
@@ -324,11 +362,27 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     config = dataclasses.replace(config or Config(), path=where)
     _validate(config, loader)
     password = _smtp_password(config.smtp, env, loader)
+    b = config.bounces
+    bounces = dataclasses.replace(
+        b,
+        password=_secret(
+            env, "DIGEST_BOUNCES_PASSWORD", b.password_file, ("bounces",), "password_file", loader
+        ),
+        webhook_secret=_secret(
+            env,
+            "DIGEST_BOUNCES_WEBHOOK_SECRET",
+            b.webhook_secret_file,
+            ("bounces",),
+            "webhook_secret_file",
+            loader,
+        ),
+    )
     if loader.problems:
         raise ConfigProblems(loader.problems)
     return dataclasses.replace(
         config,
         smtp=dataclasses.replace(config.smtp, password=password),
+        bounces=bounces,
         secret_key=env.get("DIGEST_SECRET_KEY", ""),
     )
 
@@ -348,6 +402,28 @@ def _smtp_password(smtp: SmtpConfig, env: Mapping[str, str], loader: _Loader) ->
             ("smtp",),
             "password_file",
         )
+        return ""
+
+
+def _secret(
+    env: Mapping[str, str],
+    var: str,
+    filename: str,
+    loc: tuple[str, ...],
+    key: str,
+    loader: _Loader,
+) -> str:
+    """`var` from `env`, else the first line of `filename`, else "" (a file that cannot
+    be read is reported as `key`)."""
+    if env.get(var):
+        return env[var]
+    if not filename or loader.reported(loc, key):
+        return ""
+    try:
+        return Path(filename).read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        loader.report(f"{filename}: cannot read the file: {why}", loc, key)
         return ""
 
 
@@ -532,7 +608,8 @@ def _unknown_key(key: str, known: list[str], loc: tuple[str | int, ...], value: 
         hint = f"; did you mean {brackets[0]}{near[0]}{brackets[1]}?" if near else ""
         return f"unknown table {name}{hint} (tables: {', '.join(known)})"
     if key == "password":
-        return "unknown key (put the password in DIGEST_SMTP_PASSWORD or a password_file)"
+        var = "DIGEST_BOUNCES_PASSWORD" if loc == ("bounces",) else "DIGEST_SMTP_PASSWORD"
+        return f"unknown key (put the password in {var} or a password_file)"
     hint = f"; did you mean {near[0]!r}?" if near else ""
     return f"unknown key{hint} (known keys: {', '.join(known)})"
 
@@ -636,6 +713,18 @@ def _validate(config: Config, loader: _Loader) -> None:
         name = getattr(smtp, key)
         if name and not Path(name).is_file():
             loader.report(f"{name}: file not found", ("smtp",), key)
+    if bool(smtp.dkim_key_file) != bool(smtp.dkim_selector):
+        missing = "dkim_selector" if smtp.dkim_key_file else "dkim_key_file"
+        loader.report("DKIM needs both dkim_key_file and dkim_selector", ("smtp",), missing)
+    if smtp.dkim_selector and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", smtp.dkim_selector):
+        loader.report(
+            f"{smtp.dkim_selector!r} is not a DKIM selector (letters, digits, . _ -)",
+            ("smtp",),
+            "dkim_selector",
+        )
+    if smtp.dkim_key_file and not Path(smtp.dkim_key_file).is_file():
+        loader.report(f"{smtp.dkim_key_file}: file not found", ("smtp",), "dkim_key_file")
+    _validate_bounces(config, loader)
     email = config.email
     if email.no_topics_gets not in ("everything", "nothing"):
         loader.report("must be 'everything' or 'nothing'", ("email",), "no_topics_gets")
@@ -679,6 +768,26 @@ def _validate(config: Config, loader: _Loader) -> None:
             loader.report(
                 f"{proxy!r} is not an IP address or network (or '*')", ("web",), "trusted_proxies"
             )
+
+
+def _validate_bounces(config: Config, loader: _Loader) -> None:
+    b = config.bounces
+    if b.imap_security not in ("tls", "starttls", "none"):
+        loader.report("must be 'tls', 'starttls' or 'none'", ("bounces",), "imap_security")
+    for key in ("imap_host", "domain"):
+        value = getattr(b, key)
+        if value:
+            problem = hostname_problem(value)
+            if problem:
+                loader.report(problem, ("bounces",), key)
+    if b.imap_host and not b.imap_user:
+        loader.report("an IMAP mailbox needs its user (imap_user)", ("bounces",), "imap_user")
+    if not b.folder.strip():
+        loader.report(f"{b.folder!r} is not a mailbox folder name", ("bounces",), "folder")
+    for key in ("password_file", "webhook_secret_file", "ca_file"):
+        name = getattr(b, key)
+        if name and not Path(name).is_file():
+            loader.report(f"{name}: file not found", ("bounces",), key)
 
 
 def _validate_topics(config: Config, loader: _Loader, term_problem: Any) -> None:

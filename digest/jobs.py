@@ -29,6 +29,7 @@ from pathlib import Path
 from digest.addresses import address_key
 from digest.clock import local_today, now_utc, today_utc
 from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
+from digest.deliver.bounces import PollReport, poll_mailbox
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
@@ -222,6 +223,13 @@ def run_job(
     with run_lock(config, lock) as held:
         fetched = fetch_job(config, from_path=from_path, url=url)
         return RunReport(fetched, send_job(config, progress=progress, lock=held))
+
+
+def bounces_job(config: Config) -> PollReport:
+    """Read the bounces mailbox once (no run lock: it writes only reader states, in
+    transactions of their own); return its PollReport. Raises MailboxError."""
+    with _opened(config) as store:
+        return poll_mailbox(config, store)
 
 
 @contextmanager

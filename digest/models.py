@@ -40,6 +40,9 @@ class SubscriberStatus(StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     PENDING = "pending"  # signed up on the web, confirmation link not followed yet
+    # Not stored: an active reader whose mail was refused for good too often (the
+    # `bounces` table, smtp.max_bounces). Not mailed until reactivated.
+    BOUNCING = "bouncing"
 
 
 class JobStatus(StrEnum):
@@ -178,3 +181,7 @@ class Subscriber:
     token: str = ""  # signed token for the unsubscribe / preferences links
     keywords: str = ""  # free keywords from the subscribe form: a personal topic
     preferences_token: str = ""  # signed token for the preferences link (its own kind)
+    # The reader's unsubscribe mailto (unsubscribe+<tag>@domain) and envelope sender
+    # (bounces+<tag>@domain); "" when no bounces mailbox is configured.
+    unsubscribe_mailto: str = ""
+    envelope_from: str = ""

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from datetime import datetime
 from typing import Any
 
-from itsdangerous import BadData, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import (
+    BadData,
+    Signer,
+    TimestampSigner,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
 
 from digest.addresses import address_key, normalize_address
 from digest.errors import SubscriberError
@@ -37,7 +44,12 @@ UNSUBSCRIBE = "unsubscribe"  # the unsubscribe link of every digest (never expir
 PREFERENCES = "preferences"  # the change-your-topics link (never expires)
 CONFIRM = "confirm"  # the link in a confirmation mail (expires, bound to one sign-up)
 CSRF = "csrf"  # the subscribe / preferences form token (bound to the cookie's nonce)
+# The local-part tags of mail addresses (not links): bounces+<tag>@ (the envelope sender,
+# where bounce reports come back) and unsubscribe+<tag>@ (List-Unsubscribe's mailto).
+BOUNCE_TAG = "bounce-address"
+UNSUBSCRIBE_TAG = "unsubscribe-address"
 PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF)
+TAG_PURPOSES = (BOUNCE_TAG, UNSUBSCRIBE_TAG)
 
 
 def _serializer(key: bytes, purpose: str, now: datetime | None = None) -> URLSafeTimedSerializer:
@@ -145,3 +157,26 @@ def _verify_legacy(key: bytes, token: str) -> str | None:
     if not hmac.compare_digest(mac.encode(), expected.encode()):
         return None
     return token_address(address)
+
+
+def address_tag(key: bytes, address: str, purpose: str) -> str:
+    """Return the tag that names `address` in a mail address's local part, for `purpose`
+    (BOUNCE_TAG or UNSUBSCRIBE_TAG): 16 lower-case base32 letters of an HMAC.
+
+    Not an itsdangerous token: a local part has at most 64 characters (RFC 5321), and some
+    mail systems change its case, while a token holding the address runs past 64 and is
+    case-sensitive. The tag carries no address: the reader is found by computing the tags
+    of every reader (store.readers.reader_index). The key is itsdangerous' derivation for
+    the purpose's salt, so the two kinds of tag, and the link tokens, are never valid as
+    one another.
+    """
+    mac = hmac.new(_tag_key(key, purpose), address_key(address).encode(), hashlib.sha256)
+    return base64.b32encode(mac.digest()[:10]).decode().lower()
+
+
+@functools.lru_cache(maxsize=8)
+def _tag_key(key: bytes, purpose: str) -> bytes:
+    if purpose not in TAG_PURPOSES:
+        raise ValueError(f"no address tag purpose {purpose!r}")
+    signer = Signer(key, salt=f"papers-digest/{purpose}", digest_method=hashlib.sha256)
+    return bytes(signer.derive_key())

@@ -21,7 +21,7 @@ from digest.lock import RunLock, lock_path_for
 from digest.models import Subscriber
 from digest.store import Store
 from digest.store.meta import secret_key
-from digest.store.readers import Ledger
+from digest.store.readers import Ledger, activate_subscriber
 from digest.tokens import verify_token
 from tests.support.config import smtp_config
 from tests.support.deliver import DAY, send_day
@@ -111,8 +111,11 @@ def test_550_for_one_address_is_recorded_and_the_others_go_out(store: Store) -> 
             1,
         )
         assert "failed 1 (reader5@example.org: 550 5.1.1 mailbox unavailable)" in report.summary()
-        # The address is fixed; the next run of the day sends only the one that failed.
+        # "No such user" (5.1.1): the reader is bouncing, the next run leaves them out.
         del server.rcpt_replies[bad]
+        assert send(config, store).summary().startswith("send 2024-08-01: sent 0, failed 0")
+        # The address is fixed and reactivated; the next run sends only the one that failed.
+        activate_subscriber(config, store, bad)
         again = send(config, store)
     assert server.received_by() == {a: 1 for a in ADDRESSES}
     assert again.summary().startswith("send 2024-08-01: sent 1, failed 0")

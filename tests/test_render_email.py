@@ -74,10 +74,8 @@ def test_real_day_message(day_papers: tuple[list[StoredPaper], date]) -> None:
     assert abs((sent - datetime.now(UTC)).total_seconds()) < 60
     assert msg["Message-ID"].endswith("@papers.example.org>")
     assert msg["List-Id"] == "Daily Papers <daily.papers.example.org>"
-    assert msg["List-Unsubscribe"] == (
-        f"<mailto:digest@papers.example.org?subject=unsubscribe%20{TOKEN}>, "
-        f"<https://papers.example.org/unsubscribe/{TOKEN}>"
-    )
+    # No bounces mailbox in this config: no mailto (tests/test_render_mailheaders.py).
+    assert msg["List-Unsubscribe"] == f"<https://papers.example.org/unsubscribe/{TOKEN}>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text, page = bodies(msg)
     hrefs = {a.attributes.get("href") for a in HTMLParser(page).css("a")}

@@ -21,16 +21,19 @@ from email.message import Message
 from email.policy import compat32
 from email.policy import default as default_policy
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
+from digest.config import BouncesConfig
 from digest.store import Store
 from digest.store.meta import secret_key
-from digest.tokens import verify_token
-from tests.support.mail import READER, SENDER, config_for, send_one
+from digest.tokens import BOUNCE_TAG, UNSUBSCRIBE_TAG, address_tag, verify_token
+from tests.support.mail import READER, SENDER, config_for, send_one, send_one_received
 from tests.support.smtpserver import SmtpServer
 
+DOMAIN = "papers.example.org"  # SENDER's
+MAILBOX = BouncesConfig(imap_host="127.0.0.1", imap_user="bounces")
 # RFC 2369: a comma-separated list of <URI>s; a URI has no spaces or angle brackets.
 URI = r"<[\x21-\x3b\x3d\x3f-\x7e]+>"
 RFC2369 = re.compile(rf"^\s*{URI}(\s*,\s*{URI})*\s*$")
@@ -58,14 +61,12 @@ def test_list_headers_are_plain_ascii_on_the_wire(store: Store) -> None:
     assert "=?" not in unsubscribe
     assert RFC2369.match(unsubscribe), unsubscribe
     uris = re.findall(r"<([^>]+)>", unsubscribe)
-    assert [urlsplit(u).scheme for u in uris] == ["mailto", "https"]
-    # Both carry the reader's real token: the one the web app verifies.
-    mailto = urlsplit(uris[0])
-    assert mailto.path == SENDER
-    assert unquote(mailto.query).startswith("subject=unsubscribe ")
-    mail_token = unquote(mailto.query).split(" ", 1)[1]
+    # No bounces mailbox configured: no mailto (nothing would read it), the https link
+    # carries the reader's real token, the one the web app verifies.
+    assert [urlsplit(u).scheme for u in uris] == ["https"]
+    mail_token = uris[0].rsplit("/", 1)[1]
     assert verify_token(secret_key(store), mail_token) == READER
-    assert uris[1] == f"https://papers.example.org/unsubscribe/{mail_token}"
+    assert uris[0] == f"https://papers.example.org/unsubscribe/{mail_token}"
     assert headers["list-unsubscribe-post"] == ["List-Unsubscribe=One-Click"]
     [list_id] = headers["list-id"]
     assert list_id == "Daily Papers <daily.papers.example.org>"
@@ -77,6 +78,27 @@ def test_list_headers_are_plain_ascii_on_the_wire(store: Store) -> None:
     msg = email.message_from_bytes(data, policy=compat32)
     assert isinstance(msg, Message)
     assert re.sub(r"\r?\n(?=[ \t])", "", str(msg["List-Unsubscribe"])) == unsubscribe
+
+
+def test_mailbox_gives_the_unsubscribe_mailto_and_the_verp_sender(store: Store) -> None:
+    # With a bounces mailbox, List-Unsubscribe's mailto is the reader's own
+    # unsubscribe+<tag> address, and the envelope sender their bounces+<tag>.
+    received = send_one_received(store, bounces=MAILBOX)
+    [unsubscribe] = raw_headers(received.data)["list-unsubscribe"]
+    assert RFC2369.match(unsubscribe), unsubscribe
+    uris = re.findall(r"<([^>]+)>", unsubscribe)
+    assert [urlsplit(u).scheme for u in uris] == ["mailto", "https"]
+    mailto = urlsplit(uris[0])
+    key = secret_key(store)
+    assert mailto.path == f"unsubscribe+{address_tag(key, READER, UNSUBSCRIBE_TAG)}@{DOMAIN}"
+    assert len(mailto.path.split("@")[0]) <= 64  # RFC 5321's limit on a local part
+    assert received.sender == f"bounces+{address_tag(key, READER, BOUNCE_TAG)}@{DOMAIN}"
+    # The two kinds of tag differ: a bounce address never unsubscribes anyone.
+    assert address_tag(key, READER, BOUNCE_TAG) != address_tag(key, READER, UNSUBSCRIBE_TAG)
+
+
+def test_without_a_mailbox_the_envelope_sender_is_the_sender(store: Store) -> None:
+    assert send_one_received(store).sender == SENDER
 
 
 def test_from_has_a_display_name(store: Store) -> None:
@@ -208,7 +230,7 @@ def mutt_list_unsubscribe(mbox: Path, home: Path) -> tuple[str, str | None]:
 
 @pytest.mark.skipif(not shutil.which("mutt"), reason="mutt is not installed (apt install mutt)")
 def test_mutt_finds_the_unsubscribe_action(store: Store, tmp_path: Path) -> None:
-    data = send_one(store)
+    data = send_one(store, bounces=MAILBOX)
     mbox = tmp_path / "inbox"
     body = data.replace(b"\r\n", b"\n")
     body = re.sub(rb"(?m)^(>*From )", rb">\1", body)  # mboxrd quoting
@@ -216,10 +238,10 @@ def test_mutt_finds_the_unsubscribe_action(store: Store, tmp_path: Path) -> None
     screen, sent = mutt_list_unsubscribe(mbox, tmp_path)
     assert sent is not None, screen[-800:]
     mail = email.message_from_string(sent, policy=default_policy)
-    assert mail["To"] == SENDER
-    subject = str(mail["Subject"])
-    assert subject.startswith("unsubscribe ")
-    assert verify_token(secret_key(store), subject.split(" ", 1)[1]) == READER
+    # mutt writes the mail `digest bounces` reads: to the reader's unsubscribe address.
+    tag = address_tag(secret_key(store), READER, UNSUBSCRIBE_TAG)
+    assert mail["To"] == f"unsubscribe+{tag}@{DOMAIN}"
+    assert str(mail["Subject"]) == "unsubscribe"
 
 
 def test_notice_from_has_the_display_name_too() -> None:

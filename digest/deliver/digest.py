@@ -224,7 +224,7 @@ def send_digests(
                     if message is None:
                         yield sub, _NotSent(nothing_today or "nothing new matched their topics")
                         continue
-                    out = mailer.prepare(message, sub.email)
+                    out = mailer.prepare(message, sub.email, sub.envelope_from)
                 except Exception as e:  # one reader's message cannot be made: theirs only
                     why = f"cannot make their message: {type(e).__name__}: {e}"
                     yield sub, _NotSent(_one_line(why), failed=True)

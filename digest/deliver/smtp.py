@@ -36,6 +36,7 @@ from types import TracebackType
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from digest.config import SmtpConfig
+from digest.deliver.dkim import dkim_signer
 from digest.errors import (
     DeliveryError,
     PermanentFailure,
@@ -69,6 +70,7 @@ class Outgoing:
     payload: bytes
     utf8: bool  # needs SMTPUTF8 (a non-ASCII address)
     message_id: str
+    envelope_from: str = ""  # MAIL FROM (a VERP bounces+ address); "": smtp.sender
 
 
 class RateLimiter:
@@ -165,6 +167,7 @@ class Mailer:
         self._conn: smtplib.SMTP | None = None
         domain = smtp.sender.rpartition("@")[2] or "localhost"
         self.domain = domain
+        self.dkim = dkim_signer(smtp)  # None: DKIM is off
 
     @property
     def where(self) -> str:
@@ -241,13 +244,18 @@ class Mailer:
         self.connections += 1
         return conn
 
-    def prepare(self, message: EmailMessage, address: str) -> Outgoing:
-        """Return the message flattened for SMTP, to `address`; adds a Message-ID if it
+    def prepare(self, message: EmailMessage, address: str, envelope_from: str = "") -> Outgoing:
+        """Return the message flattened for SMTP (DKIM-signed when configured), to
+        `address`, from `envelope_from` (default smtp.sender); adds a Message-ID if it
         has none. Pure CPU work: callers may do it ahead, in another thread."""
         if not message["Message-ID"]:
             message["Message-ID"] = make_msgid(domain=self.domain)
         utf8 = not (self.smtp.sender.isascii() and address.isascii())
-        return Outgoing(address, flatten(message, utf8), utf8, str(message["Message-ID"]))
+        payload = flatten(message, utf8)
+        if self.dkim is not None:
+            payload = self.dkim(payload)
+        message_id = str(message["Message-ID"])
+        return Outgoing(address, payload, utf8, message_id, envelope_from)
 
     def deliver(self, message: EmailMessage, address: str) -> Accepted:
         """Return Accepted once the server took `message` for `address` (see `send`)."""
@@ -283,7 +291,14 @@ class Mailer:
             self.limiter.wait()
             if self._conn is None:
                 self._conn = self._connect()
-            return self._transaction(self._conn, out.address, out.payload, out.utf8, claim)
+            return self._transaction(
+                self._conn,
+                out.address,
+                out.payload,
+                out.utf8,
+                claim,
+                out.envelope_from or self.smtp.sender,
+            )
 
         try:
             reply = self._retrying(attempt)
@@ -304,12 +319,13 @@ class Mailer:
         payload: bytes,
         utf8: bool,
         claim: Callable[[], bool],
+        sender: str,
     ) -> str:
         """MAIL, RCPT, DATA; returns the final reply or raises a classified failure."""
         options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
         text: bytes | str
         try:
-            code, text = conn.mail(self.smtp.sender, options)
+            code, text = conn.mail(sender, options)
             if code == 250:
                 code, text = conn.rcpt(address)
             if code in (250, 251):

@@ -248,9 +248,9 @@ class DigestRenderer:
         return f"{self.base_url}/preferences/{quote(subscriber.preferences_token, safe='')}"
 
     def unsubscribe_mailto(self, subscriber: Subscriber) -> str:
-        """Return the mailto: unsubscribe link (for List-Unsubscribe)."""
-        token = quote(subscriber.token, safe="")
-        return f"mailto:{self.sender_address}?subject=unsubscribe%20{token}"
+        """Return the mailto: unsubscribe link for List-Unsubscribe: the reader's
+        unsubscribe+<tag> address when a bounces mailbox reads it, else "" (none)."""
+        return subscriber.unsubscribe_mailto
 
     def _personal_topic(self, keywords: str) -> str | None:
         """Return the name of the topic made of `keywords` (matched on first use), or

@@ -79,14 +79,19 @@ def set_list_headers(
     list_id: tuple[str, str] | None = None,
     unsubscribe: Sequence[str] = (),
 ) -> None:
-    """Set List-Id (title, id) and List-Unsubscribe (URIs, in order of preference) with
-    List-Unsubscribe-Post (RFC 8058 one-click), all plain ASCII, as RFC 2369/2919 say."""
+    """Set List-Id (title, id) and List-Unsubscribe (URIs, in order of preference; empty
+    ones left out) with List-Unsubscribe-Post (RFC 8058 one-click), all plain ASCII, as
+    RFC 2369/2919 say.
+
+    The mailto: URI is unsubscribe+<tag>@domain (Subscriber.unsubscribe_mailto), which
+    `digest bounces` reads from the IMAP mailbox; with no mailbox configured it is empty
+    and left out, rather than promise a mailbox nobody reads."""
     if list_id is not None:
         title, ident = list_id
         value = fold_list([phrase(title), f"<{ident}>"], "List-Id")
         _set_raw(message, "List-Id", value)
     if unsubscribe:
-        uris = [f"<{_uri(u)}>" for u in unsubscribe]
+        uris = [f"<{_uri(u)}>" for u in unsubscribe if u]  # "" left out (no mailbox)
         _set_raw(message, "List-Unsubscribe", fold_list(uris, "List-Unsubscribe", ","))
         _set_raw(message, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
 

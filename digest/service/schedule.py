@@ -32,11 +32,12 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from digest.clock import schedule_timezone
 from digest.config import WEEKDAYS, Config
 from digest.errors import ConfigError
-from digest.jobs import fetch_job, send_job
+from digest.jobs import bounces_job, fetch_job, send_job
 from digest.lock import RunLock, lock_path_for
 from digest.models import JobStatus, RunStatus
 from digest.stopping import STOP
@@ -177,6 +178,9 @@ class Scheduler:
         """Start the triggers; return the job names queued to run now as catch-up."""
         self.aps.add_job(self.run_fetch, fetch_trigger(self.config), id="fetch", name="fetch")
         self.aps.add_job(self.run_send, send_trigger(self.config), id="send", name="send")
+        if self.config.bounces.imap_host:
+            every = IntervalTrigger(minutes=self.config.bounces.poll_minutes, jitter=30)
+            self.aps.add_job(self.run_bounces, every, id="bounces", name="bounces")
         self.aps.start()
         due = (
             self.due_on_start()
@@ -272,6 +276,22 @@ class Scheduler:
         Returns "ok", "failed", "skipped", "busy" or "stopped".
         """
         return self._run("send", lambda d: self.send(self.config, d), day)
+
+    def run_bounces(self) -> JobStatus:
+        """Read the bounces mailbox once; return "ok", "failed" or "stopped". Not under
+        the run lock: it only changes reader states, and a send reads them at its start."""
+        if self._stopped():
+            return JobStatus.STOPPED
+        started = datetime.now(self.tz)
+        try:
+            summary = bounces_job(self.config).summary()
+        except Exception as e:  # the mailbox down must never kill the scheduler thread
+            log.error("bounces: %s", e)
+            self.log.record("bounces", started.date(), started, JobStatus.FAILED, str(e))
+            return JobStatus.FAILED
+        log.info("%s", summary)
+        self.log.record("bounces", started.date(), started, JobStatus.OK, summary)
+        return JobStatus.OK
 
     def _run(self, job: str, call: Callable[[date], Any], day: date | None = None) -> JobStatus:
         if self._stopping.is_set():

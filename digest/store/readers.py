@@ -5,6 +5,12 @@ subscriber whose status is "active" (`digest subscribers add`). A database recor
 status "unsubscribed" also silences a config entry with the same address: the person
 asked to stop, and a config file must not override that.
 
+A reader is "bouncing" when the `bounces` table holds permanent refusals of their mail on
+smtp.max_bounces different days since they were last reactivated, or one "no such user"
+(5.1.1): they stay subscribed but are not mailed (`active_subscribers` leaves them out)
+until `digest subscribers activate` or a confirmed new sign-up clears the rows. It is
+worked out when read, so a changed max_bounces applies at once.
+
 The token key is store.meta.secret_key; the tokens themselves are digest.tokens.
 
 The ledger (table `deliveries`) has one row per (address, digest day): queued, sending,
@@ -18,10 +24,13 @@ final "." went out without a reply, or whose "sending" row a crashed run left be
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 from digest.addresses import address_key, normalize_address
@@ -29,7 +38,14 @@ from digest.config import Config
 from digest.errors import ConfigError, SubscriberError
 from digest.models import DeliveryState, Subscriber, SubscriberStatus
 from digest.store.meta import secret_key
-from digest.tokens import PREFERENCES, UNSUBSCRIBE, make_token
+from digest.tokens import (
+    BOUNCE_TAG,
+    PREFERENCES,
+    UNSUBSCRIBE,
+    UNSUBSCRIBE_TAG,
+    address_tag,
+    make_token,
+)
 
 if TYPE_CHECKING:
     from digest.store import Store
@@ -178,11 +194,21 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
                 r["keywords"],
             )
         )
+    bouncing = bouncing_addresses(store, config.smtp.max_bounces)
+    if bouncing:
+        out = [
+            dataclasses.replace(row, status=SubscriberStatus.BOUNCING)
+            if row.status == SubscriberStatus.ACTIVE and address_key(row.email) in bouncing
+            else row
+            for row in out
+        ]
     return out
 
 
 def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
-    """Return who gets today's email, each with their link token.
+    """Return who gets today's email, each with their link tokens (and, with a bounces
+    mailbox configured, their unsubscribe mailto and envelope sender). Bouncing readers
+    are left out.
 
     Topics a database subscriber chose that are no longer in the config are dropped
     here (see `unknown_topics`), never passed to the renderer.
@@ -194,6 +220,12 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
         if row.status != SubscriberStatus.ACTIVE:
             continue
         topics = tuple(t for t in row.topics if t in known) if row.topics else ()
+        mailto = envelope = ""
+        if config.bounces.imap_host:
+            domain = mailbox_domain(config)
+            unsubscribe_tag = address_tag(key, row.email, UNSUBSCRIBE_TAG)
+            mailto = f"mailto:unsubscribe+{unsubscribe_tag}@{domain}?subject=unsubscribe"
+            envelope = f"bounces+{address_tag(key, row.email, BOUNCE_TAG)}@{domain}"
         out.append(
             Subscriber(
                 row.email,
@@ -201,9 +233,137 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
                 make_token(key, row.email, UNSUBSCRIBE),
                 row.keywords,
                 preferences_token=make_token(key, row.email, PREFERENCES),
+                unsubscribe_mailto=mailto,
+                envelope_from=envelope,
             )
         )
     return out
+
+
+def mailbox_domain(config: Config) -> str:
+    """The domain of the bounces+ / unsubscribe+ addresses: bounces.domain, else the
+    sender's."""
+    sender = parseaddr(config.smtp.sender)[1] or config.smtp.sender
+    return config.bounces.domain or sender.rpartition("@")[2] or "localhost"
+
+
+@dataclass(frozen=True)
+class ReaderIndex:
+    """Every subscriber (any status) by address and by the tags of their VERP and
+    unsubscribe addresses: what reading the bounces mailbox looks readers up in."""
+
+    known: dict[str, str]  # address_key -> address
+    tags: dict[tuple[str, str], str]  # (purpose, tag) -> address
+
+    def by_tag(self, purpose: str, tag: str) -> str | None:
+        return self.tags.get((purpose, tag.strip().lower()))
+
+
+def reader_index(config: Config, store: Store) -> ReaderIndex:
+    """Return the ReaderIndex of every subscriber (two HMACs each, computed once)."""
+    key = secret_key(store, config.secret_key)
+    rows = list_subscribers(config, store)
+    tags = {
+        (purpose, address_tag(key, row.email, purpose)): row.email
+        for row in rows
+        for purpose in (BOUNCE_TAG, UNSUBSCRIBE_TAG)
+    }
+    return ReaderIndex({address_key(row.email): row.email for row in rows}, tags)
+
+
+def known_subscribers(config: Config, store: Store) -> dict[str, str]:
+    """Return address_key -> address of every subscriber, whatever their status."""
+    return {address_key(row.email): row.email for row in list_subscribers(config, store)}
+
+
+# -- bounces -----------------------------------------------------------------------------
+
+BOUNCING_SQL = (
+    "SELECT email FROM bounces WHERE cleared IS NULL GROUP BY email "
+    "HAVING count(*) >= ? OR max(hard) = 1"
+)
+# RFC 3463 enhanced status codes: 5.1.x is about the address, 5.2.x the mailbox, 5.0.0 says
+# nothing more than "failed" (many MTAs' DSNs). A refusal of the message or of our sender
+# (5.7.1 "relay access denied", spam, 5.1.7 / 5.1.8 a bad sender address, a full system)
+# says nothing about the reader's address, and must not put every reader on the list.
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+SENDER = (("1", "7"), ("1", "8"))  # 5.1.7, 5.1.8: the sender's address, not the reader's
+ADDRESS_CODES = ("550", "551", "553")  # basic codes about the mailbox, with no enhanced code
+
+
+def bounce_kind(reply: str | None, status: str | None = None) -> tuple[bool, bool]:
+    """Return (counts, hard) for a refusal: whether `reply` (an SMTP reply such as "550
+    5.1.1 <a@b>: user unknown") or the DSN `status` ("5.1.1") is a permanent failure of
+    the reader's address, and whether it is "no such user" (5.1.1), which counts in full
+    at once."""
+    text = " ".join(t for t in (status, reply) if t)
+    m = _ENHANCED.search(text)
+    if m:
+        klass, subject, detail = m.groups()
+        counts = klass == "5" and subject in ("0", "1", "2") and (subject, detail) not in SENDER
+
+        return counts, counts and (subject, detail) == ("1", "1")
+    return bool(reply) and (reply or "")[:3] in ADDRESS_CODES, False
+
+
+def record_bounce(
+    store: Store,
+    address: str,
+    *,
+    hard: bool,
+    reply: str | None,
+    source: str,
+    day: date | None = None,
+) -> None:
+    """Count a permanent refusal of `address`'s mail on `day` (default today in UTC); a
+    second one the same day adds to that day's count, not to the days."""
+    day = day or datetime.now(UTC).date()
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO bounces (email, day, count, hard, reply, source) "
+            "VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (email, day) DO UPDATE SET "
+            "count = CASE WHEN cleared IS NULL THEN count + 1 ELSE 1 END, "
+            "hard = CASE WHEN cleared IS NULL THEN max(hard, excluded.hard) "
+            "ELSE excluded.hard END, "
+            "reply = excluded.reply, source = excluded.source, cleared = NULL",
+            (address, day.isoformat(), int(hard), reply, source),
+        )
+
+
+def bouncing_addresses(store: Store, max_bounces: int) -> set[str]:
+    """Return the address_key of every address that is bouncing (see the module doc)."""
+    rows = store.db.execute(BOUNCING_SQL, [max_bounces]).fetchall()
+    return {address_key(r[0]) for r in rows}
+
+
+def clear_bounces(conn: Any, address: str, now: str) -> int:
+    """Stop counting `address`'s bounces (reactivated); return how many days were cleared."""
+    cur = conn.execute(
+        "UPDATE bounces SET cleared = ? WHERE email = ? AND cleared IS NULL", (now, address)
+    )
+    return int(cur.rowcount)
+
+
+def activate_subscriber(config: Config, store: Store, address: str) -> tuple[SubscriberRow, int]:
+    """Mail a bouncing reader again: clear their bounces; return (their row, the days of
+    bounces cleared).
+
+    Raises SubscriberError when the address is no subscriber, or one who unsubscribed
+    (that was their choice: `digest subscribers add` subscribes them again).
+    """
+    address = normalize_address(address)
+    rows = {address_key(r.email): r for r in list_subscribers(config, store)}
+    row = rows.get(address_key(address))
+    if row is None:
+        raise SubscriberError(f"{address} is not a subscriber")
+    if row.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.PENDING):
+        raise SubscriberError(
+            f"{row.email} is {row.status}, not bouncing; "
+            "`digest subscribers add` subscribes them again"
+        )
+    with store.transaction() as conn:
+        cleared = clear_bounces(conn, row.email, _stamp())
+    return dataclasses.replace(row, status=SubscriberStatus.ACTIVE), cleared
 
 
 def unknown_topics(config: Config, store: Store) -> dict[str, tuple[str, ...]]:
@@ -370,6 +530,9 @@ class Ledger:
         self._finish(
             day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason
         )
+        counts, hard = bounce_kind(reply)
+        if counts:  # a 5xx about the address: it counts towards "bouncing"
+            record_bounce(self.store, address, hard=hard, reply=reply, source="smtp")
 
     def uncertain(
         self, day: date, address: str, reply: str, attempts: int, message_id: str

@@ -17,6 +17,7 @@ from typing import Any
 from digest.errors import DigestError
 from digest.models import DeliveryState, JobStatus, RunStatus
 from digest.store import Store
+from digest.store.readers import BOUNCING_SQL
 
 _JOB_RUNS = (
     "CREATE TABLE IF NOT EXISTS job_runs (id INTEGER PRIMARY KEY, job TEXT NOT NULL, "
@@ -117,9 +118,10 @@ class HealthFacts:
     papers: int
     uncertain: int  # deliveries that may have gone out: the operator's to check
     last_send: dict[str, Any] | None  # the scheduler's latest ok or failed send
+    bouncing: int = 0  # readers not mailed because their mail bounces (smtp.max_bounces)
 
 
-def health_facts(database: str) -> HealthFacts:
+def health_facts(database: str, max_bounces: int = 3) -> HealthFacts:
     """Read what /healthz needs, without writing. Raises DigestError naming the file."""
     store = Store.open(database, read_only=True)
     try:
@@ -143,6 +145,16 @@ def health_facts(database: str) -> HealthFacts:
         uncertain = conn.execute(
             "SELECT count(*) FROM deliveries WHERE status = ?", [DeliveryState.UNCERTAIN]
         ).fetchone()[0]
+        # Bouncing readers the database has not seen unsubscribe (an approximation of
+        # readers.list_subscribers that needs no config: a removed config reader counts).
+        try:
+            bouncing = conn.execute(
+                f"SELECT count(*) FROM ({BOUNCING_SQL}) b WHERE b.email NOT IN "
+                "(SELECT email FROM subscribers WHERE status != 'active')",
+                [max_bounces],
+            ).fetchone()[0]
+        except sqlite3.OperationalError:
+            bouncing = 0  # a file from before the bounces table, opened read-only
         try:
             send = conn.execute(
                 "SELECT day, started, finished, status, summary FROM job_runs "
@@ -160,4 +172,5 @@ def health_facts(database: str) -> HealthFacts:
         int(papers),
         int(uncertain),
         dict(send) if send else None,
+        int(bouncing),
     )

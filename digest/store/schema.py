@@ -136,10 +136,29 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
 
 
+def _migrate_bounces(db: sqlite_utils.Database) -> None:
+    """bounces: permanent refusals per reader and day (a 5xx at send time, a bounce report
+    read from the mailbox, a relay's webhook). A reader with smtp.max_bounces uncleared
+    days, or one "no such user" (hard), is bouncing; reactivating clears the rows (kept,
+    with the time, as the history)."""
+    db.execute(
+        "CREATE TABLE bounces ("
+        " email TEXT NOT NULL COLLATE NOCASE,"
+        " day TEXT NOT NULL,"
+        " count INTEGER NOT NULL DEFAULT 1,"  # refusals that day
+        " hard INTEGER NOT NULL DEFAULT 0,"  # 1: "no such user" (5.1.1)
+        " reply TEXT,"  # the last one, e.g. "550 5.1.1 <a@b>: user unknown"
+        " source TEXT NOT NULL,"  # "smtp", "mailbox" or "webhook"
+        " cleared TEXT,"  # when the reader was reactivated after it (NULL: counts)
+        " PRIMARY KEY (email, day))"
+    )
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     _migrate_2,
     _migrate_3,
     _migrate_4,
+    _migrate_bounces,
 ]

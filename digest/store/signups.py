@@ -140,6 +140,17 @@ def record_pending(
     )
 
 
+def keep_row(conn: Conn, address: str, topics: Sequence[str], keywords: str, now: str) -> None:
+    """Give an active reader (a config one too) a database row, as they are, if they have
+    none: a bouncing reader's sign-up is confirmed on that row, and changes nothing else
+    before it is."""
+    conn.execute(
+        "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
+        "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO NOTHING",
+        (address, json.dumps(list(topics)), keywords, now, now),
+    )
+
+
 def confirm_mail_unused(store: Store, address: str, nonce: str) -> bool:
     """True when the confirmation mail of sign-up `nonce` to `address` is not used up."""
     ensure_mail_table(store)
@@ -177,10 +188,14 @@ def subscriber_status(conn: Conn, address: str) -> SubscriberStatus | None:
 
 
 def activate(conn: Conn, mail_id: int, address: str, now: str) -> None:
-    """Use up confirmation mail `mail_id` and make `address` an active subscriber."""
+    """Use up confirmation mail `mail_id` and make `address` an active subscriber; a
+    bouncing one is mailed again (confirming proves the mailbox works)."""
     conn.execute("UPDATE web_mails SET used = ? WHERE id = ?", (now, mail_id))
     conn.execute(
         "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?", (now, address)
+    )
+    conn.execute(
+        "UPDATE bounces SET cleared = ? WHERE email = ? AND cleared IS NULL", (now, address)
     )
 
 

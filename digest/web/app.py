@@ -45,6 +45,7 @@ from digest.errors import DigestError
 from digest.models import JobStatus, RunStatus
 from digest.store.runs import health_facts
 from digest.web.pages import page_routes
+from digest.web.webhooks import webhook_routes
 
 FEED_NAME = re.compile(r"^[a-z0-9_-]+\.(xml|atom|json|opml)$")
 CONTENT_TYPES = {
@@ -190,17 +191,18 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
         "papers": 0,
         "last_send": None,
         "uncertain": 0,
+        "bouncing": 0,
         "next_runs": {},
     }
     problems: list[str] = []
     if next_runs is not None:
         body["next_runs"] = {k: v.isoformat() if v else None for k, v in next_runs().items()}
     try:
-        facts = health_facts(database)
+        facts = health_facts(database, config.smtp.max_bounces)
     except DigestError as e:
         return 503, body | {"status": "failing", "problems": [str(e)]}
     last, ok, send = facts.last_run, facts.last_success, facts.last_send
-    body |= {"papers": facts.papers, "uncertain": facts.uncertain}
+    body |= {"papers": facts.papers, "uncertain": facts.uncertain, "bouncing": facts.bouncing}
     body["last_run"], body["last_success"], body["last_send"] = last, ok, send
     if last is None:
         problems.append("no run yet")
@@ -307,6 +309,7 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
             Route("/feeds/{name}", front.feed, methods=["GET", "HEAD"]),
             Route("/healthz", front.healthz, methods=["GET", "HEAD"], middleware=gz),
             *page_routes(config, gz),
+            *webhook_routes(config),
         ]
     )
     app.router.redirect_slashes = False

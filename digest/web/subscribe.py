@@ -51,6 +51,7 @@ from digest.store.signups import (
     finish_mail,
     has_outstanding_mail,
     is_active,
+    keep_row,
     mails_since,
     queue_mail,
     record_pending,
@@ -297,9 +298,29 @@ def request_subscription(
             return address
         rows = list_subscribers(config, store)
         active = {address_key(r.email) for r in rows if r.status == SubscriberStatus.ACTIVE}
-        if address_key(address) in active:
+        bouncing = {address_key(r.email): r for r in rows if r.status == SubscriberStatus.BOUNCING}
+        mail: tuple[str, str | None, str, str]
+        if address_key(address) in bouncing:
+            # Mail to them bounced: confirming proves the mailbox works again and mails
+            # them again (signups.activate), with their topics as they were; anyone can
+            # post this form, so nothing changes before that.
+            row = bouncing[address_key(address)]
+            keep_row(conn, row.email, row.topics, row.keywords, _stamp(now))
+            nonce = secrets.token_urlsafe(12)
+            link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
+            mail = (
+                "confirm",
+                nonce,
+                f"{title}: confirm to get the digest again",
+                f"Someone (probably you) asked to subscribe {address} to the {title} digest.\n"
+                "This address is subscribed, but mail to it was refused, so it is not sent "
+                "any more.\n\n"
+                f"To get it again, open this link within {config.web.confirm_hours} hours and "
+                f"press Confirm:\n\n{link}\n\nIf it was not you, ignore this mail.\n",
+            )
+        elif address_key(address) in active:
             link = f"{base}/preferences/{make_token(key, address, PREFERENCES)}"
-            mail: tuple[str, str | None, str, str] = (
+            mail = (
                 "note",
                 None,
                 f"{title}: you are already subscribed",
@@ -330,7 +351,8 @@ def request_subscription(
                 "If it was not you, ignore this mail: nothing is sent without the "
                 "confirmation.\n",
             )
-        queue_mail(conn, address, *mail, _stamp(now))
+        kind, mail_nonce, subject, text = mail
+        queue_mail(conn, address, kind, mail_nonce, subject, text, _stamp(now))
     return address
 
 

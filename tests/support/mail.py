@@ -10,6 +10,7 @@ from email.parser import BytesParser
 
 from digest.clock import now_utc
 from digest.config import (
+    BouncesConfig,
     Config,
     EmailConfig,
     FeedsConfig,
@@ -24,7 +25,7 @@ from digest.models import StoredPaper
 from digest.store import Store
 from tests.support.config import smtp_config
 from tests.support.paths import PAGE_2024_08_01
-from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import Received, SmtpServer
 
 TOPICS = [
     TopicConfig(name="video", title="Video", keywords=["video*"]),
@@ -74,22 +75,49 @@ def bodies(msg: EmailMessage) -> tuple[str, str]:
     return text.get_content(), page.get_content()
 
 
-def config_for(port: int, sender: str = SENDER, **email_keys: object) -> Config:
-    """A deployment's config sending to the test server on `port`, READER its one reader."""
+def config_for(
+    port: int,
+    sender: str = SENDER,
+    *,
+    bounces: BouncesConfig | None = None,
+    **email_keys: object,
+) -> Config:
+    """A deployment's config sending to the test server on `port`, READER its one reader
+    (`bounces`: with a bounces mailbox, hence VERP and the unsubscribe mailto)."""
     return Config(
         topics=TOPICS,
         feeds=FeedsConfig(base_url="https://papers.example.org"),
         smtp=smtp_config(port, sender=sender),
         email=replace(EmailConfig(), **email_keys),  # type: ignore[arg-type]
+        bounces=bounces or BouncesConfig(),
         subscribers=[SubscriberConfig(READER, ["video"])],
     )
 
 
-def send_one(store: Store, sender: str = SENDER, **email_keys: object) -> bytes:
+def send_one(
+    store: Store,
+    sender: str = SENDER,
+    *,
+    bounces: BouncesConfig | None = None,
+    **email_keys: object,
+) -> bytes:
     """Send the day's real digest to READER through aiosmtpd; return the bytes it took."""
+    return send_one_received(store, sender, bounces=bounces, **email_keys).data
+
+
+def send_one_received(
+    store: Store,
+    sender: str = SENDER,
+    *,
+    bounces: BouncesConfig | None = None,
+    **email_keys: object,
+) -> Received:
+    """send_one, but the whole Received (envelope sender and recipients too)."""
     _, day = real_day(store)
+    config = config_for(0, sender, bounces=bounces, **email_keys)
     with SmtpServer() as server:
-        report = send_digests(config_for(server.port, sender, **email_keys), store, day, today=day)
+        config = replace(config, smtp=replace(config.smtp, port=server.port))
+        report = send_digests(config, store, day, today=day)
         assert report.sent == [READER], report.summary()
     [received] = server.messages
-    return received.data
+    return received
