@@ -117,6 +117,10 @@ class EmailConfig:
     subject_prefix: str = "Daily Papers"
     from_name: str = ""  # From's display name; default: smtp.sender's name, else feeds.title
     abstract_chars: int = 600  # abstracts are trimmed at a sentence boundary near this
+    # The budget of one email: the best max_full papers in full, the next max_listed as one
+    # line each, the rest counted with a link to the web page (under 90 KB of HTML).
+    max_full: int = 12
+    max_listed: int = 40
     use_ai_summary: bool = False
     no_topics_gets: str = "everything"  # "everything" or "nothing"
     send_when_empty: bool = False  # mail a subscriber whose topics matched nothing today
@@ -229,6 +233,8 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("smtp", "rate_per_minute"): (0, 100_000, False),
     ("smtp", "retries"): (0, 10, False),
     ("email", "abstract_chars"): (0, 100_000, False),
+    ("email", "max_full"): (0, 500, False),
+    ("email", "max_listed"): (0, 2000, False),
     ("schedule", "jitter"): (0, 3600, False),
     ("schedule", "misfire_grace"): (0, 86_400, False),
     ("schedule", "retries"): (0, 100, False),

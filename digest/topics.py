@@ -264,3 +264,46 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
     if problems or not (keywords or phrases):
         raise KeywordsError(text, problems[0] if problems else "no terms")
     return TopicConfig(name=name, keywords=keywords, phrases=phrases)
+
+
+# -- why a paper matched: the term in its context ------------------------------------
+
+CONTEXT_CHARS = 40  # characters of text kept on each side of a matched term
+
+
+def _term_pattern(term: str) -> re.Pattern[str] | None:
+    """A regex finding `term` as the matcher does, on the raw text: its words in a row,
+    case-insensitive, anything not a letter or digit between them, the last word a prefix
+    when the term ends with "*". Accent folding is not reproduced: such a hit shows no
+    context (the match itself stands)."""
+    tokens, prefix = term_words(term)
+    if not tokens:
+        return None
+    parts = [re.escape(t) for t in tokens]
+    body = r"[\W_]+".join(parts)
+    end = r"\w*" if prefix else r"(?!\w)"
+    return re.compile(rf"(?<!\w){body}{end}", re.IGNORECASE)
+
+
+def term_context(paper: Paper, term: str, width: int = CONTEXT_CHARS) -> str:
+    """Return the first place `term` occurs in the paper's title, abstract, AI summary or
+    AI keywords, with up to `width` characters each side, cut at word boundaries:
+    "… test-time scaling (TTS) improves …". "" when it cannot be found in the raw text
+    (an author or organisation match, or a hit only after accent folding)."""
+    pattern = _term_pattern(term)
+    if pattern is None:
+        return ""
+    for text in (paper.title, paper.abstract, paper.ai_summary or "", ", ".join(paper.ai_keywords)):
+        text = " ".join(text.split())
+        m = pattern.search(text)
+        if m is None:
+            continue
+        start, end = max(m.start() - width, 0), min(m.end() + width, len(text))
+        if start > 0:
+            space = text.find(" ", start, m.start())
+            start = space + 1 if space >= 0 else start
+        if end < len(text):
+            space = text.rfind(" ", m.end(), end)
+            end = space if space >= 0 else end
+        return ("… " if start > 0 else "") + text[start:end] + (" …" if end < len(text) else "")
+    return ""
