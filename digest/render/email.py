@@ -36,7 +36,14 @@ from digest.addresses import address_key
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
-from digest.ranking import Candidate, rank
+from digest.ranking import (
+    FRESH_WEIGHT,
+    MATCH_WEIGHT,
+    VOTES_WEIGHT,
+    Candidate,
+    base_scores,
+    match_strength,
+)
 from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.render.templates import (
     EMAIL_HTML,
@@ -203,6 +210,12 @@ class DigestRenderer:
         self._days: dict[str, date] = {
             sp.paper.id: sp.paper.daily_date or sp.first_seen.date() for sp in ordered
         }
+        # The ranking's parts that are the same for every reader, once.
+        pool = [Candidate(p, (), self._days[p.id]) for p, _ in self.papers]
+        self._base_total = {
+            pid: VOTES_WEIGHT * votes + FRESH_WEIGHT * fresh + more
+            for pid, (votes, fresh, more) in base_scores(pool, day, self.extra).items()
+        }
         sender = sender_address(config)
         self.sender_address = sender
         self.domain = config.email.domain or sender.rpartition("@")[2] or "localhost"
@@ -327,21 +340,29 @@ class DigestRenderer:
         paper of the edition, with no matches."""
         wanted = set(topics)
         personal = [self._personal[n] for n in topics if n in self._personal]
-        candidates: list[Candidate] = []
+        order = self.topics
+        # digest.ranking's score, inlined: this loop runs for every reader of a send over
+        # every paper of the pool, so it makes no objects for the papers it passes over.
+        scored: list[tuple[float, int, str, Paper, list[TopicMatch]]] = []
+        base = self._base_total
         for paper, matches in self.papers:
             if edition is not None and paper.id not in edition.paper_ids:
                 continue
             if topics:
                 mine = [m for m in matches if m.topic in wanted]
-                mine += [found[paper.id] for found in personal if paper.id in found]
+                if personal:
+                    mine += [found[paper.id] for found in personal if paper.id in found]
                 if not mine:
                     continue
-                mine.sort(key=lambda m: (-len(m.terms), self.topics[m.topic][0]))
+                if len(mine) > 1:
+                    mine.sort(key=lambda m: (-len(m.terms), order[m.topic][0]))
+                score = base[paper.id] + MATCH_WEIGHT * match_strength(mine)
             else:
                 mine = []
-            candidates.append(Candidate(paper, tuple(mine), self._days.get(paper.id)))
-        ranked = rank(candidates, self.day, self.extra)
-        return [(r.candidate.paper, list(r.candidate.matches)) for r in ranked]
+                score = base[paper.id]
+            scored.append((-score, -paper.upvotes, paper.id, paper, mine))
+        scored.sort(key=lambda r: r[:3])
+        return [(r[3], r[4]) for r in scored]
 
     def groups(
         self,
@@ -368,11 +389,11 @@ class DigestRenderer:
                 title = self.topics[name][1].display_title if name else ALL_PAPERS
                 group = by_topic[name] = Group(name, title, more_url=self._more_url(name, edition))
             group.count += 1
-            if len(group.top) < OVERVIEW_TITLES:
-                group.top.append((paper.id, one_line(paper.title) or paper.id))
             if n >= full + listed:
                 group.more += 1
                 continue
+            if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
+                group.top.append((paper.id, one_line(paper.title) or paper.id))
             mark, text, page = self._fragment(paper, mine, full=n < full)
             parts[mark] = (text, page)
             (group.cards if n < full else group.lines).append(mark)
@@ -563,7 +584,9 @@ def subject_line(prefix: str, when: str, best: str, count: int, topics: Sequence
     title = one_line(best).replace('"', "'")
     room = max(room, 1)
     if len(title) > room:
-        title = title[: max(room - 1, 0)].rstrip() + "…"
+        # Three dots, not "…": a non-ASCII word makes Python fold the header in a way
+        # that shows a double space in mail clients.
+        title = title[: max(room - 3, 0)].rstrip() + "..."
     return f'{head}"{title}"{tail}'[:SUBJECT_MAX]
 
 
