@@ -378,11 +378,24 @@ def topics_test(state: State, name: str | None, keywords: str | None, days: int)
         raise DigestError(f"--keywords {e}") from None  # the library names the value
     with state.store() as store:
         trial = try_topic(store, topic, days=days, label="--keywords" if keywords else "")
+    from digest.topics import term_context
+
     for sp, match in trial.matches:
         p = sp.paper
         day = p.daily_date.isoformat() if p.daily_date else "?"
         click.echo(f"{p.id:<12} {day}  {p.upvotes:>4}^  {p.title}")
         click.echo(f"{'':<12} matched: {', '.join(match.terms)}")
+        for term in match.terms:
+            context = term_context(p, term)
+            if context:
+                click.echo(f"{'':<14}{term}: {context}")
+    if trial.removed:
+        click.echo("removed by the filters:")
+    for sp, removed in trial.removed:
+        p = sp.paper
+        day = p.daily_date.isoformat() if p.daily_date else "?"
+        click.echo(f"{p.id:<12} {day}  {p.upvotes:>4}^  {p.title}")
+        click.echo(f"{'':<12} matched: {', '.join(removed.terms)}; removed by {removed.detail}")
     click.echo(trial.summary())
 
 

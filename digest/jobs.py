@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -51,7 +51,7 @@ from digest.source.parse import parse_any, parse_page
 from digest.store import Store
 from digest.store.meta import note_operator, operator_noted
 from digest.store.readers import Ledger, active_subscribers, list_subscribers, unknown_topics
-from digest.topics import Matcher
+from digest.topics import Removed, explain_topic
 
 log = logging.getLogger("digest.pipeline")
 DAILY = "daily"  # the runs of fetch_job (scheduler, `digest fetch`, `digest run`)
@@ -536,7 +536,8 @@ def _describe(error: DigestError) -> str:
 
 @dataclass(frozen=True)
 class TopicTrial:
-    """What a topic would have taken from the stored papers of the last `days` days."""
+    """What a topic would have taken from the stored papers of the last `days` days, and
+    what its filters removed."""
 
     topic: TopicConfig
     days: int
@@ -544,13 +545,27 @@ class TopicTrial:
     total: int  # papers in the window
     matches: list[tuple[StoredPaper, TopicMatch]]
     label: str = ""  # how the summary names the topic; default "topic 'name'"
+    removed: list[tuple[StoredPaper, Removed]] = field(default_factory=list)
+
+    def removed_counts(self) -> dict[str, int]:
+        """Return filter -> how many papers it removed (only filters that removed some)."""
+        counts: dict[str, int] = {}
+        for _, r in self.removed:
+            counts[r.filter] = counts.get(r.filter, 0) + 1
+        return counts
 
     def summary(self) -> str:
-        """One line: how many of the window's papers the topic would match."""
-        return (
+        """One line: how many of the window's papers the topic would match, and what each
+        filter removed."""
+        line = (
             f"{len(self.matches)} of {self.total} papers in the last {self.days} days "
             f"would match {self.label or f'topic {self.topic.name!r}'}"
         )
+        counts = self.removed_counts()
+        if counts:
+            shown = ", ".join(f"{f} {n}" for f, n in counts.items())
+            line += f"; the filters removed {len(self.removed)} more ({shown})"
+        return line
 
 
 def try_topic(
@@ -561,7 +576,9 @@ def try_topic(
     today: date | None = None,
     label: str = "",
 ) -> TopicTrial:
-    """Return the stored papers of the last `days` days that `topic` matches, with terms.
+    """Return the stored papers of the last `days` days that `topic` matches, with terms,
+    and those its terms took but a filter (exclude, has_code, min_upvotes, min_stars)
+    removed.
 
     The window takes a paper whose daily-list day OR first-seen time falls in it, so
     papers just stored from an old capture count as recent (they are new to us).
@@ -571,13 +588,18 @@ def try_topic(
         raise DigestError(f"--days must be at least 1, not {days}")
     today = today or now_utc().date()
     since = today - timedelta(days=days - 1)  # today counts as one of the days
-    matcher = Matcher([topic])
     stored = store.papers(since=since)
-    matches: list[tuple[StoredPaper, TopicMatch]] = []
-    for sp in stored:
-        for m in matcher.match(sp.paper):
-            matches.append((sp, m))
-    return TopicTrial(topic, days, since, len(stored), matches, label)
+    by_id = {sp.paper.id: sp for sp in stored}
+    taken, removed = explain_topic(topic, [sp.paper for sp in stored])
+    return TopicTrial(
+        topic,
+        days,
+        since,
+        len(stored),
+        [(by_id[p.id], m) for p, m in taken],
+        label,
+        [(by_id[r.paper.id], r) for r in removed],
+    )
 
 
 # -- preview (`digest preview`) -------------------------------------------------------

@@ -307,3 +307,69 @@ def term_context(paper: Paper, term: str, width: int = CONTEXT_CHARS) -> str:
             end = space if space >= 0 else end
         return ("… " if start > 0 else "") + text[start:end] + (" …" if end < len(text) else "")
     return ""
+
+
+# -- what a topic's filters removed (`digest topics test`) ---------------------------
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A paper the topic's terms took but a filter removed, and which filter."""
+
+    paper: Paper
+    terms: tuple[str, ...]  # the terms that hit
+    filter: str  # "exclude", "has_code", "min_upvotes" or "min_stars"
+    detail: str  # e.g. "exclude 'attack success rate': … the attack success rate (ASR) …"
+
+
+def explain_topic(
+    topic: TopicConfig, papers: Iterable[Paper]
+) -> tuple[list[tuple[Paper, TopicMatch]], list[Removed]]:
+    """Return (the papers `topic` takes with their match, those its terms took but a
+    filter removed, with the first filter that did, in the order exclude, has_code,
+    min_upvotes, min_stars).
+
+    Raises ConfigError for a term with no letters or digits.
+    """
+    loose = TopicConfig(
+        name=topic.name,
+        keywords=topic.keywords,
+        phrases=topic.phrases,
+        fields=topic.fields,
+        authors=topic.authors,
+        organizations=topic.organizations,
+    )
+    terms_only = Matcher([loose])
+    exclusions = [
+        (text, Matcher([TopicConfig(name=topic.name, keywords=[text], fields=topic.fields)]))
+        for text in topic.exclude
+    ]
+    taken: list[tuple[Paper, TopicMatch]] = []
+    removed: list[Removed] = []
+    for paper in papers:
+        hit = terms_only.match(paper)
+        if not hit:
+            continue
+        terms = hit[0].terms
+        why = _filtered_by(topic, paper, exclusions)
+        if why is None:
+            taken.append((paper, hit[0]))
+        else:
+            removed.append(Removed(paper, terms, *why))
+    return taken, removed
+
+
+def _filtered_by(
+    topic: TopicConfig, paper: Paper, exclusions: Sequence[tuple[str, Matcher]]
+) -> tuple[str, str] | None:
+    for text, matcher in exclusions:
+        if matcher.match(paper):
+            context = term_context(paper, text)
+            return "exclude", f"exclude {text!r}" + (f": {context}" if context else "")
+    if topic.has_code and not paper.github_repo:
+        return "has_code", "has_code: no GitHub repository"
+    if paper.upvotes < topic.min_upvotes:
+        return "min_upvotes", f"min_upvotes {topic.min_upvotes}: {paper.upvotes} upvotes"
+    if (paper.github_stars or 0) < topic.min_stars:
+        return "min_stars", f"min_stars {topic.min_stars}: {paper.github_stars or 0} stars"
+    return None
