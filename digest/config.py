@@ -34,6 +34,7 @@ DEFAULT_CONFIG_NAME = "config.toml"
 CONTAINER_CONFIG = "/config/config.toml"
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FREQUENCIES = ("daily", "weekly")  # how often a reader gets the digest
 TOPIC_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -132,6 +133,7 @@ class EmailConfig:
 class SubscriberConfig:
     email: str
     topics: list[str] = field(default_factory=list)
+    frequency: str = "daily"  # "daily" or "weekly" (on schedule.weekly_day)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class ScheduleConfig:
     send_days: list[str] = field(
         default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
     )
+    weekly_day: str = "mon"  # the day weekly readers get their week's edition
     jitter: int = 30  # seconds of random delay on each fire
     misfire_grace: int = 3600  # seconds late a fire may still run (missed ones coalesce)
     catch_up: bool = True  # on start, run what the downtime missed (once)
@@ -661,6 +664,12 @@ def _validate(config: Config, loader: _Loader) -> None:
             normalize_address(sub.email)
         except DigestError as e:
             loader.report(str(e), ("subscribers", i), "email")
+        if sub.frequency not in FREQUENCIES:
+            loader.report(
+                f"{sub.frequency!r}: must be one of {', '.join(FREQUENCIES)}",
+                ("subscribers", i),
+                "frequency",
+            )
         for name in sub.topics:
             if name not in known and not loader.broken_topics:
                 loader.report(
@@ -777,6 +786,18 @@ def _validate_schedule(config: Config, loader: _Loader) -> None:
     if not days or any(d not in WEEKDAYS for d in days):
         loader.report(
             f"{s.send_days!r}: give day names from {', '.join(WEEKDAYS)}", loc, "send_days"
+        )
+    weekly = s.weekly_day.strip().lower()[:3]
+    if weekly not in WEEKDAYS:
+        loader.report(
+            f"{s.weekly_day!r}: give a day name from {', '.join(WEEKDAYS)}", loc, "weekly_day"
+        )
+    elif days and all(d in WEEKDAYS for d in days) and weekly not in days:
+        loader.report(
+            f"{s.weekly_day!r} is not one of send_days ({', '.join(days)}): weekly readers "
+            "would never get their edition",
+            loc,
+            "weekly_day",
         )
 
 

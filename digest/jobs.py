@@ -30,6 +30,7 @@ from digest.addresses import address_key
 from digest.clock import local_today, now_utc, today_utc
 from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.digest import Progress, SendReport, send_digests
+from digest.deliver.editions import edition_render
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
 from digest.lock import RunLock, lock_path_for
@@ -43,7 +44,6 @@ from digest.models import (
     SubscriberStatus,
     TopicMatch,
 )
-from digest.render.email import DigestRenderer
 from digest.render.feed import FeedReport, write_feed_files
 from digest.source.fetch import Fetcher, make_client
 from digest.source.listing import api_params_for, fetch_api, fetch_listing, page_url_for_day
@@ -661,7 +661,8 @@ def preview(config: Config, store: Store, address: str, day: date | None, out_di
     if isinstance(subscriber, str):
         return Preview(day, address, None, None, subscriber)
     papers = store.digest_papers(day, today=today)
-    message = DigestRenderer(config, papers, day).render(subscriber)
+    # The reader's edition as the send makes it: a weekly reader's week, from the ledger.
+    message = edition_render(config, store, day, papers, [subscriber]).render(subscriber)
     if message is None:
         followed = subscriber.topics or subscriber.keywords
         why = (

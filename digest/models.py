@@ -178,3 +178,4 @@ class Subscriber:
     token: str = ""  # signed token for the unsubscribe / preferences links
     keywords: str = ""  # free keywords from the subscribe form: a personal topic
     preferences_token: str = ""  # signed token for the preferences link (its own kind)
+    frequency: str = "daily"  # "daily" or "weekly"

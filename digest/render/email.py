@@ -158,10 +158,11 @@ class Group:
 @dataclass(frozen=True)
 class Edition:
     """What one reader's email covers: its papers (ids from the renderer's pool) and the
-    first day it covers (None: the renderer's day only; a weekly edition: its first day)."""
+    first day it covers (None: the renderer's day only)."""
 
     paper_ids: frozenset[str]
     first_day: date | None = None
+    weekly: bool = False  # a weekly reader's edition (the wording says "this week")
 
 
 @dataclass
@@ -403,7 +404,7 @@ class DigestRenderer:
 
     def _more_url(self, topic: str, edition: Edition | None) -> str:
         if edition is not None and edition.first_day is not None:
-            return f"{self.base_url}/archive"  # a week: the list of every day's page
+            return f"{self.base_url}/archive"  # several days: the list of every day's page
         url = f"{self.base_url}/archive/{self.day.isoformat()}"
         if topic and not topic.startswith("~"):
             url += f"?topic={quote(topic, safe='')}"
@@ -497,7 +498,7 @@ class DigestRenderer:
         followed = [self.topics[n][1].display_title for n in in_order]
         count = sum(g.count for g in groups)
         shown = sum(len(g.cards) + len(g.lines) for g in groups)
-        weekly = edition is not None and edition.first_day is not None
+        weekly = edition is not None and edition.weekly
         total = len(edition.paper_ids) if edition is not None else len(self.papers)
         return {
             "day": self.day,
@@ -516,6 +517,7 @@ class DigestRenderer:
             "feeds_url": f"{self.base_url}/feeds/",
             "archive_url": f"{self.base_url}/archive",
             "day_url": f"{self.base_url}/archive/{self.day.isoformat()}",
+            "more_url": self._more_url("", edition),
             "home_url": f"{self.base_url}/",
             "archive": False,
         }
@@ -525,8 +527,9 @@ class DigestRenderer:
         if edition is not None and edition.first_day is not None:
             first = edition.first_day
             if long:
-                return f"The week of {first.day} {first:%B} to {day.day} {day:%B %Y}"
-            return f"week to {day.day} {day:%b}"
+                what = "The week of" if edition.weekly else "From"
+                return f"{what} {first.day} {first:%B} to {day.day} {day:%B %Y}"
+            return f"{'week' if edition.weekly else 'days'} to {day.day} {day:%b}"
         if long:
             return f"{day.strftime('%A')}, {day.day} {day:%B %Y}"
         return f"{day.day} {day:%b}"

@@ -136,10 +136,26 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
 
 
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    """Daily or weekly readers (issue 14).
+
+    - subscribers.frequency: "daily" or "weekly".
+    - deliveries.covers_from: the first edition day a message covered when it covered more
+      than its own day (a weekly edition, or a daily one catching up after a switch from
+      weekly); NULL: its own day only. Each paper is in one edition (papers.digest_day), so
+      a reader's covered days, never overlapping and never leaving a gap, mean each paper
+      once.
+    """
+    db.execute("ALTER TABLE subscribers ADD COLUMN frequency TEXT NOT NULL DEFAULT 'daily'")
+    db.execute("ALTER TABLE deliveries ADD COLUMN covers_from TEXT")
+    db.execute("CREATE INDEX deliveries_email_day ON deliveries (email, day)")
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     _migrate_2,
     _migrate_3,
     _migrate_4,
+    _migrate_5,
 ]
