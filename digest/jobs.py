@@ -15,7 +15,9 @@ and `digest preview` (both read only, so no lock).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import logging
 import re
 import threading
@@ -600,6 +602,42 @@ def try_topic(
         label,
         [(by_id[r.paper.id], r) for r in removed],
     )
+
+
+# -- many readers at once (`digest subscribers import`) ---------------------------------
+
+CSV_COLUMNS = ("email", "topics", "frequency")
+
+
+def read_subscribers_csv(path: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """Return (line number, {column: value}) for each row of a subscribers CSV file.
+
+    The first line names the columns (email, and optionally topics and frequency, in any
+    order); a file without that header is read as email, topics, frequency. Raises
+    DigestError naming the file when it cannot be read or names an unknown column.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DigestError(f"{path}: cannot read the file: {e}") from None
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines:
+        return []
+    header = [c.strip().lower() for c in lines[0]]
+    start = 1
+    if "email" not in header:
+        header, start = list(CSV_COLUMNS), 0
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown:
+        raise DigestError(
+            f"{path}: line 1: unknown column {unknown[0]!r} (columns: {', '.join(CSV_COLUMNS)})"
+        )
+    out: list[tuple[int, dict[str, str]]] = []
+    for n, cells in enumerate(lines[start:], start=start + 1):
+        if not any(c.strip() for c in cells):
+            continue
+        out.append((n, dict(zip(header, cells, strict=False))))
+    return out
 
 
 # -- preview (`digest preview`) -------------------------------------------------------

@@ -408,6 +408,13 @@ class Ledger:
                 [(first.isoformat(), a, day.isoformat()) for a, first in covers.items()],
             )
 
+    def last_sent(self) -> dict[str, Delivery]:
+        """Return address_key -> the reader's latest delivery the server accepted."""
+        rows = self.store.db.query(
+            "SELECT * FROM deliveries WHERE status = 'sent' ORDER BY day, sent"
+        )
+        return {address_key(r["email"]): _delivery(r) for r in rows}
+
     def queue(self, day: date, addresses: Iterable[str]) -> None:
         """Record the day's batch as queued (rows already there keep their state)."""
         stamp = _stamp()
