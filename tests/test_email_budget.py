@@ -147,3 +147,15 @@ def test_fragments_rendered_once_per_paper(renderers: dict[str, DigestRenderer])
     made = set(renderer._fragments)
     renderer.render(Subscriber("again@example.net", ("llm",), "t"))
     assert set(renderer._fragments) == made
+
+
+def test_a_small_topic_beside_a_big_one_keeps_a_line() -> None:
+    """Three topics on a 7-day edition: 'Agents' has 6 papers, outranked by 'Language
+    models' (98); its best paper still goes in the email, as a line, the total the same."""
+    renderer = DigestRenderer(config(), CASES["7-day first edition"], EDITION_DAY)
+    groups, _, _ = renderer.groups(READERS["three topics"])
+    small = min(groups, key=lambda g: g.count)
+    assert small.count < 10 and small.cards + small.lines
+    assert sum(len(g.cards) for g in groups) == 12
+    assert sum(len(g.lines) for g in groups) == 40
+    assert sum(len(g.cards) + len(g.lines) + g.more for g in groups) == sum(g.count for g in groups)

@@ -381,6 +381,7 @@ class DigestRenderer:
         """
         full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
         chosen = self.selected(topics, edition)
+        shown = _shown(chosen, full, listed)
         by_topic: dict[str, Group] = {}
         parts: dict[str, tuple[str, str]] = {}
         for n, (paper, mine) in enumerate(chosen):
@@ -390,7 +391,7 @@ class DigestRenderer:
                 title = self.topics[name][1].display_title if name else ALL_PAPERS
                 group = by_topic[name] = Group(name, title, more_url=self._more_url(name, edition))
             group.count += 1
-            if n >= full + listed:
+            if n not in shown:
                 group.more += 1
                 continue
             if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
@@ -563,6 +564,41 @@ class DigestRenderer:
 
 
 OVERVIEW_TITLES = 3  # top titles per topic in the overview
+
+
+def _shown(chosen: Sequence[tuple[Paper, list[TopicMatch]]], full: int, listed: int) -> set[int]:
+    """Return the rank positions that go in the email: the best `full` (as cards) and the
+    next `listed` (as lines), except that a topic none of whose papers made it gets its
+    best paper as a line, in place of the last line of a topic that keeps at least one:
+    a reader of a small topic next to a big one still sees it in the email."""
+    limit = full + listed
+    shown = set(range(min(limit, len(chosen))))
+    if len(chosen) <= limit or not listed:
+        return shown
+
+    def topic(n: int) -> str:
+        mine = chosen[n][1]
+        return mine[0].topic if mine else ""
+
+    per_topic: dict[str, int] = {}
+    firsts: dict[str, int] = {}
+    for n in range(len(chosen)):
+        firsts.setdefault(topic(n), n)
+        if n in shown:
+            per_topic[topic(n)] = per_topic.get(topic(n), 0) + 1
+    for name, n in sorted(firsts.items(), key=lambda item: item[1]):
+        if n in shown:
+            continue
+        for m in sorted((m for m in shown if m >= full), reverse=True):
+            if per_topic[topic(m)] > 1:
+                shown.remove(m)
+                per_topic[topic(m)] -= 1
+                shown.add(n)
+                per_topic[name] = 1
+                break
+    return shown
+
+
 SUBJECT_MAX = 120
 
 
