@@ -143,7 +143,10 @@ def test_fragments_rendered_once_per_paper(renderers: dict[str, DigestRenderer])
     for i in range(30):
         topics = (("llm",), ("agents",), ("llm", "vision"))[i % 3]
         assert renderer.render(Subscriber(f"r{i}@example.net", topics, f"t{i}")) is not None
-    assert len(renderer._fragments) < 3 * 52  # three topic sets' worth, not thirty
+    # One card or line per paper shown, whoever it was shown to, not one per reader.
+    cards = [pid for pid, full in renderer._fragments if full]
+    assert len(cards) == len(set(cards)) <= 3 * 12
+    assert len(renderer._chips) <= 3 * 12  # a "why" line per (paper, reader's topics)
     made = set(renderer._fragments)
     renderer.render(Subscriber("again@example.net", ("llm",), "t"))
     assert set(renderer._fragments) == made

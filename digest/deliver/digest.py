@@ -200,7 +200,7 @@ def send_digests(
         # editions too; the ledger keeps where each starts.
         by_edition = edition_render(config, store, day, papers, todo)
         ledger.cover(day, by_edition.covers())
-        if not papers and not by_edition.covers():
+        if not by_edition.days:  # no edition any reader's email takes has a paper
             nothing_today = f"no new papers for {day.isoformat()}"
         render = by_edition.render
 

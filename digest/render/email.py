@@ -21,6 +21,7 @@ import hashlib
 import re
 import secrets
 import textwrap
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -229,8 +230,12 @@ class DigestRenderer:
         while mark in blob:  # pragma: no cover - 96 random bits
             mark = "pdx" + secrets.token_hex(12)
         self._mark = mark
-        # (paper id, its topics for this reader, full?) -> (mark, text, inlined HTML).
-        self._fragments: dict[tuple[str, tuple[str, ...], bool], tuple[str, str, str]] = {}
+        # (paper id, full?) -> (mark, text, inlined HTML); (paper id, the reader's topics
+        # it is in) -> its "why" line (text, inlined HTML), the least recent dropped first.
+        self._fragments: dict[tuple[str, bool], tuple[str, str, str]] = {}
+        self._chips: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, str]] = OrderedDict()
+        self._chip_mark = mark + "w"
+        self._contexts: dict[tuple[str, str], str] = {}
         self._css = self._stylesheet()
         # Personal topics (keywords typed on the subscribe form): topic name -> paper id
         # -> match, computed once per distinct keyword text, kept apart from the config
@@ -396,7 +401,11 @@ class DigestRenderer:
                 continue
             if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
                 group.top.append((paper.id, one_line(paper.title) or paper.id))
-            mark, text, page = self._fragment(paper, mine, full=n < full)
+            mark, text, page = self._fragment(paper, full=n < full)
+            if n < full:
+                chip_text, chip_html = self._chip(paper, mine)
+                text = text.replace(self._chip_mark + "\n", chip_text, 1)
+                page = page.replace(self._chip_mark, chip_html, 1)
             parts[mark] = (text, page)
             (group.cards if n < full else group.lines).append(mark)
         order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
@@ -411,27 +420,56 @@ class DigestRenderer:
             url += f"?topic={quote(topic, safe='')}"
         return url
 
-    def _fragment(
-        self, paper: Paper, matches: list[TopicMatch], *, full: bool
-    ) -> tuple[str, str, str]:
+    def _fragment(self, paper: Paper, *, full: bool) -> tuple[str, str, str]:
         """Return (mark, text, HTML with the CSS inlined) of the paper's card or line,
-        rendered the first time this paper is shown with these topics and kept."""
-        key = (paper.id, tuple(m.topic for m in matches), full)
+        rendered the first time the paper is shown and kept for the send. A card holds
+        the chip mark where its reader's "why" line goes (see `_chip`)."""
+        key = (paper.id, full)
         found = self._fragments.get(key)
         if found is not None:
             return found
-        view = self._view(paper, matches, why=full)
-        context = {"p": view, "full": full}
+        context = {"p": self._view(paper, []), "part": "card" if full else "line"}
+        context["chip"] = self._chip_mark
         text = self._render(EMAIL_PAPER_TEXT, context).rstrip("\n")
-        text = _wrap_text(text).rstrip("\n")
-        page = self._render(EMAIL_PAPER_HTML, context).strip()
-        try:
-            page = css_inline.inline_fragment(page, self._css)
-        except ValueError as e:  # pragma: no cover - our own stylesheet
-            raise RenderError(f"{EMAIL_STYLE}: cannot inline the stylesheet: {e}") from e
+        text = _wrap_text(text, (self._chip_mark,)).rstrip("\n")
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         mark = f"{self._mark}f{len(self._fragments)}x"
         found = self._fragments[key] = (mark, text, page)
         return found
+
+    def _chip(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str]:
+        """Return (text, inlined HTML) of the paper's "why" line for a reader with these
+        matches: their topics as tags, the terms that hit, each in its context on hover.
+        Small, and one per (paper, reader's topics): kept in a bounded cache, so a send
+        of many distinct topic sets holds a few thousand, not one per reader."""
+        if not matches:
+            return "", ""
+        key = (paper.id, tuple(m.topic for m in matches))
+        found = self._chips.get(key)
+        if found is not None:
+            self._chips.move_to_end(key)
+            return found
+        context = {"p": self._view(paper, matches, why=True), "part": "why", "chip": ""}
+        text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        found = self._chips[key] = (text + "\n", page)
+        if len(self._chips) > CHIP_CACHE:
+            self._chips.popitem(last=False)
+        return found
+
+    def _context_of(self, paper: Paper, term: str) -> str:
+        # One search per (paper, term) and send: many readers' chips share them.
+        key = (paper.id, term)
+        found = self._contexts.get(key)
+        if found is None:
+            found = self._contexts[key] = term_context(paper, term)
+        return found
+
+    def _inline(self, fragment: str) -> str:
+        try:
+            return css_inline.inline_fragment(fragment, self._css)
+        except ValueError as e:  # pragma: no cover - our own stylesheet
+            raise RenderError(f"{EMAIL_STYLE}: cannot inline the stylesheet: {e}") from e
 
     def _view(self, paper: Paper, matches: list[TopicMatch], *, why: bool = False) -> PaperView:
         email = self.config.email
@@ -444,7 +482,7 @@ class DigestRenderer:
         shown_why = ""
         if why and terms:
             shown_why = "; ".join(
-                f"{t}: {ctx}" if (ctx := term_context(paper, t)) else t for t in terms
+                f"{t}: {ctx}" if (ctx := self._context_of(paper, t)) else t for t in terms
             )
         return PaperView(
             id=paper.id,
@@ -564,6 +602,7 @@ class DigestRenderer:
 
 
 OVERVIEW_TITLES = 3  # top titles per topic in the overview
+CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
 
 
 def _shown(chosen: Sequence[tuple[Paper, list[TopicMatch]]], full: int, listed: int) -> set[int]:
