@@ -8,7 +8,9 @@ import dataclasses
 import re
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import pytest
 import time_machine
 
 from digest.config import Config, EmailConfig, FeedsConfig, ScheduleConfig
@@ -136,3 +138,18 @@ def test_first_edition_rules() -> None:
     assert first_edition(daily, day, sent(day - timedelta(days=3))) == day  # a missed day
     back = sent(day - timedelta(days=3), covers_from=day - timedelta(days=9))
     assert first_edition(daily, day, back) == day - timedelta(days=2)  # after a weekly one
+
+
+def test_weekly_config_is_checked(tmp_path: Path) -> None:
+    from digest.config import ConfigProblems, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[schedule]\nsend_days = ["mon", "tue"]\nweekly_day = "sun"\n'
+        '[[subscribers]]\nemail = "a@example.org"\nfrequency = "hourly"\n'
+    )
+    with pytest.raises(ConfigProblems) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "weekly_day" in text and "'sun' is not one of send_days (mon, tue)" in text
+    assert "'hourly': must be one of daily, weekly" in text
