@@ -195,9 +195,9 @@ def send_digests(
     if render is None:
         # The day's edition: claimed once, so a re-run mails what the first attempt did.
         papers = store.claim_digest(day, today=today)
-        # Imported here: sending to a test renderer must not need the templates.
         # A weekly reader's email (and a daily one's just back from weekly) holds earlier
-        # editions too; the ledger keeps where each starts.
+        # editions too; the ledger keeps where each starts. (edition_render imports the
+        # renderer only now: sending to a test renderer must not need the templates.)
         by_edition = edition_render(config, store, day, papers, todo)
         ledger.cover(day, by_edition.covers())
         if not by_edition.days:  # no edition any reader's email takes has a paper
