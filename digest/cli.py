@@ -256,27 +256,50 @@ def subscribers() -> None:
 @subscribers.command(name="add")
 @click.argument("address")
 @click.option("--topics", default="", metavar="A,B", help="Topic names (default: every paper).")
+@click.option(
+    "--weekly", is_flag=True, help="The week's papers on schedule.weekly_day, not every day."
+)
 @click.pass_obj
-def subscribers_add(state: State, address: str, topics: str) -> None:
+def subscribers_add(state: State, address: str, topics: str, weekly: bool) -> None:
     """Subscribe ADDRESS (or re-subscribe it with new topics)."""
     from digest.store.readers import add_subscriber
 
+    frequency = "weekly" if weekly else "daily"
     with state.store() as store:
-        row = add_subscriber(state.config, store, address, topics.split(","))
-    click.echo(f"subscribed {row.email}: {', '.join(row.topics) or 'every paper'}")
+        row = add_subscriber(state.config, store, address, topics.split(","), frequency)
+    chosen = ", ".join(row.topics) or "every paper"
+    click.echo(f"subscribed {row.email}: {chosen}" + (" (weekly)" if weekly else ""))
 
 
 @subscribers.command(name="list")
 @click.pass_obj
 def subscribers_list(state: State) -> None:
-    """List subscribers from the config and the database, with their topics and status."""
+    """List subscribers from the config and the database: address, status, where the
+    entry lives, topics, frequency, keywords and last delivery."""
+    from digest.addresses import address_key
     from digest.models import SubscriberStatus
-    from digest.store.readers import list_subscribers
+    from digest.store.readers import Ledger, list_subscribers
+
+    def one_line(text: str) -> str:
+        return " ".join(text.split())
 
     with state.store() as store:
         rows = list_subscribers(state.config, store)
+        last = Ledger(store).last_sent()
+    # One reader a line, tab-separated (for cut and awk): address, status, source,
+    # topics ("*": every paper), frequency, keywords ("-": none), last delivery.
     for r in rows:
-        click.echo(f"{r.email}\t{r.status}\t{r.source}\t{','.join(r.topics) or '*'}")
+        sent = last.get(address_key(r.email))
+        cells = (
+            r.email if r.email.isprintable() else ascii(r.email),
+            str(r.status),
+            r.source,
+            ",".join(r.topics) or "*",
+            r.frequency,
+            one_line(r.keywords) or "-",
+            f"last sent {sent.day.isoformat()}" if sent else "never sent",
+        )
+        click.echo("\t".join(cells))
     active = sum(1 for r in rows if r.status == SubscriberStatus.ACTIVE)
     bouncing = sum(1 for r in rows if r.status == SubscriberStatus.BOUNCING)
     note = f" ({bouncing} bouncing: not mailed, see `digest subscribers activate`)"
@@ -293,6 +316,25 @@ def subscribers_activate(state: State, address: str) -> None:
     with state.store() as store:
         row, cleared = activate_subscriber(state.config, store, address)
     click.echo(f"{row.email} is active: {cleared} days of bounces cleared")
+
+
+@subscribers.command(name="import")
+@click.argument("csv_file", metavar="FILE.csv", type=click.Path(dir_okay=False))
+@click.pass_obj
+def subscribers_import(state: State, csv_file: str) -> None:
+    """Add the readers of FILE.csv (columns email, topics, frequency; a header line first)
+    in one transaction; say which rows were refused and why."""
+    from digest.jobs import read_subscribers_csv
+    from digest.store.readers import import_subscribers
+
+    rows = read_subscribers_csv(csv_file)
+    with state.store() as store:
+        report = import_subscribers(state.config, store, rows)
+    for line, address, why in report.refused:
+        click.echo(f"{csv_file}:{line}: refused {address or '(no address)'}: {why}", err=True)
+    click.echo(report.summary())
+    if report.refused:
+        sys.exit(1)
 
 
 @subscribers.command(name="remove")
@@ -420,11 +462,24 @@ def topics_test(state: State, name: str | None, keywords: str | None, days: int)
         raise DigestError(f"--keywords {e}") from None  # the library names the value
     with state.store() as store:
         trial = try_topic(store, topic, days=days, label="--keywords" if keywords else "")
+    from digest.topics import term_context
+
     for sp, match in trial.matches:
         p = sp.paper
         day = p.daily_date.isoformat() if p.daily_date else "?"
         click.echo(f"{p.id:<12} {day}  {p.upvotes:>4}^  {p.title}")
         click.echo(f"{'':<12} matched: {', '.join(match.terms)}")
+        for term in match.terms:
+            context = term_context(p, term)
+            if context:
+                click.echo(f"{'':<14}{term}: {context}")
+    if trial.removed:
+        click.echo("removed by the filters:")
+    for sp, removed in trial.removed:
+        p = sp.paper
+        day = p.daily_date.isoformat() if p.daily_date else "?"
+        click.echo(f"{p.id:<12} {day}  {p.upvotes:>4}^  {p.title}")
+        click.echo(f"{'':<12} matched: {', '.join(removed.terms)}; removed by {removed.detail}")
     click.echo(trial.summary())
 
 

@@ -34,6 +34,7 @@ DEFAULT_CONFIG_NAME = "config.toml"
 CONTAINER_CONFIG = "/config/config.toml"
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FREQUENCIES = ("daily", "weekly")  # how often a reader gets the digest
 TOPIC_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -147,6 +148,10 @@ class EmailConfig:
     subject_prefix: str = "Daily Papers"
     from_name: str = ""  # From's display name; default: smtp.sender's name, else feeds.title
     abstract_chars: int = 600  # abstracts are trimmed at a sentence boundary near this
+    # The budget of one email: the best max_full papers in full, the next max_listed as one
+    # line each, the rest counted with a link to the web page (under 90 KB of HTML).
+    max_full: int = 12
+    max_listed: int = 40
     use_ai_summary: bool = False
     no_topics_gets: str = "everything"  # "everything" or "nothing"
     send_when_empty: bool = False  # mail a subscriber whose topics matched nothing today
@@ -158,6 +163,7 @@ class EmailConfig:
 class SubscriberConfig:
     email: str
     topics: list[str] = field(default_factory=list)
+    frequency: str = "daily"  # "daily" or "weekly" (on schedule.weekly_day)
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,7 @@ class ScheduleConfig:
     send_days: list[str] = field(
         default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
     )
+    weekly_day: str = "mon"  # the day weekly readers get their week's edition
     jitter: int = 30  # seconds of random delay on each fire
     misfire_grace: int = 3600  # seconds late a fire may still run (missed ones coalesce)
     catch_up: bool = True  # on start, run what the downtime missed (once)
@@ -267,6 +274,8 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("bounces", "poll_minutes"): (1, 1440, False),
     ("bounces", "timeout"): (0, 600, True),
     ("email", "abstract_chars"): (0, 100_000, False),
+    ("email", "max_full"): (0, 500, False),
+    ("email", "max_listed"): (0, 2000, False),
     ("schedule", "jitter"): (0, 3600, False),
     ("schedule", "misfire_grace"): (0, 86_400, False),
     ("schedule", "retries"): (0, 100, False),
@@ -744,6 +753,12 @@ def _validate(config: Config, loader: _Loader) -> None:
             normalize_address(sub.email)
         except DigestError as e:
             loader.report(str(e), ("subscribers", i), "email")
+        if sub.frequency not in FREQUENCIES:
+            loader.report(
+                f"{sub.frequency!r}: must be one of {', '.join(FREQUENCIES)}",
+                ("subscribers", i),
+                "frequency",
+            )
         for name in sub.topics:
             if name not in known and not loader.broken_topics:
                 loader.report(
@@ -880,6 +895,18 @@ def _validate_schedule(config: Config, loader: _Loader) -> None:
     if not days or any(d not in WEEKDAYS for d in days):
         loader.report(
             f"{s.send_days!r}: give day names from {', '.join(WEEKDAYS)}", loc, "send_days"
+        )
+    weekly = s.weekly_day.strip().lower()[:3]
+    if weekly not in WEEKDAYS:
+        loader.report(
+            f"{s.weekly_day!r}: give a day name from {', '.join(WEEKDAYS)}", loc, "weekly_day"
+        )
+    elif days and all(d in WEEKDAYS for d in days) and weekly not in days:
+        loader.report(
+            f"{s.weekly_day!r} is not one of send_days ({', '.join(days)}): weekly readers "
+            "would never get their edition",
+            loc,
+            "weekly_day",
         )
 
 

@@ -15,14 +15,16 @@ and `digest preview` (both read only, so no lock).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from digest.clock import local_today, now_utc, today_utc
 from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.bounces import PollReport, poll_mailbox
 from digest.deliver.digest import Progress, SendReport, send_digests
+from digest.deliver.editions import edition_render
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
 from digest.lock import RunLock, lock_path_for
@@ -44,7 +47,6 @@ from digest.models import (
     SubscriberStatus,
     TopicMatch,
 )
-from digest.render.email import DigestRenderer
 from digest.render.feed import FeedReport, write_feed_files
 from digest.source.fetch import Fetcher, make_client
 from digest.source.listing import api_params_for, fetch_api, fetch_listing, page_url_for_day
@@ -52,7 +54,7 @@ from digest.source.parse import parse_any, parse_page
 from digest.store import Store
 from digest.store.meta import note_operator, operator_noted
 from digest.store.readers import Ledger, active_subscribers, list_subscribers, unknown_topics
-from digest.topics import Matcher
+from digest.topics import Removed, explain_topic
 
 log = logging.getLogger("digest.pipeline")
 DAILY = "daily"  # the runs of fetch_job (scheduler, `digest fetch`, `digest run`)
@@ -544,7 +546,8 @@ def _describe(error: DigestError) -> str:
 
 @dataclass(frozen=True)
 class TopicTrial:
-    """What a topic would have taken from the stored papers of the last `days` days."""
+    """What a topic would have taken from the stored papers of the last `days` days, and
+    what its filters removed."""
 
     topic: TopicConfig
     days: int
@@ -552,13 +555,27 @@ class TopicTrial:
     total: int  # papers in the window
     matches: list[tuple[StoredPaper, TopicMatch]]
     label: str = ""  # how the summary names the topic; default "topic 'name'"
+    removed: list[tuple[StoredPaper, Removed]] = field(default_factory=list)
+
+    def removed_counts(self) -> dict[str, int]:
+        """Return filter -> how many papers it removed (only filters that removed some)."""
+        counts: dict[str, int] = {}
+        for _, r in self.removed:
+            counts[r.filter] = counts.get(r.filter, 0) + 1
+        return counts
 
     def summary(self) -> str:
-        """One line: how many of the window's papers the topic would match."""
-        return (
+        """One line: how many of the window's papers the topic would match, and what each
+        filter removed."""
+        line = (
             f"{len(self.matches)} of {self.total} papers in the last {self.days} days "
             f"would match {self.label or f'topic {self.topic.name!r}'}"
         )
+        counts = self.removed_counts()
+        if counts:
+            shown = ", ".join(f"{f} {n}" for f, n in counts.items())
+            line += f"; the filters removed {len(self.removed)} more ({shown})"
+        return line
 
 
 def try_topic(
@@ -569,7 +586,9 @@ def try_topic(
     today: date | None = None,
     label: str = "",
 ) -> TopicTrial:
-    """Return the stored papers of the last `days` days that `topic` matches, with terms.
+    """Return the stored papers of the last `days` days that `topic` matches, with terms,
+    and those its terms took but a filter (exclude, has_code, min_upvotes, min_stars)
+    removed.
 
     The window takes a paper whose daily-list day OR first-seen time falls in it, so
     papers just stored from an old capture count as recent (they are new to us).
@@ -579,13 +598,54 @@ def try_topic(
         raise DigestError(f"--days must be at least 1, not {days}")
     today = today or now_utc().date()
     since = today - timedelta(days=days - 1)  # today counts as one of the days
-    matcher = Matcher([topic])
     stored = store.papers(since=since)
-    matches: list[tuple[StoredPaper, TopicMatch]] = []
-    for sp in stored:
-        for m in matcher.match(sp.paper):
-            matches.append((sp, m))
-    return TopicTrial(topic, days, since, len(stored), matches, label)
+    by_id = {sp.paper.id: sp for sp in stored}
+    taken, removed = explain_topic(topic, [sp.paper for sp in stored])
+    return TopicTrial(
+        topic,
+        days,
+        since,
+        len(stored),
+        [(by_id[p.id], m) for p, m in taken],
+        label,
+        [(by_id[r.paper.id], r) for r in removed],
+    )
+
+
+# -- many readers at once (`digest subscribers import`) ---------------------------------
+
+CSV_COLUMNS = ("email", "topics", "frequency")
+
+
+def read_subscribers_csv(path: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """Return (line number, {column: value}) for each row of a subscribers CSV file.
+
+    The first line names the columns (email, and optionally topics and frequency, in any
+    order); a file without that header is read as email, topics, frequency. Raises
+    DigestError naming the file when it cannot be read or names an unknown column.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DigestError(f"{path}: cannot read the file: {e}") from None
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines:
+        return []
+    header = [c.strip().lower() for c in lines[0]]
+    start = 1
+    if "email" not in header:
+        header, start = list(CSV_COLUMNS), 0
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown:
+        raise DigestError(
+            f"{path}: line 1: unknown column {unknown[0]!r} (columns: {', '.join(CSV_COLUMNS)})"
+        )
+    out: list[tuple[int, dict[str, str]]] = []
+    for n, cells in enumerate(lines[start:], start=start + 1):
+        if not any(c.strip() for c in cells):
+            continue
+        out.append((n, dict(zip(header, cells, strict=False))))
+    return out
 
 
 # -- preview (`digest preview`) -------------------------------------------------------
@@ -647,7 +707,8 @@ def preview(config: Config, store: Store, address: str, day: date | None, out_di
     if isinstance(subscriber, str):
         return Preview(day, address, None, None, subscriber)
     papers = store.digest_papers(day, today=today)
-    message = DigestRenderer(config, papers, day).render(subscriber)
+    # The reader's edition as the send makes it: a weekly reader's week, from the ledger.
+    message = edition_render(config, store, day, papers, [subscriber]).render(subscriber)
     if message is None:
         followed = subscriber.topics or subscriber.keywords
         why = (

@@ -181,6 +181,7 @@ class Subscriber:
     token: str = ""  # signed token for the unsubscribe / preferences links
     keywords: str = ""  # free keywords from the subscribe form: a personal topic
     preferences_token: str = ""  # signed token for the preferences link (its own kind)
+    frequency: str = "daily"  # "daily" or "weekly"
     # The reader's unsubscribe mailto (unsubscribe+<tag>@domain) and envelope sender
     # (bounces+<tag>@domain); "" when no bounces mailbox is configured.
     unsubscribe_mailto: str = ""

@@ -264,3 +264,112 @@ def parse_keywords(text: str, *, name: str = "keywords") -> TopicConfig:
     if problems or not (keywords or phrases):
         raise KeywordsError(text, problems[0] if problems else "no terms")
     return TopicConfig(name=name, keywords=keywords, phrases=phrases)
+
+
+# -- why a paper matched: the term in its context ------------------------------------
+
+CONTEXT_CHARS = 40  # characters of text kept on each side of a matched term
+
+
+def _term_pattern(term: str) -> re.Pattern[str] | None:
+    """A regex finding `term` as the matcher does, on the raw text: its words in a row,
+    case-insensitive, anything not a letter or digit between them, the last word a prefix
+    when the term ends with "*". Accent folding is not reproduced: such a hit shows no
+    context (the match itself stands)."""
+    tokens, prefix = term_words(term)
+    if not tokens:
+        return None
+    parts = [re.escape(t) for t in tokens]
+    body = r"[\W_]+".join(parts)
+    end = r"\w*" if prefix else r"(?!\w)"
+    return re.compile(rf"(?<!\w){body}{end}", re.IGNORECASE)
+
+
+def term_context(paper: Paper, term: str, width: int = CONTEXT_CHARS) -> str:
+    """Return the first place `term` occurs in the paper's title, abstract, AI summary or
+    AI keywords, with up to `width` characters each side, cut at word boundaries:
+    "… test-time scaling (TTS) improves …". "" when it cannot be found in the raw text
+    (an author or organisation match, or a hit only after accent folding)."""
+    pattern = _term_pattern(term)
+    if pattern is None:
+        return ""
+    for text in (paper.title, paper.abstract, paper.ai_summary or "", ", ".join(paper.ai_keywords)):
+        text = " ".join(text.split())
+        m = pattern.search(text)
+        if m is None:
+            continue
+        start, end = max(m.start() - width, 0), min(m.end() + width, len(text))
+        if start > 0:
+            space = text.find(" ", start, m.start())
+            start = space + 1 if space >= 0 else start
+        if end < len(text):
+            space = text.rfind(" ", m.end(), end)
+            end = space if space >= 0 else end
+        return ("… " if start > 0 else "") + text[start:end] + (" …" if end < len(text) else "")
+    return ""
+
+
+# -- what a topic's filters removed (`digest topics test`) ---------------------------
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A paper the topic's terms took but a filter removed, and which filter."""
+
+    paper: Paper
+    terms: tuple[str, ...]  # the terms that hit
+    filter: str  # "exclude", "has_code", "min_upvotes" or "min_stars"
+    detail: str  # e.g. "exclude 'attack success rate': … the attack success rate (ASR) …"
+
+
+def explain_topic(
+    topic: TopicConfig, papers: Iterable[Paper]
+) -> tuple[list[tuple[Paper, TopicMatch]], list[Removed]]:
+    """Return (the papers `topic` takes with their match, those its terms took but a
+    filter removed, with the first filter that did, in the order exclude, has_code,
+    min_upvotes, min_stars).
+
+    Raises ConfigError for a term with no letters or digits.
+    """
+    loose = TopicConfig(
+        name=topic.name,
+        keywords=topic.keywords,
+        phrases=topic.phrases,
+        fields=topic.fields,
+        authors=topic.authors,
+        organizations=topic.organizations,
+    )
+    terms_only = Matcher([loose])
+    exclusions = [
+        (text, Matcher([TopicConfig(name=topic.name, keywords=[text], fields=topic.fields)]))
+        for text in topic.exclude
+    ]
+    taken: list[tuple[Paper, TopicMatch]] = []
+    removed: list[Removed] = []
+    for paper in papers:
+        hit = terms_only.match(paper)
+        if not hit:
+            continue
+        terms = hit[0].terms
+        why = _filtered_by(topic, paper, exclusions)
+        if why is None:
+            taken.append((paper, hit[0]))
+        else:
+            removed.append(Removed(paper, terms, *why))
+    return taken, removed
+
+
+def _filtered_by(
+    topic: TopicConfig, paper: Paper, exclusions: Sequence[tuple[str, Matcher]]
+) -> tuple[str, str] | None:
+    for text, matcher in exclusions:
+        if matcher.match(paper):
+            context = term_context(paper, text)
+            return "exclude", f"exclude {text!r}" + (f": {context}" if context else "")
+    if topic.has_code and not paper.github_repo:
+        return "has_code", "has_code: no GitHub repository"
+    if paper.upvotes < topic.min_upvotes:
+        return "min_upvotes", f"min_upvotes {topic.min_upvotes}: {paper.upvotes} upvotes"
+    if (paper.github_stars or 0) < topic.min_stars:
+        return "min_stars", f"min_stars {topic.min_stars}: {paper.github_stars or 0} stars"
+    return None

@@ -67,13 +67,16 @@ def what_the_reader_sees(msg: EmailMessage) -> dict[str, object]:
     # Line ends are the transport's: CRLF on the wire, LF in the .eml file.
     text_body = text.get_content().replace("\r\n", "\n")
     html_body = page.get_content().replace("\r\n", "\n")
-    hrefs = [a.attributes.get("href") or "" for a in HTMLParser(html_body).css("h3.title a")]
+    hrefs = [
+        a.attributes.get("href") or "" for a in HTMLParser(html_body).css("h3.title a, p.line a")
+    ]
     return {
         "headers": {
             k: str(msg[k])
             for k in ("From", "To", "Subject", "Message-ID", "List-Id", "List-Unsubscribe")
         },
-        "ids": re.findall(r"arXiv: https://arxiv\.org/abs/(\S+)", text_body),
+        # Every paper's Hugging Face link, once: a card's and a one-line entry's alike.
+        "ids": re.findall(r"https://huggingface\.co/papers/(\S+)", text_body),
         "html_ids": [h.rsplit("/", 1)[-1] for h in hrefs],
         "topics": re.findall(r"^(?:Your topics: .*|You follow no topics.*)$", text_body, re.M),
         "text": text_body,

@@ -35,7 +35,7 @@ PREFS = "YUBleGFtcGxlLm9yZw.prefsDEF123_-xyz"  # the preferences link's own toke
 def sections(page: str) -> list[tuple[str, list[str]]]:
     """[(group heading, [paper titles])] in document order, from the HTML part."""
     out: list[tuple[str, list[str]]] = []
-    for node in HTMLParser(page).css("h2.group, h3.title"):
+    for node in HTMLParser(page).css("h2.group, h3.title, p.line > a"):
         if node.tag == "h2":
             out.append((node.text(strip=True), []))
         else:
@@ -67,7 +67,10 @@ def test_real_day_message(day_papers: tuple[list[StoredPaper], date]) -> None:
     matched = match_topics([sp.paper for sp in papers], TOPICS)
     mine = {pid for pid, ms in matched.items() if {m.topic for m in ms} & {"video", "diffusion"}}
     assert 0 < len(mine) < 13
-    assert msg["Subject"] == f"Daily Papers, {day.isoformat()}: {len(mine)} new papers"
+    subject = str(msg["Subject"])
+    assert subject.startswith(f'Daily Papers, {day.day} {day:%b}: "')
+    assert subject.endswith(f'" and {len(mine) - 1} more on Video, Diffusion')
+    assert len(subject) <= 120 and "\n" not in subject
     assert msg["From"].addresses[0].addr_spec == "digest@papers.example.org"
     assert msg["To"] == "reader@example.net"
     sent = parsedate_to_datetime(msg["Date"])
@@ -152,7 +155,7 @@ def test_no_topics_gets_every_paper(day_papers: tuple[list[StoredPaper], date]) 
     message = DigestRenderer(make_config(), papers, day).render(Subscriber("a@example.net"))
     assert message is not None
     msg = parsed(message)
-    assert msg["Subject"].endswith(": 13 new papers")
+    assert msg["Subject"].endswith('" and 12 more')
     text, page = bodies(msg)
     [(heading, titles)] = sections(page)
     assert heading.startswith(ALL_PAPERS)
@@ -169,7 +172,7 @@ def test_nothing_matched(day_papers: tuple[list[StoredPaper], date]) -> None:
     message = DigestRenderer(make_config(send_when_empty=True), papers, day).render(quiet)
     assert message is not None
     msg = parsed(message)
-    assert msg["Subject"].endswith(": 0 new papers")
+    assert msg["Subject"].endswith(": nothing new on quiet")
     text, _ = bodies(msg)
     assert "None of today's 13 new papers matched your topics." in text
 
@@ -278,13 +281,13 @@ def test_hostile_title_escaped_in_html_intact_in_text() -> None:
     link = HTMLParser(page).css_first("h3.title a")
     assert link.text() == one_line and link.attributes.get("dir") == "auto"
     assert not HTMLParser(page).css("script, b")
-    assert "\n" not in msg["Subject"] and "script" not in msg["Subject"]
+    assert "\n" not in msg["Subject"] and len(msg["Subject"]) <= 120
 
 
 def test_subject_prefix_cannot_break_the_header() -> None:
     msg = hostile_message(prefix="Papers\r\nBcc: victim@example.com")
     assert msg["Bcc"] is None
-    assert msg["Subject"] == "Papers Bcc: victim@example.com, 2024-08-01: 1 new paper"
+    assert msg["Subject"].startswith('Papers Bcc: victim@example.com, 1 Aug: "')
 
 
 def test_preview_command(tmp_path: Path) -> None:
@@ -309,7 +312,9 @@ def test_preview_command(tmp_path: Path) -> None:
     today = now_utc().date().isoformat()
     assert eml.name == f"digest-{today}-r@example.net.eml" and page.suffix == ".html"
     msg = BytesParser(policy=email.policy.default).parsebytes(eml.read_bytes())
-    assert msg["Subject"].endswith(": 1 new paper")  # only the humanoid paper
+    assert msg["Subject"].endswith(
+        'Humanoid: A Research Platform for Learning-based Control" on robots'
+    )
     assert "Berkeley Humanoid" in page.read_text(encoding="utf-8")
     # Someone who is not a subscriber gets nothing from a send: the preview says so.
     result = runner.invoke(

@@ -198,13 +198,13 @@ def test_cli_add_list_remove(tmp_path: Path) -> None:
     assert code == 0 and "subscribed ada@example.org: agents, vision" in out
     code, out, err = digest("subscribers", "list")
     lines = out.splitlines()
-    assert "boss@example.org\tactive\tconfig\tvision" in lines
-    assert "ada@example.org\tactive\tdatabase\tagents,vision" in lines
+    assert "boss@example.org\tactive\tconfig\tvision\tdaily\t-\tnever sent" in lines
+    assert "ada@example.org\tactive\tdatabase\tagents,vision\tdaily\t-\tnever sent" in lines
     assert "2 active of 2 subscribers" in err
     code, out, _ = digest("subscribers", "remove", "ada@example.org")
     assert code == 0 and "unsubscribed ada@example.org" in out
     code, out, err = digest("subscribers", "list")
-    assert "ada@example.org\tunsubscribed\tdatabase\tagents,vision" in out.splitlines()
+    assert "ada@example.org\tunsubscribed\tdatabase\tagents,vision\tdaily" in out
     assert "1 active of 2 subscribers" in err
 
     code, _, err = digest("subscribers", "add", "not-an-address")

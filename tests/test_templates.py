@@ -68,6 +68,9 @@ def test_the_templates_sit_in_the_top_level_folder() -> None:
     assert BUILT_IN == [
         "email/digest.html",
         "email/digest.txt",
+        "email/paper.html",
+        "email/paper.txt",
+        "email/style.css",
         "web/archive.html",
         "web/base.html",
         "web/feed_links.html",
@@ -155,7 +158,7 @@ def test_an_installed_wheel_renders_the_email_from_its_templates(
     got = json.loads(run.stdout)
     assert got["digest"] == str(target / "digest" / "__init__.py")
     assert got["folder"] == str(target / "digest" / "templates")
-    assert got["subject"].endswith(": 13 new papers")
+    assert got["subject"].endswith('" and 12 more')
     assert "13 new papers today." in got["text"]
     assert "&amp;" not in got["text"] and "&#" not in got["text"]  # text is not HTML-escaped
     assert got["html"].startswith("<!DOCTYPE html>")

@@ -449,12 +449,18 @@ def test_cli_topics_test_named_topic(tmp_path: Path) -> None:
     config, seen = _cli_setup(tmp_path)
     result = CliRunner().invoke(main, ["--config", str(config), "topics", "test", "agents"])
     assert result.exit_code == 0, result.output
-    ids = _id_lines(result.output)
+    taken, removed = result.output.split("removed by the filters:\n")
+    ids = _id_lines(taken)
     assert "2510.02209" in ids and "2510.01179" in ids
     assert "2510.02190" not in ids  # excluded: "Benchmark" in the title
+    assert "2510.02190" in _id_lines(removed) and "removed by exclude 'benchmark'" in removed
     assert "matched: agent*" in result.output
     last = result.output.splitlines()[-1]
-    assert last == f"{len(ids)} of {seen} papers in the last 30 days would match topic 'agents'"
+    n = len(_id_lines(removed))
+    assert last == (
+        f"{len(ids)} of {seen} papers in the last 30 days would match topic 'agents'; "
+        f"the filters removed {n} more (exclude {n})"
+    )
 
 
 def test_cli_topics_test_keywords(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ refusal) is recorded as that reader's failure, with the reason, and the send goe
 
 from __future__ import annotations
 
-import importlib
 import queue
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 from digest.addresses import address_key
 from digest.clock import local_today
 from digest.config import Config
+from digest.deliver.editions import due, edition_render
 from digest.deliver.smtp import (
     Mailer,
     NotClaimed,
@@ -173,6 +173,8 @@ def send_digests(
         status = d.status if (d := done.get(key)) is not None else None
         if wanted is not None and key not in wanted:
             continue
+        if not due(config, sub, day) and status is None:
+            continue  # a weekly reader, on another day than schedule.weekly_day
         if status == DeliveryState.SENT:
             report.already_sent += 1
         elif status == DeliveryState.UNCERTAIN and wanted is None:
@@ -193,11 +195,14 @@ def send_digests(
     if render is None:
         # The day's edition: claimed once, so a re-run mails what the first attempt did.
         papers = store.claim_digest(day, today=today)
-        if not papers:
+        # A weekly reader's email (and a daily one's just back from weekly) holds earlier
+        # editions too; the ledger keeps where each starts. (edition_render imports the
+        # renderer only now: sending to a test renderer must not need the templates.)
+        by_edition = edition_render(config, store, day, papers, todo)
+        ledger.cover(day, by_edition.covers())
+        if not by_edition.days:  # no edition any reader's email takes has a paper
             nothing_today = f"no new papers for {day.isoformat()}"
-        # Imported here: sending to a test renderer must not need the templates.
-        renderer = importlib.import_module("digest.render.email").DigestRenderer
-        render = renderer(config, papers, day).render
+        render = by_edition.render
 
     def note(n: int, address: str, status: str) -> None:
         if progress:

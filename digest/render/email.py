@@ -1,13 +1,16 @@
-"""The daily email: the day's new papers, per subscriber's topics, as one MIME message.
+"""The digest email: one reader's papers, ranked and within a budget, as one MIME message.
 
 Data flow: `DigestRenderer(config, papers, day)` matches every paper against the topics
-once; `render(subscriber)` picks the papers of the subscriber's topics and returns a
+once; `render(subscriber)` picks the subscriber's papers (or those of their weekly
+edition), ranks them (digest.ranking), shows the top `[email] max_full` in full, the next
+`max_listed` as one line each and counts the rest ("N more on the web"), and returns a
 multipart/alternative EmailMessage (a text part, then an HTML part).
 
-Speed: most subscribers share a set of topics, so both bodies are rendered, and the
-HTML's CSS inlined, once per distinct set of topics, with placeholders where the
-subscriber's link token and address go. Per subscriber only those placeholders are
-replaced and the headers set.
+Memory and speed: each paper's fragment (its full card or its one line, HTML with the
+CSS inlined, and text) is rendered once per send and kept; a reader's email is the small
+per-reader frame (header, overview, headings, footer: rendered and inlined per email)
+with the fragments spliced in. Nothing per distinct set of topics is kept, so a send of
+thousands of readers holds the day's fragments, not thousands of finished bodies.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import hashlib
-import html
 import re
 import secrets
 import textwrap
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
@@ -34,9 +37,25 @@ from digest.addresses import address_key
 from digest.config import Config, TopicConfig
 from digest.errors import DigestError
 from digest.models import Paper, StoredPaper, Subscriber, TopicMatch
+from digest.ranking import (
+    FRESH_WEIGHT,
+    MATCH_WEIGHT,
+    VOTES_WEIGHT,
+    Candidate,
+    base_scores,
+    match_strength,
+)
 from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
-from digest.render.templates import EMAIL_HTML, EMAIL_TEXT, environment, template_origin
-from digest.topics import Matcher, parse_keywords
+from digest.render.templates import (
+    EMAIL_HTML,
+    EMAIL_PAPER_HTML,
+    EMAIL_PAPER_TEXT,
+    EMAIL_STYLE,
+    EMAIL_TEXT,
+    environment,
+    template_origin,
+)
+from digest.topics import Matcher, parse_keywords, term_context
 
 ALL_PAPERS = "All new papers"
 MAX_AUTHORS = 4  # more than this: the first three, "et al." and the count
@@ -120,26 +139,42 @@ class PaperView:
     trimmed: bool
     tags: list[str]  # display titles of the (subscriber's) topics it is in, best first
     terms: list[str]  # the terms that hit, across those topics
+    why: str = ""  # each term in its context ("video*: … long video generation …"), one line
 
 
 @dataclass
 class Group:
+    """One topic's part of an email: its fragments in rank order, and what did not fit."""
+
+    name: str  # the topic's name ("" for a reader of every paper)
     title: str
-    papers: list[PaperView] = field(default_factory=list)
+    count: int = 0  # the reader's papers under this topic, shown or not
+    cards: list[str] = field(default_factory=list)  # fragment marks, full cards
+    lines: list[str] = field(default_factory=list)  # fragment marks, one-line entries
+    more: int = 0  # papers not in this email (on the web page)
+    more_url: str = ""
+    top: list[tuple[str, str]] = field(default_factory=list)  # (paper id, title), overview
+
+
+@dataclass(frozen=True)
+class Edition:
+    """What one reader's email covers: its papers (ids from the renderer's pool) and the
+    first day it covers (None: the renderer's day only)."""
+
+    paper_ids: frozenset[str]
+    first_day: date | None = None
+    weekly: bool = False  # a weekly reader's edition (the wording says "this week")
 
 
 @dataclass
-class _Bodies:
-    """One topic set's message: parsed headers, and each body split in two at the first
-    line with a placeholder (the head already quoted-printable, the tail not yet)."""
+class _Frame:
+    """One reader's email before the fragments go in: both bodies with marks, and what the
+    marks stand for."""
 
-    headers: list[tuple[str, Any]]
-    text_headers: list[tuple[str, Any]]
-    html_headers: list[tuple[str, Any]]
-    text_head: str
-    text_tail: str
-    html_head: str
-    html_tail: str
+    subject: str
+    text: str
+    page: str
+    parts: dict[str, tuple[str, str]]  # mark -> (text fragment, HTML fragment)
 
 
 # -- the renderer ---------------------------------------------------------------------
@@ -148,49 +183,74 @@ class _Bodies:
 class DigestRenderer:
     """The day's digest, ready to render for any subscriber.
 
-    Matching runs once here; bodies are cached per distinct set of topics.
+    Matching runs once here; each paper's fragments are rendered on first use and kept for
+    the renderer's life (one send), so the cost per reader is their frame only.
+    `extra`: paper id -> an added ranking score (issue 15's learned relevance).
     """
 
-    def __init__(self, config: Config, papers: Sequence[StoredPaper], day: date) -> None:
+    def __init__(
+        self,
+        config: Config,
+        papers: Sequence[StoredPaper],
+        day: date,
+        *,
+        extra: Mapping[str, float] | None = None,
+    ) -> None:
         self.config = config
         self.day = day
+        self.extra = dict(extra or {})
         self.topics: dict[str, tuple[int, TopicConfig]] = {
             t.name: (i, t) for i, t in enumerate(config.topics)
         }
         matcher = Matcher(config.topics)
-        # Most upvoted first: every group keeps this order.
+        self._matcher = matcher
+        # Most upvoted first: the order of ties and of the archive page.
         ordered = sorted(papers, key=lambda sp: (-sp.paper.upvotes, sp.paper.id))
         self.papers: list[tuple[Paper, list[TopicMatch]]] = [
             (sp.paper, matcher.match(sp.paper)) for sp in ordered
         ]
+        self._days: dict[str, date] = {
+            sp.paper.id: sp.paper.daily_date or sp.first_seen.date() for sp in ordered
+        }
+        # The ranking's parts that are the same for every reader, once.
+        pool = [Candidate(p, (), self._days[p.id]) for p, _ in self.papers]
+        self._base_total = {
+            pid: VOTES_WEIGHT * votes + FRESH_WEIGHT * fresh + more
+            for pid, (votes, fresh, more) in base_scores(pool, day, self.extra).items()
+        }
         sender = sender_address(config)
         self.sender_address = sender
         self.domain = config.email.domain or sender.rpartition("@")[2] or "localhost"
         self.list_id = (_header_text(config.email.subject_prefix), f"daily.{self.domain}")
         self.base_url = config.feeds.base_url.rstrip("/")
-        # Placeholders for the per-subscriber parts: random, so no paper text can hold
-        # one by accident (and checked, so none can hold one on purpose).
+        # Marks for the fragments in a frame: random, so no paper text can hold one by
+        # accident (and checked, so none can hold one on purpose).
         mark = "pdx" + secrets.token_hex(12)
         blob = "\n".join(_paper_text(p) for p, _ in self.papers)
         while mark in blob:  # pragma: no cover - 96 random bits
             mark = "pdx" + secrets.token_hex(12)
-        self._token_mark = mark + "t"
-        self._address_mark = mark + "a"
-        self._prefs_mark = mark + "p"  # the preferences link has a token of its own kind
-        self._marks = (self._token_mark, self._address_mark, self._prefs_mark)
-        self._cache: dict[tuple[str, ...], _Bodies | None] = {}
+        self._mark = mark
+        # (paper id, full?) -> (mark, text, inlined HTML); (paper id, the reader's topics
+        # it is in) -> its "why" line (text, inlined HTML), the least recent dropped first.
+        self._fragments: dict[tuple[str, bool], tuple[str, str, str]] = {}
+        self._chips: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, str]] = OrderedDict()
+        self._chip_mark = mark + "w"
+        self._contexts: dict[tuple[str, str], str] = {}
+        self._css = self._stylesheet()
         # Personal topics (keywords typed on the subscribe form): topic name -> paper id
         # -> match, computed once per distinct keyword text, kept apart from the config
         # topics' matches so they never tag another subscriber's papers.
         self._personal: dict[str, dict[str, TopicMatch]] = {}
+        self._parts: list[tuple[str, Any]] | None = None
 
     # -- per subscriber ---------------------------------------------------------------
 
-    def render(self, subscriber: Subscriber) -> EmailMessage | None:
-        """Return the subscriber's email for the day, or None when they get none today
-        (nothing matched and send_when_empty is off, or no topics and no_topics_gets is
-        "nothing").
+    def render(self, subscriber: Subscriber, edition: Edition | None = None) -> EmailMessage | None:
+        """Return the subscriber's email, or None when they get none (nothing matched and
+        send_when_empty is off, or no topics and no_topics_gets is "nothing").
 
+        `edition`: the papers of this reader's email when not all of the renderer's (a
+        weekly reader's week, a daily reader's day out of a pool of several days).
         Raises RenderError when a template is missing or broken.
         """
         chosen = {t for t in subscriber.topics if t in self.topics}
@@ -199,37 +259,31 @@ class DigestRenderer:
             return None
         personal = self._personal_topic(subscriber.keywords)
         key = tuple(sorted(chosen | ({personal} if personal else set())))
-        if key not in self._cache:
-            self._cache[key] = self._bodies(key)
-        bodies = self._cache[key]
-        if bodies is None:
+        email = self.config.email
+        if not key and email.no_topics_gets == "nothing":
             return None
-        token = quote(subscriber.token, safe="")
-        text = bodies.text_tail.replace(self._token_mark, token)
-        prefs = quote(subscriber.preferences_token, safe="")
-        text = text.replace(self._address_mark, subscriber.email).replace(self._prefs_mark, prefs)
-        page = bodies.html_tail.replace(self._token_mark, html.escape(token))
-        page = page.replace(self._prefs_mark, html.escape(prefs))
-        page = page.replace(self._address_mark, html.escape(subscriber.email))
+        frame = self._frame(subscriber, key, edition)
+        if frame is None:
+            return None
+        text, page = frame.text, frame.page
+        for mark, (text_part, html_part) in frame.parts.items():
+            text = text.replace(mark, text_part, 1)
+            page = page.replace(mark, html_part, 1)
         msg = new_message()
-        # The headers every subscriber of this topic set shares were parsed once, into
-        # the template message; copying them as they are skips parsing them again.
-        for name, value in bodies.headers:
+        for name, value in self._shared_headers():
             msg.set_raw(name, value)
+        msg["Subject"] = frame.subject
         msg["To"] = subscriber.email
         msg["Date"] = formatdate(usegmt=True)
         msg["Message-ID"] = self.message_id(subscriber)
         set_list_headers(
             msg, unsubscribe=[self.unsubscribe_mailto(subscriber), self.unsubscribe_url(subscriber)]
         )
-        for headers, head, tail in (
-            (bodies.text_headers, bodies.text_head, text),
-            (bodies.html_headers, bodies.html_head, page),
-        ):
+        for subtype, body in (("plain", text), ("html", page)):
             part = new_message()
-            for name, value in headers:
-                part.set_raw(name, value)
-            part.set_payload(head + _qp(tail))
+            part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+            part["Content-Transfer-Encoding"] = "quoted-printable"
+            part.set_payload(_qp(body))
             msg.attach(part)
         return msg
 
@@ -252,6 +306,19 @@ class DigestRenderer:
         unsubscribe+<tag> address when a bounces mailbox reads it, else "" (none)."""
         return subscriber.unsubscribe_mailto
 
+    def _shared_headers(self) -> list[tuple[str, Any]]:
+        """The headers every reader's message shares, parsed once into a template
+        message (its boundary: "=_" never occurs in quoted-printable text)."""
+        if self._parts is None:
+            template = new_message()
+            template["From"] = from_address(self.config)
+            set_list_headers(template, list_id=self.list_id)
+            template["MIME-Version"] = "1.0"
+            boundary = "=_digest_" + secrets.token_hex(12)
+            template["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+            self._parts = list(template.raw_items())
+        return self._parts
+
     def _personal_topic(self, keywords: str) -> str | None:
         """Return the name of the topic made of `keywords` (matched on first use), or
         None when there are none or they cannot be read (checked when they were typed)."""
@@ -269,32 +336,142 @@ class DigestRenderer:
             self._personal[name] = {p.id: m[0] for p, _ in self.papers if (m := matcher.match(p))}
         return name
 
-    # -- per set of topics ------------------------------------------------------------
+    # -- one reader's papers ----------------------------------------------------------
 
-    def groups(self, topics: tuple[str, ...]) -> list[Group]:
-        """Return the papers for these topics, grouped: each paper once, under its best
-        topic (most terms hit, then config order); no topics: one group of every paper."""
-        if not topics:
-            group = Group(ALL_PAPERS)
-            for paper, matches in self.papers:
-                group.papers.append(self._view(paper, matches))
-            return [group] if group.papers else []
+    def selected(
+        self, topics: tuple[str, ...], edition: Edition | None = None
+    ) -> list[tuple[Paper, list[TopicMatch]]]:
+        """Return the reader's papers with their matches among the reader's topics (best
+        topic first: most terms hit, then config order), in rank order. No topics: every
+        paper of the edition, with no matches."""
         wanted = set(topics)
-        by_topic: dict[str, Group] = {}
         personal = [self._personal[n] for n in topics if n in self._personal]
+        order = self.topics
+        # digest.ranking's score, inlined: this loop runs for every reader of a send over
+        # every paper of the pool, so it makes no objects for the papers it passes over.
+        scored: list[tuple[float, int, str, Paper, list[TopicMatch]]] = []
+        base = self._base_total
         for paper, matches in self.papers:
-            mine = [m for m in matches if m.topic in wanted]
-            mine += [found[paper.id] for found in personal if paper.id in found]
-            if not mine:
+            if edition is not None and paper.id not in edition.paper_ids:
                 continue
-            # Best topic first: most terms hit, then config order.
-            mine.sort(key=lambda m: (-len(m.terms), self.topics[m.topic][0]))
-            best = mine[0].topic
-            group = by_topic.setdefault(best, Group(self.topics[best][1].display_title))
-            group.papers.append(self._view(paper, mine))
-        return [by_topic[n] for n in sorted(by_topic, key=lambda n: self.topics[n][0])]
+            if topics:
+                mine = [m for m in matches if m.topic in wanted]
+                if personal:
+                    mine += [found[paper.id] for found in personal if paper.id in found]
+                if not mine:
+                    continue
+                if len(mine) > 1:
+                    mine.sort(key=lambda m: (-len(m.terms), order[m.topic][0]))
+                score = base[paper.id] + MATCH_WEIGHT * match_strength(mine)
+            else:
+                mine = []
+                score = base[paper.id]
+            scored.append((-score, -paper.upvotes, paper.id, paper, mine))
+        scored.sort(key=lambda r: r[:3])
+        return [(r[3], r[4]) for r in scored]
 
-    def _view(self, paper: Paper, matches: list[TopicMatch]) -> PaperView:
+    def groups(
+        self,
+        topics: tuple[str, ...],
+        edition: Edition | None = None,
+        *,
+        budget: tuple[int, int] | None = None,
+    ) -> tuple[list[Group], dict[str, tuple[str, str]], str]:
+        """Return the reader's groups (each paper once, under its best topic; no topics:
+        one group of every paper), the fragments their marks stand for, and the title of
+        the reader's best paper ("" when none).
+
+        `budget` (full, listed), default `[email] max_full, max_listed`: the best `full`
+        papers get a card, the next `listed` a line, the rest are counted in `more`.
+        """
+        full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
+        chosen = self.selected(topics, edition)
+        shown = _shown(chosen, full, listed)
+        by_topic: dict[str, Group] = {}
+        parts: dict[str, tuple[str, str]] = {}
+        for n, (paper, mine) in enumerate(chosen):
+            name = mine[0].topic if mine else ""
+            group = by_topic.get(name)
+            if group is None:
+                title = self.topics[name][1].display_title if name else ALL_PAPERS
+                group = by_topic[name] = Group(name, title, more_url=self._more_url(name, edition))
+            group.count += 1
+            if n not in shown:
+                group.more += 1
+                continue
+            if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
+                group.top.append((paper.id, one_line(paper.title) or paper.id))
+            mark, text, page = self._fragment(paper, full=n < full)
+            if n < full:
+                chip_text, chip_html = self._chip(paper, mine)
+                text = text.replace(self._chip_mark + "\n", chip_text, 1)
+                page = page.replace(self._chip_mark, chip_html, 1)
+            parts[mark] = (text, page)
+            (group.cards if n < full else group.lines).append(mark)
+        order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
+        best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
+        return [by_topic[n] for n in order], parts, best
+
+    def _more_url(self, topic: str, edition: Edition | None) -> str:
+        if edition is not None and edition.first_day is not None:
+            return f"{self.base_url}/archive"  # several days: the list of every day's page
+        url = f"{self.base_url}/archive/{self.day.isoformat()}"
+        if topic and not topic.startswith("~"):
+            url += f"?topic={quote(topic, safe='')}"
+        return url
+
+    def _fragment(self, paper: Paper, *, full: bool) -> tuple[str, str, str]:
+        """Return (mark, text, HTML with the CSS inlined) of the paper's card or line,
+        rendered the first time the paper is shown and kept for the send. A card holds
+        the chip mark where its reader's "why" line goes (see `_chip`)."""
+        key = (paper.id, full)
+        found = self._fragments.get(key)
+        if found is not None:
+            return found
+        context = {"p": self._view(paper, []), "part": "card" if full else "line"}
+        context["chip"] = self._chip_mark
+        text = self._render(EMAIL_PAPER_TEXT, context).rstrip("\n")
+        text = _wrap_text(text, (self._chip_mark,)).rstrip("\n")
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        mark = f"{self._mark}f{len(self._fragments)}x"
+        found = self._fragments[key] = (mark, text, page)
+        return found
+
+    def _chip(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str]:
+        """Return (text, inlined HTML) of the paper's "why" line for a reader with these
+        matches: their topics as tags, the terms that hit, each in its context on hover.
+        Small, and one per (paper, reader's topics): kept in a bounded cache, so a send
+        of many distinct topic sets holds a few thousand, not one per reader."""
+        if not matches:
+            return "", ""
+        key = (paper.id, tuple(m.topic for m in matches))
+        found = self._chips.get(key)
+        if found is not None:
+            self._chips.move_to_end(key)
+            return found
+        context = {"p": self._view(paper, matches, why=True), "part": "why", "chip": ""}
+        text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        found = self._chips[key] = (text + "\n", page)
+        if len(self._chips) > CHIP_CACHE:
+            self._chips.popitem(last=False)
+        return found
+
+    def _context_of(self, paper: Paper, term: str) -> str:
+        # One search per (paper, term) and send: many readers' chips share them.
+        key = (paper.id, term)
+        found = self._contexts.get(key)
+        if found is None:
+            found = self._contexts[key] = term_context(paper, term)
+        return found
+
+    def _inline(self, fragment: str) -> str:
+        try:
+            return css_inline.inline_fragment(fragment, self._css)
+        except ValueError as e:  # pragma: no cover - our own stylesheet
+            raise RenderError(f"{EMAIL_STYLE}: cannot inline the stylesheet: {e}") from e
+
+    def _view(self, paper: Paper, matches: list[TopicMatch], *, why: bool = False) -> PaperView:
         email = self.config.email
         ai = bool(email.use_ai_summary and paper.ai_summary and paper.ai_summary.strip())
         source = (paper.ai_summary or "") if ai else paper.abstract
@@ -302,6 +479,11 @@ class DigestRenderer:
         terms: list[str] = []
         for m in matches:
             terms += [t for t in m.terms if t not in terms]
+        shown_why = ""
+        if why and terms:
+            shown_why = "; ".join(
+                f"{t}: {ctx}" if (ctx := self._context_of(paper, t)) else t for t in terms
+            )
         return PaperView(
             id=paper.id,
             title=one_line(paper.title) or paper.id,
@@ -318,14 +500,20 @@ class DigestRenderer:
             trimmed=trimmed,
             tags=[self.topics[m.topic][1].display_title for m in matches],
             terms=terms,
+            why=shown_why,
         )
 
     def archive_page(self) -> str:
-        """Return the day's digest as a web page: every paper, as a subscriber with no
-        topics got it, with a footer for the archive instead of the subscriber's links."""
-        groups = self.groups(())
-        context = self._context((), groups) | {"archive": True}
-        return _inliner.inline(self._render(EMAIL_HTML, context))
+        """Return the day's digest as a web page: every paper in full, as a subscriber with
+        no topics would see it with no budget, with a footer for the archive instead of the
+        subscriber's links."""
+        everything = (len(self.papers), 0)
+        groups, parts, _ = self.groups((), budget=everything)
+        context = self._context((), groups, None) | {"archive": True}
+        page = _inliner.inline(self._render(EMAIL_HTML, context))
+        for mark, (_, html_part) in parts.items():
+            page = page.replace(mark, html_part, 1)
+        return page
 
     def _render(self, name: str, context: dict[str, Any]) -> str:
         env = environment(self.config.templates.dir)
@@ -334,78 +522,150 @@ class DigestRenderer:
         except jinja2.TemplateError as e:
             raise RenderError(f"{template_origin(env, name)}: email template: {e}") from e
 
-    def _context(self, topics: tuple[str, ...], groups: list[Group]) -> dict[str, Any]:
+    def _stylesheet(self) -> str:
+        env = environment(self.config.templates.dir)
+        try:
+            source, _, _ = env.loader.get_source(env, EMAIL_STYLE)  # type: ignore[union-attr]
+        except jinja2.TemplateError as e:
+            raise RenderError(f"{template_origin(env, EMAIL_STYLE)}: stylesheet: {e}") from e
+        return source
+
+    def _context(
+        self, topics: tuple[str, ...], groups: list[Group], edition: Edition | None
+    ) -> dict[str, Any]:
         in_order = sorted(topics, key=lambda n: self.topics[n][0])
         followed = [self.topics[n][1].display_title for n in in_order]
-        count = sum(len(g.papers) for g in groups)
+        count = sum(g.count for g in groups)
+        shown = sum(len(g.cards) + len(g.lines) for g in groups)
+        weekly = edition is not None and edition.weekly
+        total = len(edition.paper_ids) if edition is not None else len(self.papers)
         return {
             "day": self.day,
-            "day_long": f"{self.day.strftime('%A')}, {self.day.day} {self.day:%B %Y}",
+            "day_long": self._edition_label(edition, long=True),
+            "weekly": weekly,
             "count": count,
-            "total": len(self.papers),
+            "shown": shown,
+            "more": count - shown,
+            "total": total,
             "groups": groups,
             "followed": followed,
             "title": _header_text(self.config.email.subject_prefix),
-            "unsubscribe_url": f"{self.base_url}/unsubscribe/{self._token_mark}",
-            "preferences_url": f"{self.base_url}/preferences/{self._prefs_mark}",
-            "address": self._address_mark,
+            "unsubscribe_url": "",
+            "preferences_url": "",
+            "address": "",
             "feeds_url": f"{self.base_url}/feeds/",
             "archive_url": f"{self.base_url}/archive",
+            "day_url": f"{self.base_url}/archive/{self.day.isoformat()}",
+            "more_url": self._more_url("", edition),
             "home_url": f"{self.base_url}/",
             "archive": False,
         }
 
-    def _bodies(self, topics: tuple[str, ...]) -> _Bodies | None:
-        email = self.config.email
-        if not topics and email.no_topics_gets == "nothing":
-            return None
-        groups = self.groups(topics)
-        count = sum(len(g.papers) for g in groups)
-        if not count and not email.send_when_empty:
-            return None
-        context = self._context(topics, groups)
-        text = self._render(EMAIL_TEXT, context)
-        page = self._render(EMAIL_HTML, context)
-        noun = "paper" if count == 1 else "papers"
-        subject = (
-            f"{_header_text(email.subject_prefix)}, {self.day.isoformat()}: {count} new {noun}"
-        )
-        return self._template(subject, _wrap_text(text, self._marks), _inliner.inline(page))
+    def _edition_label(self, edition: Edition | None, *, long: bool) -> str:
+        day = self.day
+        if edition is not None and edition.first_day is not None:
+            first = edition.first_day
+            if long:
+                what = "The week of" if edition.weekly else "From"
+                return f"{what} {first.day} {first:%B} to {day.day} {day:%B %Y}"
+            return f"{'week' if edition.weekly else 'days'} to {day.day} {day:%b}"
+        if long:
+            return f"{day.strftime('%A')}, {day.day} {day:%B %Y}"
+        return f"{day.day} {day:%b}"
 
-    def _template(self, subject: str, text: str, page: str) -> _Bodies:
-        """The message every subscriber of a topic set gets, placeholders still in, split
-        for cheap personalising: what comes before the first placeholder line is encoded
-        once, the rest per subscriber."""
-        template = new_message()
-        template["Subject"] = subject
-        template["From"] = from_address(self.config)
-        set_list_headers(template, list_id=self.list_id)
-        # Quoted-printable for both parts: readable source, no base64 text (spam
-        # filters frown on it), and safe for any line length the inliner produces.
-        template.set_content(text, cte="quoted-printable")
-        template.add_alternative(page, subtype="html", cte="quoted-printable")
-        # "=_" never occurs in quoted-printable text ("=" is always "=3D"), so this
-        # boundary needs no search through the bodies.
-        template.set_boundary("=_digest_" + secrets.token_hex(12))
-        text_part, html_part = template.iter_parts()
-        text_head, text_tail = self._split(text)
-        html_head, html_tail = self._split(page)
-        return _Bodies(
-            headers=list(template.raw_items()),
-            text_headers=list(text_part.raw_items()),
-            html_headers=list(html_part.raw_items()),
-            text_head=_qp(text_head),
-            text_tail=text_tail,
-            html_head=_qp(html_head),
-            html_tail=html_tail,
+    def _frame(
+        self, subscriber: Subscriber, topics: tuple[str, ...], edition: Edition | None
+    ) -> _Frame | None:
+        groups, parts, best = self.groups(topics, edition)
+        count = sum(g.count for g in groups)
+        if not count and not self.config.email.send_when_empty:
+            return None
+        token = quote(subscriber.token, safe="")
+        prefs = quote(subscriber.preferences_token, safe="")
+        context = self._context(topics, groups, edition) | {
+            "unsubscribe_url": f"{self.base_url}/unsubscribe/{token}",
+            "preferences_url": f"{self.base_url}/preferences/{prefs}",
+            "address": subscriber.email,
+        }
+        text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,))
+        page = _inliner.inline(self._render(EMAIL_HTML, context))
+        subject = subject_line(
+            _header_text(self.config.email.subject_prefix),
+            self._edition_label(edition, long=False),
+            best,
+            count,
+            [g.title for g in sorted(groups, key=lambda g: -g.count)]
+            if groups and topics
+            else [self.topics[n][1].display_title for n in topics],
         )
+        return _Frame(subject, text, page, parts)
 
-    def _split(self, body: str) -> tuple[str, str]:
-        # At the start of the first line holding a placeholder. Quoted-printable encodes
-        # line by line, so the two halves encoded apart join into the whole, encoded.
-        first = min((i for i in (body.find(m) for m in self._marks) if i >= 0), default=len(body))
-        start = body.rfind("\n", 0, first) + 1
-        return body[:start], body[start:]
+
+OVERVIEW_TITLES = 3  # top titles per topic in the overview
+CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
+
+
+def _shown(chosen: Sequence[tuple[Paper, list[TopicMatch]]], full: int, listed: int) -> set[int]:
+    """Return the rank positions that go in the email: the best `full` (as cards) and the
+    next `listed` (as lines), except that a topic none of whose papers made it gets its
+    best paper as a line, in place of the last line of a topic that keeps at least one:
+    a reader of a small topic next to a big one still sees it in the email."""
+    limit = full + listed
+    shown = set(range(min(limit, len(chosen))))
+    if len(chosen) <= limit or not listed:
+        return shown
+
+    def topic(n: int) -> str:
+        mine = chosen[n][1]
+        return mine[0].topic if mine else ""
+
+    per_topic: dict[str, int] = {}
+    firsts: dict[str, int] = {}
+    for n in range(len(chosen)):
+        firsts.setdefault(topic(n), n)
+        if n in shown:
+            per_topic[topic(n)] = per_topic.get(topic(n), 0) + 1
+    for name, n in sorted(firsts.items(), key=lambda item: item[1]):
+        if n in shown:
+            continue
+        for m in sorted((m for m in shown if m >= full), reverse=True):
+            if per_topic[topic(m)] > 1:
+                shown.remove(m)
+                per_topic[topic(m)] -= 1
+                shown.add(n)
+                per_topic[name] = 1
+                break
+    return shown
+
+
+SUBJECT_MAX = 120
+
+
+def subject_line(prefix: str, when: str, best: str, count: int, topics: Sequence[str]) -> str:
+    """Return the Subject: `Prefix, 1 Dec: "Best title" and 14 more on speech, agents`.
+
+    One line, never over SUBJECT_MAX characters: topics are dropped from the end, then the
+    title is shortened with an ellipsis.
+    """
+    head = f"{prefix}, {when}: "
+    if not count:
+        base = f"{head}nothing new"
+        return (base + (f" on {', '.join(topics)}" if topics else ""))[:SUBJECT_MAX]
+    rest = f" and {count - 1} more" if count > 1 else ""
+    shown = list(topics)
+    while True:
+        tail = rest + (f" on {', '.join(shown)}" if shown else "")
+        room = SUBJECT_MAX - len(head) - len(tail) - 2  # the quotes
+        if room >= min(len(best), 30) or not shown:
+            break
+        shown.pop()
+    title = one_line(best).replace('"', "'")
+    room = max(room, 1)
+    if len(title) > room:
+        # Three dots, not "…": a non-ASCII word makes Python fold the header in a way
+        # that shows a double space in mail clients.
+        title = title[: max(room - 3, 0)].rstrip() + "..."
+    return f'{head}"{title}"{tail}'[:SUBJECT_MAX]
 
 
 def _qp(body: str) -> str:

@@ -74,7 +74,7 @@ from digest import __version__
 from digest.config import Config, TopicConfig
 from digest.errors import ConfigError, DigestError
 from digest.models import StoredPaper, TopicMatch
-from digest.topics import match_topics
+from digest.topics import match_topics, term_context
 
 ALL = "all"
 FORMATS = ("xml", "atom", "json")
@@ -340,6 +340,10 @@ def item_html(sp: StoredPaper, match: TopicMatch | None) -> str:
     parts.append(f"<p>{votes}</p>")
     if match is not None and match.terms:
         parts.append(f"<p>Matched: {e(', '.join(clean(t) for t in match.terms))}</p>")
+        # Why: each term where it hit, so a reader sees "TTS" was test-time scaling.
+        for term in match.terms:
+            if context := term_context(p, term):
+                parts.append(f"<p>{e(clean(term))}: {e(clean(context))}</p>")
     links = " | ".join(f'<a href="{e(url)}">{e(label)}</a>' for label, url in _links(sp))
     parts.append(f"<p>{links}</p>")
     if thumb := _thumbnail(sp):
@@ -508,6 +512,9 @@ def render_json(config: Config, feed: _Feed) -> bytes:
         }
         if match is not None:
             extra["matched_terms"] = [clean(t) for t in match.terms]
+            extra["matched_context"] = {
+                clean(t): clean(c) for t in match.terms if (c := term_context(p, t))
+            }
         item["_papers_digest"] = extra
         items.append(item)
     doc = {

@@ -23,6 +23,9 @@ from digest.errors import DigestError
 
 EMAIL_HTML = "email/digest.html"
 EMAIL_TEXT = "email/digest.txt"
+EMAIL_PAPER_HTML = "email/paper.html"  # one paper: its card, or its one line
+EMAIL_PAPER_TEXT = "email/paper.txt"
+EMAIL_STYLE = "email/style.css"  # inlined into each fragment and the frame
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # the digest/ folder
 

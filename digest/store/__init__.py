@@ -540,6 +540,19 @@ class Store:
             )
         return [row_to_stored(r) for r in rows]
 
+    def edition_papers(self, first: date, last: date) -> dict[date, list[StoredPaper]]:
+        """Return edition day -> its papers, for the editions from `first` to `last`
+        (both included) that hold any: what a weekly reader's email is made of."""
+        rows = self.db.query(
+            "SELECT * FROM papers WHERE digest_day >= ? AND digest_day <= ? "
+            "ORDER BY digest_day, upvotes DESC, id",
+            [first.isoformat(), last.isoformat()],
+        )
+        out: dict[date, list[StoredPaper]] = {}
+        for r in rows:
+            out.setdefault(date.fromisoformat(r["digest_day"]), []).append(row_to_stored(r))
+        return out
+
     def digest_days(self, limit: int = 60) -> list[tuple[date, int]]:
         """Return (day, papers) of the latest editions, newest first."""
         rows = self.db.execute(

@@ -34,7 +34,7 @@ from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 from digest.addresses import address_key, normalize_address
-from digest.config import Config
+from digest.config import FREQUENCIES, Config
 from digest.errors import ConfigError, SubscriberError
 from digest.models import DeliveryState, Subscriber, SubscriberStatus
 from digest.store.meta import secret_key
@@ -71,6 +71,7 @@ class SubscriberRow:
     source: str  # "config" or "database"
     status: SubscriberStatus
     keywords: str = ""  # a personal topic typed on the subscribe form
+    frequency: str = "daily"  # "daily" or "weekly"
 
 
 def check_topics(config: Config, topics: Iterable[str]) -> tuple[str, ...]:
@@ -90,41 +91,133 @@ def check_topics(config: Config, topics: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _config_addresses(config: Config) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """address_key -> (normal form, topics), for the config's subscribers."""
-    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+def check_frequency(frequency: str) -> str:
+    """Return the frequency, checked. Raises SubscriberError naming it when unknown."""
+    value = frequency.strip().lower()
+    if value not in FREQUENCIES:
+        raise SubscriberError(f"frequency {frequency!r}: must be one of {', '.join(FREQUENCIES)}")
+    return value
+
+
+def _config_addresses(config: Config) -> dict[str, tuple[str, tuple[str, ...], str]]:
+    """address_key -> (normal form, topics, frequency), for the config's subscribers."""
+    out: dict[str, tuple[str, tuple[str, ...], str]] = {}
     for i, sub in enumerate(config.subscribers):
         try:
             address = normalize_address(sub.email)
         except SubscriberError as e:
             raise ConfigError(str(e), path=config.path, key=f"subscribers[{i}].email") from None
-        out.setdefault(address_key(address), (address, tuple(sub.topics)))
+        out.setdefault(address_key(address), (address, tuple(sub.topics), sub.frequency))
     return out
 
 
 def add_subscriber(
-    config: Config, store: Store, address: str, topics: Sequence[str] = ()
+    config: Config,
+    store: Store,
+    address: str,
+    topics: Sequence[str] = (),
+    frequency: str = "daily",
 ) -> SubscriberRow:
     """Add (or re-activate, with new topics) a database subscriber; return its row.
 
-    Raises SubscriberError naming the address or the topic that is not acceptable.
+    Raises SubscriberError naming the address, the topic or the frequency that is not
+    acceptable.
     """
+    row = _checked(config, address, topics, frequency)
+    with store.transaction() as conn:
+        _insert(conn, row, _stamp())
+    return row
+
+
+def _checked(config: Config, address: str, topics: Sequence[str], frequency: str) -> SubscriberRow:
     address = normalize_address(address)
     chosen = check_topics(config, topics)
+    how = check_frequency(frequency)
     if address_key(address) in _config_addresses(config):
         raise SubscriberError(
             f"{address} is already a subscriber in {config.path or 'the config'}; "
             "change its topics there"
         )
+    return SubscriberRow(address, chosen, "database", SubscriberStatus.ACTIVE, frequency=how)
+
+
+def _insert(conn: Any, row: SubscriberRow, stamp: str) -> None:
+    conn.execute(
+        "INSERT INTO subscribers (email, topics, status, frequency, created, updated) "
+        "VALUES (?, ?, 'active', ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
+        "topics = excluded.topics, status = 'active', frequency = excluded.frequency, "
+        "updated = excluded.updated",
+        (row.email, json.dumps(list(row.topics)), row.frequency, stamp, stamp),
+    )
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What `import_subscribers` did: the rows added, and each refused row with why."""
+
+    added: list[SubscriberRow]
+    refused: list[tuple[int, str, str]]  # (line number, the address as written, why)
+
+    def summary(self) -> str:
+        return f"imported {len(self.added)}, refused {len(self.refused)}"
+
+
+def import_subscribers(
+    config: Config, store: Store, rows: Iterable[tuple[int, dict[str, str]]]
+) -> ImportReport:
+    """Add many database subscribers in one transaction, each checked as `add_subscriber`
+    checks one; return what was added and, per refused row, its line and why.
+
+    `rows`: (line number, {"email", "topics" (comma- or space-separated), "frequency"}).
+    A row whose address comes twice is refused the second time. Nothing is written when
+    every row is refused; the good rows go in even when some are refused.
+    """
+    added: list[SubscriberRow] = []
+    refused: list[tuple[int, str, str]] = []
+    seen: set[str] = set()
+    for line, fields in rows:
+        address = (fields.get("email") or "").strip()
+        try:
+            if not address:
+                raise SubscriberError("no address in the email column")
+            topics = [t for t in re.split(r"[,\s;]+", fields.get("topics") or "") if t]
+            row = _checked(config, address, topics, fields.get("frequency") or "daily")
+            if address_key(row.email) in seen:
+                raise SubscriberError(f"{row.email} comes twice in the file")
+        except SubscriberError as e:
+            refused.append((line, address, str(e)))
+            continue
+        seen.add(address_key(row.email))
+        added.append(row)
+    if added:
+        stamp = _stamp()
+        with store.transaction() as conn:
+            for row in added:
+                _insert(conn, row, stamp)
+    return ImportReport(added, refused)
+
+
+def set_frequency(config: Config, store: Store, address: str, frequency: str) -> None:
+    """Set how often an active reader gets the digest (the database row has the last word,
+    as for topics changed on the web). Raises SubscriberError for an unknown frequency or
+    an address that is not a subscriber."""
+    how = check_frequency(frequency)
+    address = normalize_address(address)
+    config_row = _config_addresses(config).get(address_key(address))
     stamp = _stamp()
     with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO subscribers (email, topics, status, created, updated) "
-            "VALUES (?, ?, 'active', ?, ?) ON CONFLICT (email) DO UPDATE SET "
-            "topics = excluded.topics, status = 'active', updated = excluded.updated",
-            (address, json.dumps(list(chosen)), stamp, stamp),
+        cur = conn.execute(
+            "UPDATE subscribers SET frequency = ?, updated = ? WHERE email = ?",
+            (how, stamp, address),
         )
-    return SubscriberRow(address, chosen, "database", SubscriberStatus.ACTIVE)
+        if not cur.rowcount:
+            if config_row is None:
+                raise SubscriberError(f"{address} is not a subscriber")
+            conn.execute(
+                "INSERT INTO subscribers (email, topics, status, frequency, created, updated) "
+                "VALUES (?, ?, 'active', ?, ?, ?)",
+                (config_row[0], json.dumps(list(config_row[1])), how, stamp, stamp),
+            )
 
 
 def remove_subscriber(config: Config, store: Store, address: str) -> SubscriberRow:
@@ -161,16 +254,20 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
     db_rows: dict[str, dict[str, Any]] = {
         address_key(r["email"]): r
         for r in store.db.query(
-            "SELECT email, topics, status, keywords FROM subscribers ORDER BY email"
+            "SELECT email, topics, status, keywords, frequency FROM subscribers ORDER BY email"
         )
     }
     out: list[SubscriberRow] = []
-    for key, (address, topics) in _config_addresses(config).items():
+    for key, (address, topics, frequency) in _config_addresses(config).items():
         row = db_rows.pop(key, {})
         if row.get("status") in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.PENDING):
             # Pending: a sign-up on the web, not confirmed yet, can only follow an
             # unsubscribe (the form leaves active readers alone).
-            out.append(SubscriberRow(address, topics, "config", SubscriberStatus.UNSUBSCRIBED))
+            out.append(
+                SubscriberRow(
+                    address, topics, "config", SubscriberStatus.UNSUBSCRIBED, frequency=frequency
+                )
+            )
         elif row.get("status") == SubscriberStatus.ACTIVE:
             # Changed on the web preferences page: the database row has the last word.
             out.append(
@@ -180,10 +277,15 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
                     "config",
                     SubscriberStatus.ACTIVE,
                     row["keywords"],
+                    row["frequency"],
                 )
             )
         else:
-            out.append(SubscriberRow(address, topics, "config", SubscriberStatus.ACTIVE))
+            out.append(
+                SubscriberRow(
+                    address, topics, "config", SubscriberStatus.ACTIVE, frequency=frequency
+                )
+            )
     for r in db_rows.values():
         out.append(
             SubscriberRow(
@@ -192,6 +294,7 @@ def list_subscribers(config: Config, store: Store) -> list[SubscriberRow]:
                 "database",
                 SubscriberStatus(r["status"]),
                 r["keywords"],
+                r["frequency"],
             )
         )
     bouncing = bouncing_addresses(store, config.smtp.max_bounces)
@@ -233,6 +336,7 @@ def active_subscribers(config: Config, store: Store) -> list[Subscriber]:
                 make_token(key, row.email, UNSUBSCRIBE),
                 row.keywords,
                 preferences_token=make_token(key, row.email, PREFERENCES),
+                frequency=row.frequency,
                 unsubscribe_mailto=mailto,
                 envelope_from=envelope,
             )
@@ -397,11 +501,18 @@ class Delivery:
     queued: str | None = None
     last_attempt: str | None = None
     sent: str | None = None
+    covers_from: date | None = None  # the first edition day it covered, when before `day`
 
 
 def _delivery(row: dict[str, Any]) -> Delivery:
     day, status = date.fromisoformat(row["day"]), DeliveryState(row["status"])
-    return Delivery(**(row | {"day": day, "status": status}))
+    covers = row.get("covers_from")
+    covers_from = date.fromisoformat(covers) if covers else None
+    return Delivery(**(row | {"day": day, "status": status, "covers_from": covers_from}))
+
+
+# A delivery in these states may be in the reader's inbox: its editions count as theirs.
+DELIVERED = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.UNCERTAIN)
 
 
 class Ledger:
@@ -436,6 +547,32 @@ class Ledger:
             f"SELECT * FROM deliveries WHERE {where} ORDER BY day DESC, email", args
         )
         return [_delivery(r) for r in rows]
+
+    def last_delivered(self, before: date) -> dict[str, Delivery]:
+        """Return address_key -> the reader's latest delivery before `before` that may be
+        in their inbox (sent, sending or uncertain): where their next edition starts."""
+        rows = self.store.db.query(
+            "SELECT * FROM deliveries WHERE day < ? AND status IN (?, ?, ?) ORDER BY day",
+            [before.isoformat(), *DELIVERED],
+        )
+        return {address_key(r["email"]): _delivery(r) for r in rows}
+
+    def cover(self, day: date, covers: dict[str, date]) -> None:
+        """Record, for rows of `day` not sent yet, the first edition day each covers
+        (address -> day); a message covering only its own day needs no entry."""
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET covers_from = ? WHERE email = ? AND day = ? "
+                "AND status != 'sent'",
+                [(first.isoformat(), a, day.isoformat()) for a, first in covers.items()],
+            )
+
+    def last_sent(self) -> dict[str, Delivery]:
+        """Return address_key -> the reader's latest delivery the server accepted."""
+        rows = self.store.db.query(
+            "SELECT * FROM deliveries WHERE status = 'sent' ORDER BY day, sent"
+        )
+        return {address_key(r["email"]): _delivery(r) for r in rows}
 
     def queue(self, day: date, addresses: Iterable[str]) -> None:
         """Record the day's batch as queued (rows already there keep their state)."""

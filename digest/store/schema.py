@@ -136,7 +136,22 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN left_out TEXT")
 
 
-def _migrate_bounces(db: sqlite_utils.Database) -> None:
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    """Daily or weekly readers (issue 14).
+
+    - subscribers.frequency: "daily" or "weekly".
+    - deliveries.covers_from: the first edition day a message covered when it covered more
+      than its own day (a weekly edition, or a daily one catching up after a switch from
+      weekly); NULL: its own day only. Each paper is in one edition (papers.digest_day), so
+      a reader's covered days, never overlapping and never leaving a gap, mean each paper
+      once.
+    """
+    db.execute("ALTER TABLE subscribers ADD COLUMN frequency TEXT NOT NULL DEFAULT 'daily'")
+    db.execute("ALTER TABLE deliveries ADD COLUMN covers_from TEXT")
+    db.execute("CREATE INDEX deliveries_email_day ON deliveries (email, day)")
+
+
+def _migrate_6(db: sqlite_utils.Database) -> None:
     """bounces: permanent refusals per reader and day (a 5xx at send time, a bounce report
     read from the mailbox, a relay's webhook). A reader with smtp.max_bounces uncleared
     days, or one "no such user" (hard), is bouncing; reactivating clears the rows (kept,
@@ -160,5 +175,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_2,
     _migrate_3,
     _migrate_4,
-    _migrate_bounces,
+    _migrate_5,
+    _migrate_6,
 ]

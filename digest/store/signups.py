@@ -125,18 +125,24 @@ def delete_pending_before(store: Store, before: str) -> int:
 
 
 def record_pending(
-    conn: Conn, address: str, topics: Sequence[str], keywords: str, now: str
+    conn: Conn,
+    address: str,
+    topics: Sequence[str],
+    keywords: str,
+    now: str,
+    frequency: str = "daily",
 ) -> None:
     """Note a sign-up (pending) with its choice. Someone who unsubscribed stays
     unsubscribed (only their confirmation changes that)."""
     conn.execute(
-        "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
-        "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (email) DO UPDATE SET "
+        "INSERT INTO subscribers (email, topics, keywords, frequency, status, created, updated) "
+        "VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (email) DO UPDATE SET "
         "topics = excluded.topics, keywords = excluded.keywords, "
+        "frequency = excluded.frequency, "
         "status = CASE WHEN status = 'unsubscribed' THEN status ELSE 'pending' END, "
         "updated = CASE WHEN status = 'unsubscribed' THEN updated "
         "ELSE excluded.updated END",
-        (address, json.dumps(list(topics)), keywords, now, now),
+        (address, json.dumps(list(topics)), keywords, frequency, now, now),
     )
 
 
@@ -215,13 +221,20 @@ def unsubscribe_row(store: Store, address: str, now: str) -> None:
         )
 
 
-def save_choice(conn: Conn, address: str, topics: Sequence[str], keywords: str, now: str) -> None:
-    """Set an active reader's topics and keywords (a config reader without a row gets one:
-    the row has the last word)."""
+def save_choice(
+    conn: Conn,
+    address: str,
+    topics: Sequence[str],
+    keywords: str,
+    now: str,
+    frequency: str = "daily",
+) -> None:
+    """Set an active reader's topics, keywords and frequency (a config reader without a
+    row gets one: the row has the last word)."""
     conn.execute(
-        "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
-        "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO UPDATE SET "
+        "INSERT INTO subscribers (email, topics, keywords, frequency, status, created, updated) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO UPDATE SET "
         "topics = excluded.topics, keywords = excluded.keywords, "
-        "updated = excluded.updated",
-        (address, json.dumps(list(topics)), keywords, now, now),
+        "frequency = excluded.frequency, updated = excluded.updated",
+        (address, json.dumps(list(topics)), keywords, frequency, now, now),
     )

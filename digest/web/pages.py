@@ -179,7 +179,10 @@ class Pages:
         address = (fields.get("email") or [""])[0]
         try:
             choice = flow.check_choice(
-                self.config, fields.get("topics", []), (fields.get("keywords") or [""])[0]
+                self.config,
+                fields.get("topics", []),
+                (fields.get("keywords") or [""])[0],
+                (fields.get("frequency") or ["daily"])[0],
             )
             mailed = await self.db(
                 lambda s: flow.request_subscription(self.config, s, address, choice)
@@ -266,7 +269,10 @@ class Pages:
                 return self.message("Please use the form on our page", status=403)
             try:
                 choice = flow.check_choice(
-                    self.config, fields.get("topics", []), (fields.get("keywords") or [""])[0]
+                    self.config,
+                    fields.get("topics", []),
+                    (fields.get("keywords") or [""])[0],
+                    (fields.get("frequency") or ["daily"])[0],
                 )
             except SubscriberError as e:
                 error = str(e)
@@ -294,7 +300,7 @@ class Pages:
                         if choice.keywords
                         else ""
                     )
-                    + ".",
+                    + f", {choice.frequency}.",
                     links=[(f"/preferences/{quote(token, safe='')}", "Change again")],
                 )
         prefs = await self.db(lambda s: flow.preferences(self.config, s, token))
@@ -310,6 +316,7 @@ class Pages:
             choices=self.choices,
             chosen=set(prefs.topics),
             keywords=prefs.keywords,
+            frequency=prefs.frequency,
             csrf=csrf,
             error=error,
             action=f"/preferences/{quote(token, safe='')}",

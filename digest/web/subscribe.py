@@ -41,7 +41,7 @@ from digest.errors import DigestError, KeywordsError, SubscriberError
 from digest.models import SubscriberStatus
 from digest.store import Store
 from digest.store.meta import secret_key
-from digest.store.readers import check_topics, list_subscribers
+from digest.store.readers import check_frequency, check_topics, list_subscribers
 from digest.store.signups import (
     activate,
     claim_next_mail,
@@ -240,11 +240,15 @@ class Choice:
 
     topics: tuple[str, ...]
     keywords: str
+    frequency: str = "daily"  # or "weekly"
 
 
-def check_choice(config: Config, topics: Sequence[str], keywords: str) -> Choice:
+def check_choice(
+    config: Config, topics: Sequence[str], keywords: str, frequency: str = "daily"
+) -> Choice:
     """Return the checked choice; raises SubscriberError saying what is wrong."""
     chosen = check_topics(config, topics)
+    how = check_frequency(frequency or "daily")
     keywords = " ".join(keywords.split())
     if len(keywords) > MAX_KEYWORDS:
         raise SubscriberError(f"keep the keywords under {MAX_KEYWORDS} characters")
@@ -253,7 +257,7 @@ def check_choice(config: Config, topics: Sequence[str], keywords: str) -> Choice
             parse_keywords(keywords)
         except KeywordsError as e:
             raise SubscriberError(f"keywords {e}") from None  # the form field's name
-    return Choice(chosen, keywords)
+    return Choice(chosen, keywords, how)
 
 
 def purge_pending(store: Store, max_age: timedelta, now: datetime) -> int:
@@ -333,7 +337,9 @@ def request_subscription(
             # now: anyone can post this form with their address, and a pending row would
             # not survive purge_pending (nor, for a config subscriber, keep them silenced;
             # see list_subscribers).
-            record_pending(conn, address, choice.topics, choice.keywords, _stamp(now))
+            record_pending(
+                conn, address, choice.topics, choice.keywords, _stamp(now), choice.frequency
+            )
             nonce = secrets.token_urlsafe(12)
             link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
             follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
@@ -344,7 +350,8 @@ def request_subscription(
                 nonce,
                 f"{title}: confirm your subscription",
                 f"Someone (probably you) asked to subscribe {address} to the {title} digest:\n"
-                "new papers from the Hugging Face Daily Papers list, once a day "
+                "new papers from the Hugging Face Daily Papers list, "
+                f"{'once a week' if choice.frequency == 'weekly' else 'once a day'} "
                 f"({follows}).\n\n"
                 f"To confirm, open this link within {config.web.confirm_hours} hours and "
                 f"press Confirm:\n\n{link}\n\n"
@@ -423,6 +430,7 @@ class Preferences:
     status: SubscriberStatus
     topics: tuple[str, ...]
     keywords: str
+    frequency: str = "daily"
 
 
 def preferences(config: Config, store: Store, token: str) -> Preferences | None:
@@ -432,7 +440,7 @@ def preferences(config: Config, store: Store, token: str) -> Preferences | None:
         return None
     for row in list_subscribers(config, store):
         if address_key(row.email) == address_key(address):
-            return Preferences(row.email, row.status, row.topics, row.keywords)
+            return Preferences(row.email, row.status, row.topics, row.keywords, row.frequency)
     return Preferences(address, SubscriberStatus.UNSUBSCRIBED, (), "")
 
 
@@ -459,5 +467,5 @@ def save_preferences(config: Config, store: Store, token: str, choice: Choice) -
             for r in rows
         ):
             raise NotSubscribed(f"{address} is not subscribed now")
-        save_choice(conn, address, choice.topics, choice.keywords, stamp)
+        save_choice(conn, address, choice.topics, choice.keywords, stamp, choice.frequency)
     return address
