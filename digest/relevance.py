@@ -291,6 +291,7 @@ class SimilarityIndex:
                 postings.setdefault(t, []).append((ti, w))
         self._postings = postings
         self._min = [t.min_similarity for t in self.topics]
+        self._one_min = self._min[0] if len(set(self._min)) == 1 else None
 
     def _scores(self, vector: Vector) -> list[float]:
         """Cosine of `vector` with every topic's centroid, by topic index."""
@@ -305,32 +306,46 @@ class SimilarityIndex:
         """Return topic index -> cosine of `vector` with the topic's centroid (when > 0)."""
         return {ti: s for ti, s in enumerate(self._scores(vector)) if s > 0.0}
 
-    def _likeness(self, ti: int, score: float, vector: Vector) -> Likeness:
+    def _likeness(self, ti: int, score: float, paper: dict[int, float]) -> Likeness:
         topic = self.topics[ti]
-        d = vector.as_dict()
-        sims = [
-            (sum(w * d.get(t, 0.0) for t, w in zip(s.vector.ids, s.vector.weights, strict=True)), s)
-            for s in topic.seeds
-        ]
-        best, seed = max(sims, key=lambda x: x[0])
+        best, seed = max(
+            (
+                (
+                    sum(
+                        w * paper.get(t, 0.0)
+                        for t, w in zip(s.vector.ids, s.vector.weights, strict=True)
+                    ),
+                    s,
+                )
+                for s in topic.seeds
+            ),
+            key=lambda x: x[0],
+        )
         return Likeness(round(score, 4), topic.name, seed.id, seed.title, round(best, 4))
 
     def best(self, vector: Vector, *, floor: float = 0.0) -> dict[str, Likeness]:
         """Return, per topic scoring above `floor`, how like its seeds `vector` is
         (whatever the topic's min_similarity: for ranking and for tuning the threshold)."""
+        paper = vector.as_dict()
         return {
-            self.topics[ti].name: self._likeness(ti, s, vector)
+            self.topics[ti].name: self._likeness(ti, s, paper)
             for ti, s in self.scores(vector).items()
             if s > floor
         }
 
     def match(self, vector: Vector) -> list[Likeness]:
         """Return the topics keeping a paper (similarity >= min_similarity), best first."""
-        hits = [
-            self._likeness(ti, s, vector)
-            for ti, (s, m) in enumerate(zip(self._scores(vector), self._min, strict=True))
-            if s >= m and s > 0.0
-        ]
+        acc = self._scores(vector)
+        if self._one_min is not None:  # the usual case: one threshold, a C-speed scan
+            m = max(self._one_min, 1e-12)
+            kept = [(ti, s) for ti, s in enumerate(acc) if s >= m]
+        else:
+            mins = self._min
+            kept = [(ti, s) for ti, s in enumerate(acc) if s >= mins[ti] and s > 0.0]
+        if not kept:
+            return []
+        paper = vector.as_dict()
+        hits = [self._likeness(ti, s, paper) for ti, s in kept]
         hits.sort(key=lambda lk: (-lk.similarity, lk.topic))
         return hits
 
