@@ -19,7 +19,8 @@ Pure and offline: plain data in, plain data out, no network, no SQL, no new depe
   the nearest seed and how like it the paper is (the "why").
 - `learn` fits a reader's linear model (L2-regularised logistic regression by SGD, as
   arxiv-sanity-lite fits a linear SVM per user) from "more / fewer like this" choices over
-  the same vectors; `rerank` orders a reader's papers by it. No choices: no model, and
+  the same vectors; `rerank` orders a reader's papers by it; `ReaderModel.to_bytes` keeps
+  it, so a send re-learns only the readers who chose since. No choices: no model, and
   `rerank` keeps the given order (the reader gets today's ranking).
 
 Why tf-idf and not an embedding model or scikit-learn: the container image is 220 MB of a
@@ -216,13 +217,17 @@ class Seed:
     vector: Vector
 
 
+# The best F1 on the seed days of tests/data/relevance (bench/README.md).
+DEFAULT_MIN_SIMILARITY = 0.08
+
+
 @dataclass(frozen=True)
 class LikeTopic:
     """A topic defined by seed papers: keeps papers at least `min_similarity` like one."""
 
     name: str
     seeds: tuple[Seed, ...]
-    min_similarity: float = 0.08  # best F1 on the seed days of tests/data/relevance
+    min_similarity: float = DEFAULT_MIN_SIMILARITY
 
 
 @dataclass(frozen=True)
@@ -351,7 +356,9 @@ class SimilarityIndex:
 
 
 def like_topic(
-    name: str, seeds: Iterable[tuple[Paper, Vector]], min_similarity: float = 0.15
+    name: str,
+    seeds: Iterable[tuple[Paper, Vector]],
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
 ) -> LikeTopic:
     """Return a like-topic from seed papers and their vectors (the papers' titles name them).
 
@@ -387,6 +394,23 @@ class ReaderModel:
         return self.bias + sum(
             x * w.get(t, 0.0) for t, x in zip(vector.ids, vector.weights, strict=True)
         )
+
+    def to_bytes(self) -> bytes:
+        """Return the stored form: the bias as a float64, then the weights as a Vector's."""
+        ids = sorted(self.weights)
+        return (
+            struct.pack("<d", self.bias)
+            + Vector(tuple(ids), tuple(self.weights[t] for t in ids)).to_bytes()
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReaderModel:
+        """Return the model `to_bytes` made (weights as float32). Raises ValueError."""
+        if len(data) < 8:
+            raise ValueError(f"not a reader model ({len(data)} bytes)")
+        (bias,) = struct.unpack_from("<d", data)
+        v = Vector.from_bytes(data[8:])
+        return cls(v.as_dict(), bias)
 
 
 BACKGROUND_WEIGHT = 0.3  # an unchosen paper is weak evidence of "not this", a click strong

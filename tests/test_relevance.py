@@ -15,6 +15,7 @@ from digest.models import Paper
 from digest.relevance import (
     Choice,
     LikeTopic,
+    ReaderModel,
     Seed,
     SimilarityIndex,
     Vector,
@@ -259,9 +260,16 @@ def test_choices_move_the_ranking_and_no_choices_keep_it() -> None:
     assert pushed.index(target) > ranked.index(target)
 
 
-def test_learning_is_deterministic() -> None:
+def test_learning_is_deterministic_and_the_model_round_trips() -> None:
     choices = [Choice(vec("2404.00656"), True), Choice(vec("2403.06738"), False)]
-    assert learn(choices) == learn(choices)
+    model = learn(choices)
+    assert model is not None and model == learn(choices)
+    again = ReaderModel.from_bytes(model.to_bytes())
+    assert again.bias == model.bias and again.weights.keys() == model.weights.keys()
+    for pid in ("2405.15216", "2403.06738", "2509.22622"):
+        assert again.score(vec(pid)) == pytest.approx(model.score(vec(pid)), abs=1e-5)
+    with pytest.raises(ValueError, match="not a reader model"):
+        ReaderModel.from_bytes(b"\x00")
 
 
 # --- empty inputs ---------------------------------------------------------------------------
