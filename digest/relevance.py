@@ -358,15 +358,25 @@ class SimilarityIndex:
         seeds = self._seed_scores(vector)
         return {self.topics[ti].name: self._likeness(ti, s, seeds) for ti, s in kept}
 
-    def match(self, vector: Vector) -> list[Likeness]:
-        """Return the topics keeping a paper (similarity >= min_similarity), best first."""
+    def _kept(self, vector: Vector) -> list[tuple[int, float]]:
         acc = self._scores(vector)
         if self._one_min is not None:  # the usual case: one threshold, a C-speed scan
             m = max(self._one_min, 1e-12)
-            kept = [(ti, s) for ti, s in enumerate(acc) if s >= m]
-        else:
-            mins = self._min
-            kept = [(ti, s) for ti, s in enumerate(acc) if s >= mins[ti] and s > 0.0]
+            return [(ti, s) for ti, s in enumerate(acc) if s >= m]
+        mins = self._min
+        return [(ti, s) for ti, s in enumerate(acc) if s >= mins[ti] and s > 0.0]
+
+    def keep(self, vector: Vector) -> list[tuple[str, float]]:
+        """Return (topic, similarity) for the topics keeping a paper, best first, without the
+        why: what a send needs to pick papers, before it shows any."""
+        out = [(self.topics[ti].name, round(s, 4)) for ti, s in self._kept(vector)]
+        out.sort(key=lambda ns: (-ns[1], ns[0]))
+        return out
+
+    def match(self, vector: Vector) -> list[Likeness]:
+        """Return the topics keeping a paper (similarity >= min_similarity), best first,
+        each with its why (the nearest seed)."""
+        kept = self._kept(vector)
         if not kept:
             return []
         seeds = self._seed_scores(vector)  # only now: most papers are kept by few topics

@@ -212,6 +212,7 @@ def test_the_index_scores_every_topic_as_its_centroid_does() -> None:
         got = {lk.topic: lk.similarity for lk in index.match(v)}
         assert got == {n: pytest.approx(s, abs=1e-4) for n, s in want.items() if s >= 0.05}
         assert [lk.similarity for lk in index.match(v)] == sorted(got.values(), reverse=True)
+        assert index.keep(v) == [(lk.topic, lk.similarity) for lk in index.match(v)]
 
 
 def test_min_similarity_is_the_threshold() -> None:
