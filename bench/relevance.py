@@ -218,10 +218,12 @@ def speed_similarity(papers: list[Paper], vocab: Vocabulary, n_topics: int, repe
     matcher = Matcher(kws)
     new_vecs = [vec[p.id] for p in new]
     pairs = sum(len(index.match(v)) for v in new_vecs)
+    assert pairs == sum(len(index.keep(v)) for v in new_vecs)
     kw_pairs = sum(len(matcher.match(p)) for p in new)
+    t_keep = timed(lambda: [index.keep(v) for v in new_vecs], repeats)
     t_like = timed(lambda: [index.match(v) for v in new_vecs], repeats)
     t_kw = timed(lambda: [matcher.match(p) for p in new], repeats)
-    return build, t_like, t_kw, pairs, kw_pairs
+    return build, t_keep, t_like, t_kw, pairs, kw_pairs
 
 
 def speed_learned(papers: list[Paper], vocab: Vocabulary, readers: int):
@@ -314,14 +316,16 @@ def main() -> None:
         f"(c) >= 1.2x (a) at (a)'s recall on every interest: {'met' if ok_c else 'MISSED'}"
     )
     print()
-    build, t_like, t_kw, pairs, kw_pairs = speed_similarity(
+    build, t_keep, t_like, t_kw, pairs, kw_pairs = speed_similarity(
         papers, vocab, args.topics, args.repeats
     )
     print(
-        f"similarity: {args.topics:,} like-topics x 100 papers: {t_like * 1000:.1f} ms "
-        f"({pairs:,} pairs kept; index built in {build * 1000:.0f} ms); keyword Matcher, "
-        f"{args.topics:,} topics, same papers: {t_kw * 1000:.1f} ms ({kw_pairs:,} pairs); "
-        f"ratio {t_like / t_kw:.2f}x; target < 50 ms: {'met' if t_like < 0.05 else 'MISSED'}"
+        f"similarity: {args.topics:,} like-topics x 100 papers: {t_keep * 1000:.1f} ms (keep); "
+        f"{t_like * 1000:.1f} ms with the why of every kept pair (match); {pairs:,} pairs "
+        f"kept; index built in {build * 1000:.0f} ms. Keyword Matcher, {args.topics:,} "
+        f"topics, same papers: {t_kw * 1000:.1f} ms ({kw_pairs:,} pairs); ratios "
+        f"{t_keep / t_kw:.2f}x and {t_like / t_kw:.2f}x; target < 50 ms: "
+        f"keep {'met' if t_keep < 0.05 else 'MISSED'}, match {'met' if t_like < 0.05 else 'MISSED'}"
     )
     t_learned, t_base = speed_learned(papers, vocab, args.readers)
     print(
