@@ -217,11 +217,14 @@ def test_the_index_scores_every_topic_as_its_centroid_does() -> None:
 
 def test_min_similarity_is_the_threshold() -> None:
     p = corpus()[0]["2404.00656"]
-    strict = like_topic("strict", [(p, vec(p.id))], min_similarity=1.0)
-    assert SimilarityIndex([strict]).match(vec("2405.15216")) == []
-    (same,) = SimilarityIndex([strict]).match(vec(p.id)) or [None]
-    # The paper itself is as like its only seed as rounding allows.
-    assert same is None or same.seed_id == p.id
+    strict = like_topic("strict", [(p, vec(p.id))], min_similarity=0.999)
+    index = SimilarityIndex([strict])
+    assert index.match(vec("2405.15216")) == []  # a speech paper, but not this one
+    # The paper itself is as like its only seed as float32 allows: kept, naming itself.
+    (same,) = index.match(vec(p.id))
+    assert same.seed_id == p.id and same.similarity == pytest.approx(1.0, abs=1e-4)
+    loose = SimilarityIndex([like_topic("loose", [(p, vec(p.id))], min_similarity=0.0)])
+    assert loose.match(vec("2405.15216"))  # any shared term is enough at 0
     with pytest.raises(ValueError, match=r"'bad': min_similarity 1\.5"):
         SimilarityIndex([LikeTopic("bad", strict.seeds, 1.5)])
 
