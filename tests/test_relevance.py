@@ -297,3 +297,22 @@ def test_empty_inputs() -> None:
     assert LikeTopic("x", (Seed("1", "t", nothing),)).min_similarity > 0
     with pytest.raises(ValueError, match="min_df"):
         Vocabulary.build([], min_df=0)
+
+
+def test_the_module_needs_nothing_beyond_the_standard_library() -> None:
+    # README: "with the standard library only (the image does not grow)".
+    import ast
+    import sys
+    from pathlib import Path
+
+    import digest.relevance
+
+    tree = ast.parse(Path(digest.relevance.__file__).read_text(encoding="utf-8"))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    assert "digest" in roots, "no imports found: the check would pass vacuously"
+    assert roots - {"digest", "__future__"} <= sys.stdlib_module_names, roots
