@@ -120,8 +120,6 @@ class Api:
     def papers_body(self, params: dict[str, str]) -> str:
         """The /api/papers answer for `params` (raises BadParameter)."""
         since, until = _day(params, "since"), _day(params, "until")
-        if since and until and since > until:
-            raise BadParameter(f"since={since} is after until={until}")
         limit = _int(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         cursor = _int(params, "cursor", 0, 1, 2**62) if params.get("cursor") else None
         topic = params.get("topic", "")
@@ -212,7 +210,8 @@ class Api:
         return self.answer(request, 200, json.dumps({"topics": body}, ensure_ascii=False))
 
     async def openapi(self, request: Request) -> Response:
-        return self.answer(request, 200, json.dumps(openapi(self.config.feeds.title)))
+        names = [t.name for t in self.config.topics]
+        return self.answer(request, 200, json.dumps(openapi(self.config.feeds.title, names)))
 
     def routes(self, middleware: list[Middleware] | tuple[Middleware, ...] = ()) -> list[Route]:
         get = ["GET", "HEAD"]
@@ -224,8 +223,13 @@ class Api:
         ]
 
 
-def openapi(title: str) -> dict[str, Any]:
-    """The OpenAPI 3.0 description of the API (what /api/openapi.json serves)."""
+def openapi(title: str, topics: list[str]) -> dict[str, Any]:
+    """The OpenAPI 3.0 description of the API (what /api/openapi.json serves).
+
+    Every request it calls valid is answered 2xx / 304 / 404 (schemathesis checks it):
+    `topic` is one of the configured names, `cursor` a position, and `q` is described as
+    plain words (the API takes more: `prefix*` and "phrases", as the search box does).
+    """
     nullable_str = {"type": "string", "nullable": True}
     paper = {
         "type": "object",
@@ -289,14 +293,27 @@ def openapi(title: str) -> dict[str, Any]:
                     "parameters": [
                         param("since", {"type": "string", "format": "date"}, "first list day"),
                         param("until", {"type": "string", "format": "date"}, "last list day"),
-                        param("topic", {"type": "string"}, "a topic name (/api/topics)"),
-                        param("q", {"type": "string", "maxLength": 300}, "full-text search"),
+                        param("topic", {"type": "string", "enum": topics or [""]}, "a topic name"),
+                        param(
+                            "q",
+                            {
+                                "type": "string",
+                                "maxLength": 300,
+                                "pattern": "^[0-9A-Za-z]+( [0-9A-Za-z]+){0,11}$",
+                            },
+                            "full-text search over title, abstract, authors and AI keywords: "
+                            'up to 12 words, all of which must match; also `agent*` and "a phrase"',
+                        ),
                         param(
                             "limit",
                             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                             f"papers per answer (default {DEFAULT_LIMIT})",
                         ),
-                        param("cursor", {"type": "string"}, "next_cursor of the previous answer"),
+                        param(
+                            "cursor",
+                            {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
+                            "next_cursor of the previous answer",
+                        ),
                     ],
                     "responses": {
                         "200": ok(
