@@ -4,7 +4,8 @@ Run: .venv/bin/python bench/archive.py --papers 200000 --out /tmp/archive-200k.d
 
 How it is made: every distinct real paper of ../shared/fixtures/real (page and API
 captures, about 630) is cloned in turn under a synthetic id `9NNNN.MMMMM`, 50 to a day,
-days going back from yesterday (200,000 papers: about 11 years). Each day is stored by
+days going back from yesterday (the newest day's papers first, so the newest days hold
+the same papers at every size) (200,000 papers: about 11 years). Each day is stored by
 the real `Store.store_listing` with the clock set to 07:00 UTC that day (time-machine),
 so first_seen, the runs, the upvote snapshots and the FTS index are what a service
 fetching once a day would hold; each day's papers become that day's edition (digest_day),
@@ -59,8 +60,15 @@ def build(path: Path, count: int, *, end: date | None = None) -> Path:
         for d in range(days):
             day = end - timedelta(days=days - 1 - d)
             first = d * PER_DAY
+            # Content counts back from the newest day, so the newest days hold the same
+            # papers at every size (a 30-day window is the same work in each archive).
+            back = (days - 1 - d) * PER_DAY
             papers = tuple(
-                replace(pool[k % len(pool)], id=f"9{k // 1000:04d}.{k % 1000:05d}", daily_date=day)
+                replace(
+                    pool[(back + k - first) % len(pool)],
+                    id=f"9{k // 1000:04d}.{k % 1000:05d}",
+                    daily_date=day,
+                )
                 for k in range(first, min(first + PER_DAY, count))
             )
             listing = Listing(papers, url=f"bench://archive/{day}", source="api", list_date=day)

@@ -1,13 +1,15 @@
 """The search box: full-text search over the whole archive, ranked, with the matched words
 marked, a page at a time (SQLite FTS5, table papers_search; the query rules in store.fts).
 
-Cost stays flat as the archive grows: the count of matches is one pass over the index's
-document lists (a few ms for 100,000 matches), and the ranking (bm25, title and keywords
-weighted above the abstract) is over the newest RANKED matches only: ranking every match
-of a common word costs time in proportion to the archive (220 ms for "model" at 200,000
-papers). A rarer word has fewer matches than that, so its results are ranked over the
-whole archive. Marks come back as MARK_START / MARK_END around each matched word; the
-web escapes the text and turns them into <mark>.
+Cost is bounded as the archive grows: matches are counted up to COUNTED, and the ranking
+(bm25, title and keywords weighted above the abstract) is over the newest RANKED matches
+only: ranking every match of a common word costs time in proportion to the archive
+(220 ms for "model" at 200,000 papers). A rarer word has fewer matches than that, so its
+results are ranked over the whole archive. What still grows: bm25 reads each term's
+document count from the index, about 10 ms for a common word at 200,000 papers.
+
+Marks come back as MARK_START / MARK_END around each matched word; the web escapes the
+text and turns them into <mark>.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from digest.store import Store, row_to_stored
 from digest.store.fts import BadQuery, Query, parse_query
 
 RANKED = 1000  # matches ranked, newest first: 50 pages of 20
+COUNTED = 10_000  # matches counted; past that the page says "more than 10,000"
 MARK_START, MARK_END = "\x02", "\x03"
 # bm25 weights, in the table's column order: title, abstract, authors, ai_keywords.
 _WEIGHTS = "10.0, 1.0, 3.0, 5.0"
@@ -40,10 +43,15 @@ class Results:
 
     query: Query
     hits: list[Hit]
-    total: int  # every match in the archive
+    total: int  # the matches in the archive, up to COUNTED
     ranked: int  # the matches ranked and paged through (at most RANKED)
     page: int
     per_page: int
+
+    @property
+    def more(self) -> bool:
+        """True when there are more than COUNTED matches (`total` stopped counting)."""
+        return self.total > COUNTED
 
     @property
     def pages(self) -> int:
@@ -60,8 +68,12 @@ def search(store: Store, text: str, *, page: int = 1, per_page: int = 20) -> Res
     page = max(1, page)
     conn = store.db.conn
     try:
+        # Counting stops past COUNTED: a common word's count would cost a pass over its
+        # whole document list (10 ms for "language model" at 200,000 papers).
         total = conn.execute(
-            "SELECT count(*) FROM papers_search WHERE papers_search MATCH ?", [query.match]
+            "SELECT count(*) FROM (SELECT rowid FROM papers_search WHERE papers_search MATCH ? "
+            "LIMIT ?)",
+            [query.match, COUNTED + 1],
         ).fetchone()[0]
         offset = (page - 1) * per_page
         ranked = min(total, RANKED)
