@@ -166,3 +166,15 @@ def test_every_page_has_the_search_box(site: tuple[Config, Archive, str]) -> Non
         page = httpx.get(base + path).text
         assert 'role="search"' in page and 'action="/search"' in page, path
         assert '<label for="site-q"' in page
+
+
+def test_past_the_count_the_page_says_more_than(
+    site: tuple[Config, Archive, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import digest.store.search as module
+
+    monkeypatch.setattr(module, "COUNTED", 5)  # the real one is 10,000: too many to store
+    _config, _archive, base = site
+    page = httpx.get(f"{base}/search", params={"q": "model"}).text
+    assert "More than 5 papers match" in page
+    assert len(ARTICLE.findall(page)) > 5  # and the results are still there
