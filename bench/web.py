@@ -4,7 +4,7 @@
 Run: .venv/bin/python bench/web.py [--sizes 10000,50000,200000] [--seconds 5]
                                    [--connections 32] [--skip-wrk]
 
-Part 1, growth (in this process, median of --repeats calls, each size after a warm-up):
+Part 1, growth (in this process, best of --repeats calls, each size after a warm-up):
   papers --search language   Store.papers(search=, limit=50), as `digest papers` runs it
   topics test                jobs.try_topic over 30 days (topic: agent*, "tool use")
   /healthz reads             store.runs.health_facts
@@ -22,6 +22,7 @@ and nginx (one worker) serving a static copy of the same pages, fetched from dig
 just before. wrk, --connections keep-alive connections, --seconds per page, one thread:
   /  (the latest edition ranked)   /topics/agents   /archive/<newest day>
   /search?q=language+model         /healthz
+and /healthz alone at every size (req/s: flat is the point).
 Targets (issue 16): median < 50 ms and p99 < 200 ms for each page under 32 clients.
 The client shares the 2 cores with the server. Pages are built once per store version
 (a fetch changes it) and then served from memory; a search for a new query costs the
@@ -35,7 +36,6 @@ import argparse
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,14 +60,16 @@ CACHE = Path(tempfile.gettempdir()) / "papers-digest-bench"
 TOPIC = TopicConfig(name="agents", title="LLM agents", keywords=["agent*"], phrases=["tool use"])
 
 
-def median_ms(work: Callable[[], Any], repeats: int) -> float:
+def best_ms(work: Callable[[], Any], repeats: int) -> float:
+    """The best of `repeats` timed calls, in ms (as timeit does: on a shared machine the
+    other processes only ever add time, so the minimum is the figure that repeats)."""
     work()  # warm-up: the page cache of the file, SQLite's statement cache
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         work()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return min(times) * 1000
 
 
 def old_search(store: Store) -> int:
@@ -110,18 +112,20 @@ class Undo(Exception):
 
 
 def newest_backfilled(store: Store, repeats: int) -> tuple[float, float]:
-    """The newest-paper lookup on the archive as a new install that backfilled its history
-    would hold it: everything but the last 30 days backfilled (rolled back after)."""
-    newest = store.newest_first_seen()
-    assert newest is not None
-    cut = (newest - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The newest-paper lookup on the archive as a service holds it that ran its daily
+    fetch for 30 days and then backfilled years of history: the backfilled papers are the
+    newest stored (first_seen is when we stored them), all but the oldest 30 days'
+    (rolled back after)."""
+    oldest = store.db.execute("SELECT min(first_seen) FROM papers").fetchone()[0]
+    first = datetime.fromisoformat(oldest.replace("Z", "+00:00"))
+    cut = (first + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     out: tuple[float, float] = (0.0, 0.0)
     try:
         with store.transaction() as conn:
-            conn.execute("UPDATE papers SET backfilled = 1 WHERE first_seen < ?", [cut])
+            conn.execute("UPDATE papers SET backfilled = 1 WHERE first_seen >= ?", [cut])
             out = (
-                median_ms(store.newest_first_seen, repeats),
-                median_ms(lambda: old_newest(store), repeats),
+                best_ms(store.newest_first_seen, repeats),
+                best_ms(lambda: old_newest(store), repeats),
             )
             raise Undo
     except Undo:
@@ -157,7 +161,7 @@ def one_size(n: int, repeats: int) -> dict[str, tuple[float, float]]:
             ),
         }
         out = {
-            name: (median_ms(new, repeats), median_ms(old, repeats))
+            name: (best_ms(new, repeats), best_ms(old, repeats))
             for name, (new, old) in pairs.items()
         }
         out["newest, history backfilled"] = newest_backfilled(store, repeats)
@@ -169,7 +173,7 @@ def one_size(n: int, repeats: int) -> dict[str, tuple[float, float]]:
 def growth(sizes: list[int], repeats: int) -> None:
     by_size = {n: one_size(n, repeats) for n in sizes}
     head = "".join(f"{n // 1000:>8}k now  before" for n in sizes)
-    print(f"\n{'growth (median ms)':<26}{head}   growth now / before")
+    print(f"\n{'growth (best of, ms)':<26}{head}   growth now / before")
     for name in by_size[sizes[0]]:
         cells = "".join(f"{by_size[n][name][0]:>12.2f} {by_size[n][name][1]:>7.2f}" for n in sizes)
         first, last = by_size[sizes[0]][name], by_size[sizes[-1]][name]
@@ -239,20 +243,51 @@ http {{
 """
 
 
+def serve_config(tmp: Path, archive: Path) -> Path:
+    """A config for `digest serve` on a copy of `archive` in `tmp`; no scheduled job runs."""
+    db = tmp / "digest.db"
+    shutil.copy(archive, db)
+    config = tmp / "config.toml"
+    config.write_text(
+        f'[source]\nlist = "http://127.0.0.1:9/papers"\n[store]\ndatabase = "{db}"\n'
+        f'[feeds]\ndir = "{tmp / "feeds"}"\n[schedule]\ncatch_up = false\n'
+        'fetch = "0 0 1 1 *"\n[[topics]]\nname = "agents"\ntitle = "LLM agents"\n'
+        'keywords = ["agent*"]\nphrases = ["tool use"]\n[[topics]]\nname = "vision"\n'
+        'keywords = ["image*", "video*", "vision"]\n'
+        # The archive's last fetch was yesterday evening: not stale for this run.
+        "[web]\nstale_after = 8760\n"
+    )
+    return config
+
+
+def healthz_growth(sizes: list[int], seconds: int, connections: int) -> None:
+    """/healthz req/s under wrk at each size (the container's health check)."""
+    cells = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as name:
+            tmp = Path(name)
+            config = serve_config(tmp, build(CACHE / f"archive-{size}.db", size))
+            port = free_port()
+            ours = subprocess.Popen(
+                [sys.executable, "-m", "digest", "--config", str(config), "serve",
+                 "--port", str(port)],
+                cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                wait_up(f"http://127.0.0.1:{port}/healthz")
+                got = wrk(f"http://127.0.0.1:{port}/healthz", seconds, connections)
+                cells.append(f"{size // 1000}k {got['rate']:,.0f}/s (median {got['p50']:.1f} ms)")
+            finally:
+                ours.terminate()
+                ours.wait(10)
+    print(f"\n/healthz under wrk -c{connections}: " + ", ".join(cells))
+
+
 def load(size: int, seconds: int, connections: int) -> None:
     path = build(CACHE / f"archive-{size}.db", size)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        db = tmp / "digest.db"
-        shutil.copy(path, db)
-        config = tmp / "config.toml"
-        config.write_text(
-            f'[source]\nlist = "http://127.0.0.1:9/papers"\n[store]\ndatabase = "{db}"\n'
-            f'[feeds]\ndir = "{tmp / "feeds"}"\n[schedule]\ncatch_up = false\n'
-            'fetch = "0 0 1 1 *"\n[[topics]]\nname = "agents"\ntitle = "LLM agents"\n'
-            'keywords = ["agent*"]\nphrases = ["tool use"]\n[[topics]]\nname = "vision"\n'
-            'keywords = ["image*", "video*", "vision"]\n'
-        )
+        config = serve_config(tmp, path)
         port, nginx_port = free_port(), free_port()
         ours = subprocess.Popen(
             [sys.executable, "-m", "digest", "--config", str(config), "serve", "--port", str(port)],
@@ -320,6 +355,7 @@ def main() -> int:
         if not (shutil.which("wrk") and shutil.which("nginx")):
             print("load: wrk and nginx are needed (apt install wrk nginx)")
             return 1
+        healthz_growth(sizes, args.seconds, args.connections)
         load(sizes[-1], args.seconds, args.connections)
     return 0
 
