@@ -143,3 +143,17 @@ def test_rising_counts_from_the_last_snapshot_before_the_day(store: Store) -> No
     assert rising[1].since == now - timedelta(hours=20)
     assert browse.rising(store, limit=1)[0].paper.paper.id == "old"
     assert browse.rising(Store.open(":memory:")) == []
+
+
+def test_the_cli_search_reads_ai_keywords_and_walks_newest_first(store: Store) -> None:
+    # `digest papers --search` (Store.papers with a limit): keywords are indexed, and the
+    # walk down the index gives the newest matches, as the ORDER BY did before.
+    fill(store, days=4)
+    tagged = Paper(id="2612.00001", title="Plain title", ai_keywords=("zyzzyvaword",))
+    snapshot(store, datetime(2026, 3, 9, 6, tzinfo=UTC), {})
+    with time_machine.travel(datetime(2026, 3, 9, 6, tzinfo=UTC), tick=False):
+        store.store_listing(Listing((tagged,), url="test://tagged", source="api"))
+    assert [sp.paper.id for sp in store.papers(search="zyzzyvaword", limit=5)] == [tagged.id]
+    walked = store.papers(search="model", limit=7)
+    everything = store.papers(search="model")
+    assert [sp.paper.id for sp in walked] == [sp.paper.id for sp in everything[:7]]

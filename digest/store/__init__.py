@@ -427,9 +427,9 @@ class Store:
 
         `search` is full-text over title, abstract, authors and AI keywords (store.fts:
         the FTS5 syntax is escaped). With a `limit`, a search walks the index newest
-        first and stops at `limit` matches, so a common word costs the same at any
-        archive size (papers are stored in first-seen order; within one run the last
-        stored win a tie at the cut).
+        first and stops at `limit` matches (papers are stored in first-seen order), then
+        reads the whole run the cut falls in, so a common word costs the same at any
+        archive size and the order is the one below.
         `new_only` leaves out backfilled papers (what the feeds show).
         """
         where: list[str] = []
@@ -457,8 +457,24 @@ class Store:
                 + "".join(f" AND {w}" for w in where)
                 + f" ORDER BY papers_search.rowid DESC LIMIT {int(limit)}"
             )
-            rows = list(self.db.query(sql, [match_or_nothing(search), *args]))
-            return [row_to_stored(r) for r in _newest_first(rows)]
+            match = match_or_nothing(search)
+            rows = list(self.db.query(sql, [match, *args]))
+            if len(rows) == limit:
+                # The cut may fall inside one run's papers (one first_seen): take all of
+                # that run's matches (a rowid range, so the FTS walk stays short) and let
+                # the order decide, as the ORDER BY over every match did.
+                edge = min(r["first_seen"] for r in rows)
+                low, high = self.db.execute(
+                    "SELECT min(rowid), max(rowid) FROM papers WHERE first_seen = ?", [edge]
+                ).fetchone()
+                tied = self.db.query(
+                    "SELECT papers.* FROM papers_search JOIN papers "
+                    "ON papers.rowid = papers_search.rowid WHERE papers_search MATCH ? "
+                    "AND papers_search.rowid BETWEEN ? AND ?" + "".join(f" AND {w}" for w in where),
+                    [match, low, high, *args],
+                )
+                rows = [r for r in rows if r["first_seen"] != edge] + list(tied)
+            return [row_to_stored(r) for r in _newest_first(rows)[: int(limit)]]
         if search:
             where.append(
                 "papers.rowid IN (SELECT rowid FROM papers_search WHERE papers_search MATCH ?)"
