@@ -196,7 +196,9 @@ def backfill_cmd(
 
 @main.command()
 @click.option("--since", callback=_date, metavar="YYYY-MM-DD")
-@click.option("--search", metavar="TEXT", help="Full-text search in title, abstract, authors.")
+@click.option(
+    "--search", metavar="TEXT", help="Full-text search in title, abstract, authors, AI keywords."
+)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.pass_obj
 def papers(state: State, since: date | None, search: str | None, limit: int) -> None:

@@ -52,6 +52,7 @@ from digest.source.fetch import Fetcher, make_client
 from digest.source.listing import api_params_for, fetch_api, fetch_listing, page_url_for_day
 from digest.source.parse import parse_any, parse_page
 from digest.store import Store
+from digest.store.browse import rising
 from digest.store.meta import note_operator, operator_noted
 from digest.store.readers import Ledger, active_subscribers, list_subscribers, unknown_topics
 from digest.topics import Removed, explain_topic
@@ -317,9 +318,10 @@ def notify_operator(config: Config, store: Store, key: str, subject: str, text: 
 
 
 def write_feeds(config: Config, store: Store) -> FeedReport:
-    """Rebuild every feed file from the store's papers of the last feeds.days days (see
-    render.feed.write_feed_files); return what was written and what was kept."""
-    return write_feed_files(config, store.papers_in_window(config.feeds.days))
+    """Rebuild every feed file from the store's papers of the last feeds.days days and the
+    rising ones (see render.feed.write_feed_files); return what was written and kept."""
+    climbing = [r.paper for r in rising(store, limit=config.feeds.max_items)]
+    return write_feed_files(config, store.papers_in_window(config.feeds.days), climbing)
 
 
 # -- ingest (fetch -> parse -> store) and backfill --------------------------------

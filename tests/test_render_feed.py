@@ -66,7 +66,7 @@ def test_every_feed_parses_and_holds_the_database_papers(tmp_path: Path, store: 
     expected = expected_items(config, store)
     folder = tmp_path / "feeds"
 
-    assert set(report.items) == {"all", "agents", "vision", "nothing"}
+    assert set(report.items) == {"all", "agents", "vision", "nothing", "rising"}
     assert report.items["all"] == store.count_papers()  # fresh store: all within 7 days
     assert 0 < report.items["agents"] < report.items["all"]
     assert report.items["nothing"] == 0
@@ -287,7 +287,7 @@ def test_opml_lists_every_feed_with_its_url(tmp_path: Path, store: Store) -> Non
     assert root.tag == "opml"
     outlines = root.findall("./body/outline")
     urls = [o.get("xmlUrl") for o in outlines]
-    names = ["all", *(t.name for t in TOPICS)]
+    names = ["all", *(t.name for t in TOPICS), "rising"]
     assert urls == [f"https://papers.example.org/feeds/{n}.xml" for n in names]
     assert all(o.get("type") == "rss" and o.get("text") for o in outlines)
     assert "LLM agents" in outlines[1].get("title", "")
@@ -376,6 +376,7 @@ def test_feeds_of_a_removed_topic_go_and_nothing_else_does(tmp_path: Path, store
     assert [o.get("xmlUrl", "").rsplit("/", 1)[1] for o in root.iter("outline")] == [
         "all.xml",
         "agents.xml",
+        "rising.xml",
     ]
     # The web front serves what is on disk: the old topic's feed is no longer there.
     with serving(create_app(config)) as base:

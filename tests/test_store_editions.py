@@ -91,9 +91,9 @@ def test_migration_keeps_fts_in_sync_and_refresh_leaves_it_alone(store: Store) -
     paper = listing(DAY_A).papers[0]
     word = paper.title.split()[0]
     assert paper.id in ids(store.papers(search=word))
-    before = store.db.execute("SELECT count(*) FROM papers_fts_data").fetchone()[0]
+    before = store.db.execute("SELECT count(*) FROM papers_search_data").fetchone()[0]
     store_at(store, now + timedelta(hours=2), DAY_A)  # every paper refreshed, last_seen moves
-    after = store.db.execute("SELECT count(*) FROM papers_fts_data").fetchone()[0]
+    after = store.db.execute("SELECT count(*) FROM papers_search_data").fetchone()[0]
     assert after == before, "refreshing votes and last_seen must not rewrite the FTS index"
     store.db.execute("UPDATE papers SET title = 'Zyzzyva quokka' WHERE id = ?", [paper.id])
     assert ids(store.papers(search="quokka")) == {paper.id}

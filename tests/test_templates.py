@@ -72,13 +72,23 @@ def test_the_templates_sit_in_the_top_level_folder() -> None:
         "email/paper.txt",
         "email/style.css",
         "web/archive.html",
+        "web/archive_months.html",
         "web/base.html",
+        "web/day.html",
+        "web/day_papers.html",
         "web/feed_links.html",
         "web/feed_list.html",
         "web/feeds.html",
+        "web/home_papers.html",
         "web/index.html",
         "web/message.html",
+        "web/paper.html",
         "web/preferences.html",
+        "web/search.html",
+        "web/search_results.html",
+        "web/topic.html",
+        "web/topic_filter.html",
+        "web/topic_papers.html",
     ]
     assert not (ROOT / "digest" / "templates").exists()
     assert builtin_folder() == TEMPLATES.resolve()
@@ -114,7 +124,7 @@ day = now_utc().date()
 message = DigestRenderer(Config(), store.papers_of_day(day), day).render(
     Subscriber("reader@example.org")
 )
-page = environment().get_template("web/archive.html").render(title="T", days=[])
+page = environment().get_template("web/archive.html").render(title="T", months="")
 print(json.dumps({
     "digest": digest.__file__,
     "folder": str(builtin_folder()),
@@ -181,8 +191,10 @@ def restyled(tmp_path: Path) -> Path:
         html.replace("<body", "<!-- restyled email --><body", 1)
     )
     base = (TEMPLATES / "web" / "base.html").read_text()
-    assert "<main>" in base
-    (folder / "web" / "base.html").write_text(base.replace("<main>", '<main class="restyled">', 1))
+    assert '<main id="main">' in base
+    (folder / "web" / "base.html").write_text(
+        base.replace('<main id="main">', '<main class="restyled">', 1)
+    )
     return folder
 
 

@@ -6,7 +6,8 @@ leaves correct feeds. Each file goes to a temporary file in the
 same folder and is moved into place (`os.replace`): a reader never sees half a file.
 
 Files in `config.feeds.dir`: all.xml (RSS 2.0), all.atom, all.json (JSON Feed 1.1); the
-same three per configured topic, named after it (agents.xml, agents.atom, agents.json);
+same three per configured topic, named after it (agents.xml, agents.atom, agents.json),
+and for the rising papers (rising.xml, .atom, .json: upvotes grown most in 24 hours);
 feeds.opml, listing every feed (its RSS file) for a one-click import. The feeds of a
 topic that is no longer configured are removed: the previous feeds.opml says which
 feeds this writer made, so no other file in the folder is ever touched.
@@ -77,6 +78,7 @@ from digest.models import StoredPaper, TopicMatch
 from digest.topics import match_topics, term_context
 
 ALL = "all"
+RISING = "rising"  # the feed of the papers whose upvotes grew most in a day
 FORMATS = ("xml", "atom", "json")
 OPML_NAME = "feeds.opml"
 HOME_URL = "https://huggingface.co/papers"
@@ -141,24 +143,30 @@ class _Feed:
         """The item's identity in this feed: the arXiv URL, plus the topic in a topic feed."""
         if self.name == ALL:
             return sp.paper.arxiv_url
+        if self.name == RISING:
+            return f"{sp.paper.arxiv_url}#rising"
         return f"{sp.paper.arxiv_url}#topic-{self.name}"
 
 
-def write_feed_files(config: Config, window: Sequence[StoredPaper]) -> FeedReport:
+def write_feed_files(
+    config: Config, window: Sequence[StoredPaper], rising: Sequence[StoredPaper] = ()
+) -> FeedReport:
     """Rebuild every feed file from `window` (the papers of the last feeds.days days, newest
-    first: Store.papers_in_window); return what was written and what was kept.
+    first: Store.papers_in_window) and `rising` (the papers whose upvotes grew most in a
+    day, most first: store.browse.rising); return what was written and what was kept.
 
-    Raises ConfigError for a topic named "all" (it would overwrite the main feed) or a
-    topic term that cannot match; DigestError naming the file when one cannot be written.
+    Raises ConfigError for a topic named "all" or "rising" (it would overwrite that feed)
+    or a topic term that cannot match; DigestError naming the file when one cannot be
+    written.
     """
     for topic in config.topics:
-        if topic.name == ALL:
+        if topic.name in (ALL, RISING):
             raise ConfigError(
-                f"topic name {ALL!r} is taken by the feed of every paper; rename the topic",
+                f"topic name {topic.name!r} is taken by a feed of its own; rename the topic",
                 path=config.path,
-                key=f"topics.{ALL}.name",
+                key=f"topics.{topic.name}.name",
             )
-    feeds = _feeds(config, list(window))
+    feeds = _feeds(config, list(window), list(rising))
     folder = Path(config.feeds.dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -247,10 +255,14 @@ def item_dates(window: Sequence[StoredPaper]) -> dict[str, datetime]:
     return dates
 
 
-def _feeds(config: Config, window: list[StoredPaper]) -> list[_Feed]:
+def _feeds(
+    config: Config, window: list[StoredPaper], rising: list[StoredPaper] | None = None
+) -> list[_Feed]:
     limit = config.feeds.max_items
     title = config.feeds.title
-    dates = item_dates(window)
+    rising = rising or []
+    in_window = {sp.paper.id for sp in window}
+    dates = item_dates(window + [sp for sp in rising if sp.paper.id not in in_window])
     feeds = [
         _Feed(
             ALL,
@@ -278,6 +290,15 @@ def _feeds(config: Config, window: list[StoredPaper]) -> list[_Feed]:
                 dates,
             )
         )
+    feeds.append(
+        _Feed(
+            RISING,
+            f"{title}: rising",
+            f"{title}: the papers whose upvotes grew most in the last 24 hours, most first",
+            [(sp, None) for sp in rising[:limit]],
+            dates,
+        )
+    )
     return feeds
 
 

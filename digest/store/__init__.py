@@ -25,6 +25,7 @@ import tenacity
 from digest.clock import now_utc
 from digest.errors import DigestError
 from digest.models import Listing, Paper, RunResult, RunStatus, StoredPaper
+from digest.store.fts import match_or_nothing
 from digest.store.schema import MIGRATIONS
 
 # A digest claims the papers first seen at most this many days before its send: a first send
@@ -408,7 +409,9 @@ class Store:
     # -- papers ----------------------------------------------------------------------
 
     def count_papers(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM papers").fetchone()[0])
+        """The number of stored papers, from the count the triggers keep (no scan)."""
+        row = self.db.execute("SELECT n FROM counts WHERE name = 'papers'").fetchone()
+        return int(row[0]) if row else 0
 
     def papers(
         self,
@@ -422,26 +425,61 @@ class Store:
     ) -> list[StoredPaper]:
         """Return stored papers, newest first (by first seen, then upvotes).
 
-        `search` is full-text over title, abstract and authors (FTS5 syntax is escaped).
+        `search` is full-text over title, abstract, authors and AI keywords (store.fts:
+        the FTS5 syntax is escaped). With a `limit`, a search walks the index newest
+        first and stops at `limit` matches (papers are stored in first-seen order), then
+        reads the whole run the cut falls in, so a common word costs the same at any
+        archive size and the order is the one below.
         `new_only` leaves out backfilled papers (what the feeds show).
         """
         where: list[str] = []
         args: list[Any] = []
         if new_only:
-            where.append("backfilled = 0")
+            where.append("papers.backfilled = 0")
         if since:
-            where.append("(daily_date >= ? OR first_seen >= ?)")
-            args += [since.isoformat(), since.isoformat()]
+            # Two index ranges, not an OR that scans the table (topics test, day pages).
+            where.append(
+                "papers.rowid IN (SELECT rowid FROM papers WHERE daily_date >= ? "
+                "UNION SELECT rowid FROM papers WHERE first_seen >= ?)"
+            )
+            args += [since.isoformat(), _iso(datetime(since.year, since.month, since.day))]
         if first_seen_since:
-            where.append("first_seen >= ?")
+            where.append("papers.first_seen >= ?")
             args.append(_iso(first_seen_since))
         if ids is not None:
             id_list = list(ids)
-            where.append(f"id IN ({','.join('?' * len(id_list))})")
+            where.append(f"papers.id IN ({','.join('?' * len(id_list))})")
             args += id_list
+        if search and limit:
+            sql = (
+                "SELECT papers.* FROM papers_search JOIN papers "
+                "ON papers.rowid = papers_search.rowid WHERE papers_search MATCH ?"
+                + "".join(f" AND {w}" for w in where)
+                + f" ORDER BY papers_search.rowid DESC LIMIT {int(limit)}"
+            )
+            match = match_or_nothing(search)
+            rows = list(self.db.query(sql, [match, *args]))
+            if len(rows) == limit:
+                # The cut may fall inside one run's papers (one first_seen): take all of
+                # that run's matches (a rowid range, so the FTS walk stays short) and let
+                # the order decide, as the ORDER BY over every match did.
+                edge = min(r["first_seen"] for r in rows)
+                low, high = self.db.execute(
+                    "SELECT min(rowid), max(rowid) FROM papers WHERE first_seen = ?", [edge]
+                ).fetchone()
+                tied = self.db.query(
+                    "SELECT papers.* FROM papers_search JOIN papers "
+                    "ON papers.rowid = papers_search.rowid WHERE papers_search MATCH ? "
+                    "AND papers_search.rowid BETWEEN ? AND ?" + "".join(f" AND {w}" for w in where),
+                    [match, low, high, *args],
+                )
+                rows = [r for r in rows if r["first_seen"] != edge] + list(tied)
+            return [row_to_stored(r) for r in _newest_first(rows)[: int(limit)]]
         if search:
-            where.append("rowid IN (SELECT rowid FROM papers_fts WHERE papers_fts MATCH ?)")
-            args.append(_fts_query(search))
+            where.append(
+                "papers.rowid IN (SELECT rowid FROM papers_search WHERE papers_search MATCH ?)"
+            )
+            args.append(match_or_nothing(search))
         sql = "SELECT * FROM papers"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -450,16 +488,20 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [row_to_stored(r) for r in self.db.query(sql, args)]
 
+    def newest_first_seen(self) -> datetime | None:
+        """When the newest paper that is not backfilled was first seen (an index probe)."""
+        row = self.db.execute("SELECT max(first_seen) FROM papers WHERE backfilled = 0").fetchone()
+        return datetime.fromisoformat(row[0].replace("Z", "+00:00")) if row and row[0] else None
+
     def papers_in_window(self, days: int) -> list[StoredPaper]:
         """Return the papers first seen within `days` days of the newest one, newest first.
 
         Backfilled papers are left out: a past day's list is archive, not news for a reader.
         """
-        newest = self.papers(limit=1, new_only=True)
-        if not newest:
+        newest = self.newest_first_seen()
+        if newest is None:
             return []
-        since = newest[0].first_seen - timedelta(days=days)
-        return self.papers(first_seen_since=since, new_only=True)
+        return self.papers(first_seen_since=newest - timedelta(days=days), new_only=True)
 
     def papers_first_seen_between(self, start: datetime, end: datetime) -> list[StoredPaper]:
         rows = self.db.query(
@@ -563,10 +605,15 @@ class Store:
         return [(date.fromisoformat(d), int(n)) for d, n in rows]
 
 
-def _fts_query(text: str) -> str:
-    # Quote each word so user text like `C++` or `"` cannot break the FTS5 syntax.
-    words = [w.replace('"', '""') for w in text.split()]
-    return " ".join(f'"{w}"' for w in words) or '""'
+def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in Store.papers' order: first seen, list day, upvotes (all newest / most
+    first), then id."""
+    rows = sorted(rows, key=lambda r: r["id"])
+    return sorted(
+        rows,
+        key=lambda r: (r["first_seen"], r["daily_date"] or "", r["upvotes"] or 0),
+        reverse=True,
+    )
 
 
 def _json(values: tuple[str, ...]) -> str:

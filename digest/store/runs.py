@@ -141,7 +141,7 @@ def health_facts(database: str, max_bounces: int = 3) -> HealthFacts:
         ).fetchone()
         if last is not None and last["status"] in (RunStatus.OK, RunStatus.EMPTY):
             ok = last  # how fresh the daily fetch is, not a later backfill
-        papers = conn.execute("SELECT count(*) FROM papers").fetchone()[0]
+        papers = store.count_papers()  # the count the triggers keep: no scan
         uncertain = conn.execute(
             "SELECT count(*) FROM deliveries WHERE status = ?", [DeliveryState.UNCERTAIN]
         ).fetchone()[0]

@@ -169,6 +169,63 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    """The web's reads, flat as the archive grows (issue 16).
+
+    - papers_search: FTS5 over title, abstract, authors and AI keywords (the search box and
+      `digest papers --search`), replacing papers_fts (which lacked the keywords). Its
+      triggers fire only when an indexed column changes, as papers_au did.
+    - counts: the number of papers, kept by triggers, so /healthz and `digest papers` do
+      not run count(*) over the whole table.
+    - papers (backfilled, first_seen): the newest new paper and the feed window (every
+      fetch) are an index probe and a range, not a scan.
+    - upvotes (at): the snapshots of the last 24 hours (rising) without a scan.
+    """
+    for trigger in ("papers_ai", "papers_ad", "papers_au"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute("DROP TABLE IF EXISTS papers_fts")
+    db.execute(
+        "CREATE VIRTUAL TABLE papers_search USING fts5 (title, abstract, authors, ai_keywords, "
+        "content='papers', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')"
+    )
+    cols = "title, abstract, authors, ai_keywords"
+    new = "new.title, new.abstract, new.authors, new.ai_keywords"
+    old = "old.title, old.abstract, old.authors, old.ai_keywords"
+    db.execute(
+        "CREATE TRIGGER papers_search_ai AFTER INSERT ON papers BEGIN\n"
+        f"  INSERT INTO papers_search (rowid, {cols}) VALUES (new.rowid, {new});\n"
+        "END"
+    )
+    db.execute(
+        "CREATE TRIGGER papers_search_ad AFTER DELETE ON papers BEGIN\n"
+        f"  INSERT INTO papers_search (papers_search, rowid, {cols}) "
+        f"VALUES ('delete', old.rowid, {old});\n"
+        "END"
+    )
+    db.execute(
+        f"CREATE TRIGGER papers_search_au AFTER UPDATE OF {cols} ON papers BEGIN\n"
+        f"  INSERT INTO papers_search (papers_search, rowid, {cols}) "
+        f"VALUES ('delete', old.rowid, {old});\n"
+        f"  INSERT INTO papers_search (rowid, {cols}) VALUES (new.rowid, {new});\n"
+        "END"
+    )
+    db.execute("INSERT INTO papers_search (papers_search) VALUES ('rebuild')")
+    db.execute("CREATE TABLE counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    db.execute("INSERT INTO counts (name, n) SELECT 'papers', count(*) FROM papers")
+    db.execute(
+        "CREATE TRIGGER papers_count_ai AFTER INSERT ON papers BEGIN\n"
+        "  UPDATE counts SET n = n + 1 WHERE name = 'papers';\n"
+        "END"
+    )
+    db.execute(
+        "CREATE TRIGGER papers_count_ad AFTER DELETE ON papers BEGIN\n"
+        "  UPDATE counts SET n = n - 1 WHERE name = 'papers';\n"
+        "END"
+    )
+    db.execute("CREATE INDEX papers_new_first_seen ON papers (backfilled, first_seen)")
+    db.execute("CREATE INDEX upvotes_at ON upvotes (at)")
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
@@ -177,4 +234,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_4,
     _migrate_5,
     _migrate_6,
+    _migrate_7,
 ]

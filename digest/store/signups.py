@@ -90,6 +90,12 @@ def mails_since(conn: Conn, since: str) -> int:
     )
 
 
+def first_mail_since(conn: Conn, since: str) -> str | None:
+    """When the oldest sign-up mail queued since `since` was queued (for "try again in")."""
+    row = conn.execute("SELECT min(queued) FROM web_mails WHERE queued >= ?", (since,)).fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
 def has_outstanding_mail(conn: Conn, address: str, since: str) -> bool:
     """True when `address` has a sign-up mail since `since` not used up nor failed."""
     row = conn.execute(

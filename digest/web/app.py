@@ -44,6 +44,8 @@ from digest.config import Config
 from digest.errors import DigestError
 from digest.models import JobStatus, RunStatus
 from digest.store.runs import health_facts
+from digest.web.api import Api
+from digest.web.browse import Browse
 from digest.web.pages import page_routes
 from digest.web.webhooks import webhook_routes
 
@@ -301,6 +303,7 @@ class Front:
 def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
     """Return the ASGI app serving `config`'s feeds, pages and /healthz."""
     front = Front(config, next_runs)
+    browse = Browse(config)  # the reading pages and the API share its matcher and cache
     # Pages and health JSON go through GZipMiddleware; feeds come compressed already
     # (and it would gzip a feed for "gzip;q=0", which it does not parse).
     gz = [Middleware(GZipMiddleware, minimum_size=500)]
@@ -308,7 +311,8 @@ def create_app(config: Config, *, next_runs: NextRuns | None = None) -> ASGIApp:
         routes=[
             Route("/feeds/{name}", front.feed, methods=["GET", "HEAD"]),
             Route("/healthz", front.healthz, methods=["GET", "HEAD"], middleware=gz),
-            *page_routes(config, gz),
+            *page_routes(config, gz, browse),
+            *Api(browse).routes(gz),
             *webhook_routes(config),
         ]
     )

@@ -1,5 +1,7 @@
-"""The web front's pages: landing with the subscribe form, the subscription steps, the
-archive. The rules of each step live in web/subscribe.py; this module is HTTP only.
+"""The web front's pages: landing (the latest papers, web/browse.py, above the subscribe
+form) and the subscription steps. The rules of each step live in web/subscribe.py; this
+module is HTTP only. A form with a mistake is drawn again with what the reader typed and
+the problem beside its field.
 
 Database work runs in Starlette's thread pool, one short-lived Store per request (SQLite
 connections are cheap, and this keeps the event loop free for feed requests).
@@ -12,25 +14,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from digest.addresses import normalize_address
 from digest.config import Config
 from digest.errors import SubscriberError
-from digest.render.email import DigestRenderer
 from digest.render.templates import environment
 from digest.store import Store
 from digest.store.meta import secret_key
+from digest.store.readers import check_topics
 from digest.tokens import PREFERENCES, make_token
 from digest.web import subscribe as flow
+from digest.web.browse import Browse
 
 log = logging.getLogger("digest.web")
 CSRF_COOKIE = "digest_csrf"
@@ -43,8 +47,9 @@ class Pages:
     """The landing page, the subscription steps and the archive, as handlers (methods)
     that share one config, one sign-up limiter and one mail queue."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, browse: Browse | None = None) -> None:
         self.config = config
+        self.browse = browse or Browse(config)
         self.limiter = flow.SignUpLimiter(config.web.subscribe_per_hour)
         self.outbox = flow.Outbox(config)
         if Path(config.store.database).exists():
@@ -137,17 +142,45 @@ class Pages:
 
     # -- landing and subscribe -----------------------------------------------------------
 
-    async def landing(self, request: Request) -> Response:
+    async def landing(
+        self,
+        request: Request,
+        *,
+        form: dict[str, Any] | None = None,
+        errors: dict[str, str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        topic, bad = self.browse.topic_param(request)
+        if bad is not None:
+            return bad
+        papers = await run_in_threadpool(self.browse.home_part, topic)
         cookie, token = await self.csrf_pair(request)
         response = self.render(
             "web/index.html",
+            status,
             topics=[("all", "Every paper"), *self.choices],
             formats=FORMATS,
             choices=self.choices,
             csrf=token,
             can_mail=bool(self.config.smtp.host),
+            papers=Markup(papers),
+            form=form or {"email": "", "topics": (), "keywords": "", "frequency": "daily"},
+            errors=errors or {},
         )
         return self.set_csrf(response, cookie)
+
+    async def home(self, request: Request) -> Response:
+        return await self.landing(request)
+
+    def try_again(self, heading: str, line: str, seconds: float) -> HTMLResponse:
+        """A 429 that says when to try again, in words and in Retry-After."""
+        wait = max(1, int(seconds + 0.999))
+        when = f"{wait} seconds" if wait < 120 else f"{-(-wait // 60)} minutes"
+        response = self.message(
+            heading, f"{line} Please try again in {when}.", status=429, links=[("/", "Home")]
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
 
     async def subscribe(self, request: Request) -> Response:
         if not self.config.smtp.host:
@@ -171,30 +204,52 @@ class Pages:
             )
         client = request.client.host if request.client else "unknown"
         if not self.limiter.allow(client):
-            return self.message(
+            return self.try_again(
                 "Too many requests",
-                "Please wait a while before subscribing again.",
-                status=429,
+                "This address has sent the form too often this hour.",
+                self.limiter.retry_after(client),
             )
         address = (fields.get("email") or [""])[0]
+        topics = fields.get("topics", [])
+        keywords = (fields.get("keywords") or [""])[0]
+        frequency = (fields.get("frequency") or ["daily"])[0]
+        # What the reader typed, to draw the form again (escaped by the template).
+        typed = {
+            "email": address[:254],
+            "topics": set(topics),
+            "keywords": keywords[:300],
+            "frequency": frequency[:10],
+        }
+        errors: dict[str, str] = {}
         try:
-            choice = flow.check_choice(
-                self.config,
-                fields.get("topics", []),
-                (fields.get("keywords") or [""])[0],
-                (fields.get("frequency") or ["daily"])[0],
-            )
+            normalize_address(address)
+        except SubscriberError as e:
+            errors["email"] = str(e)
+        choice = None
+        try:
+            check_topics(self.config, topics)
+        except SubscriberError as e:
+            errors["topics"] = str(e)
+        else:
+            try:
+                choice = flow.check_choice(self.config, topics, keywords, frequency)
+            except SubscriberError as e:
+                errors["keywords"] = str(e)
+        if errors or choice is None:
+            return await self.landing(request, form=typed, errors=errors, status=400)
+        checked = choice
+        try:
             mailed = await self.db(
-                lambda s: flow.request_subscription(self.config, s, address, choice)
+                lambda s: flow.request_subscription(self.config, s, address, checked)
             )
         except SubscriberError as e:
-            return self.message("Please check the form", str(e), status=400, links=[("/", "Back")])
+            return await self.landing(request, form=typed, errors={"email": str(e)}, status=400)
         except flow.MailLimitReached as e:
             log.warning("subscribe: %s; refusing sign-ups for now", e)
-            return self.message(
+            return self.try_again(
                 "Too many sign-ups just now",
-                "We send only so many confirmation mails an hour. Please try again later.",
-                status=429,
+                "We send only so many confirmation mails an hour.",
+                e.retry_after,
             )
         # The mail goes out from the background queue: a slow mail server holds no worker.
         self.outbox.wake()
@@ -263,6 +318,7 @@ class Pages:
     async def preferences(self, request: Request) -> Response:
         token = request.path_params["token"]
         error = ""
+        typed: tuple[set[str], str, str] | None = None  # the reader's input, drawn again
         if request.method == "POST":
             fields = await self.form(request)
             if fields is None or not await self.csrf_checked(request, fields):
@@ -276,6 +332,11 @@ class Pages:
                 )
             except SubscriberError as e:
                 error = str(e)
+                typed = (
+                    set(fields.get("topics", [])),
+                    (fields.get("keywords") or [""])[0][:300],
+                    (fields.get("frequency") or ["daily"])[0][:10],
+                )
             else:
                 try:
                     saved = await self.db(
@@ -314,9 +375,9 @@ class Pages:
             address=prefs.address,
             status=prefs.status,
             choices=self.choices,
-            chosen=set(prefs.topics),
-            keywords=prefs.keywords,
-            frequency=prefs.frequency,
+            chosen=typed[0] if typed else set(prefs.topics),
+            keywords=typed[1] if typed else prefs.keywords,
+            frequency=typed[2] if typed else prefs.frequency,
             csrf=csrf,
             error=error,
             action=f"/preferences/{quote(token, safe='')}",
@@ -333,38 +394,9 @@ class Pages:
             "web/feeds.html", topics=[("all", "Every paper"), *self.choices], formats=FORMATS
         )
 
-    # -- archive -----------------------------------------------------------------------
-
-    async def archive(self, request: Request) -> Response:
-        days = await self.db(lambda s: s.digest_days(limit=366))
-        return self.render("web/archive.html", days=days)
-
-    async def archive_day(self, request: Request) -> Response:
-        try:
-            day = date.fromisoformat(request.path_params["day"])
-        except ValueError:
-            return self.message("Not found", status=404)
-
-        def build(store: Store) -> str | None:
-            editions = dict(store.digest_days(limit=10_000))
-            if day not in editions:
-                return None
-            papers = store.digest_papers(day)
-            return DigestRenderer(self.config, papers, day).archive_page()
-
-        page = await self.db(build)
-        if page is None:
-            return self.message(
-                "No digest that day",
-                "No email went out on that day.",
-                status=404,
-                links=[("/archive", "Past digests")],
-            )
-        return HTMLResponse(page)
-
     def routes(self, middleware: Sequence[Middleware] = ()) -> list[Route]:
         return [
-            Route("/", self.landing, methods=["GET", "HEAD"], middleware=middleware),
+            Route("/", self.home, methods=["GET", "HEAD"], middleware=middleware),
             Route("/subscribe", self.subscribe, methods=["POST"]),
             Route("/confirm/{token}", self.confirm_page, methods=["GET"]),
             Route("/confirm/{token}", self.confirm, methods=["POST"]),
@@ -372,13 +404,13 @@ class Pages:
             Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
             Route("/preferences/{token}", self.preferences, methods=["GET", "POST"]),
             Route("/feeds/", self.feeds_index, methods=["GET", "HEAD"], middleware=middleware),
-            Route("/archive", self.archive, methods=["GET", "HEAD"]),
-            Route(
-                "/archive/{day}", self.archive_day, methods=["GET", "HEAD"], middleware=middleware
-            ),
+            *self.browse.routes(middleware),
         ]
 
 
-def page_routes(config: Config, middleware: Sequence[Middleware] = ()) -> list[Route]:
-    """Return the routes of the landing page, the subscription steps and the archive."""
-    return Pages(config).routes(middleware)
+def page_routes(
+    config: Config, middleware: Sequence[Middleware] = (), browse: Browse | None = None
+) -> list[Route]:
+    """Return the routes of the landing page, the subscription steps and the reading pages
+    (topics, archive, search)."""
+    return Pages(config, browse).routes(middleware)

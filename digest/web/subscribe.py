@@ -49,6 +49,7 @@ from digest.store.signups import (
     delete_pending_before,
     ensure_mail_table,
     finish_mail,
+    first_mail_since,
     has_outstanding_mail,
     is_active,
     keep_row,
@@ -81,7 +82,12 @@ NONCE = re.compile(r"[A-Za-z0-9_-]{24}")
 
 
 class MailLimitReached(DigestError):
-    """The hourly cap on subscription mails (all addresses) is reached."""
+    """The hourly cap on subscription mails (all addresses) is reached; `retry_after` is
+    how many seconds until the oldest of them leaves the hour."""
+
+    def __init__(self, message: str, retry_after: float = 3600.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _stamp(now: datetime) -> str:
@@ -166,6 +172,15 @@ class SignUpLimiter:
                 return False
             hits.append(now)
             return True
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until `client` may be counted again (0 when it may now)."""
+        now = self.clock()
+        with self._lock:
+            hits = self._hits.get(client)
+            if not hits or len(hits) < self.limit:
+                return 0.0
+            return max(0.0, self.window - (now - hits[0]))
 
 
 # -- the mail queue ----------------------------------------------------------------------
@@ -294,9 +309,15 @@ def request_subscription(
         # see each other's mail, and only the first queues one.
         recent = mails_since(conn, _stamp(now - timedelta(hours=1)))
         if recent >= config.web.confirm_mails_per_hour:
+            oldest = first_mail_since(conn, _stamp(now - timedelta(hours=1)))
+            wait = 3600.0
+            if oldest:
+                aged = now - datetime.fromisoformat(oldest.replace("Z", "+00:00"))
+                wait = max(1.0, 3600.0 - aged.total_seconds())
             raise MailLimitReached(
                 f"{recent} sign-up mails in the last hour "
-                f"(web.confirm_mails_per_hour = {config.web.confirm_mails_per_hour})"
+                f"(web.confirm_mails_per_hour = {config.web.confirm_mails_per_hour})",
+                retry_after=wait,
             )
         if has_outstanding_mail(conn, address, _stamp(now - max_age)):
             return address

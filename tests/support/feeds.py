@@ -9,6 +9,7 @@ from digest.config import Config, FeedsConfig, TopicConfig
 from digest.jobs import ingest_file
 from digest.models import StoredPaper
 from digest.store import Store
+from digest.store.browse import rising
 from digest.topics import match_topics
 from tests.support.paths import REAL
 
@@ -48,10 +49,15 @@ def expected_items(config: Config, store: Store) -> dict[str, list[StoredPaper]]
             sp for sp in window if any(m.topic == topic.name for m in matches.get(sp.paper.id, []))
         ]
         out[topic.name] = hits[:limit]
+    # The upvote snapshots' own order (store.browse.rising; tests/test_web_rising.py
+    # checks it against gains worked out by hand).
+    out["rising"] = [r.paper for r in rising(store, limit=limit)]
     return out
 
 
 def guid(feed: str, sp: StoredPaper) -> str:
     """The item identity a feed must use: the arXiv URL in all.*, plus the topic elsewhere."""
     url = sp.paper.arxiv_url
+    if feed == "rising":
+        return f"{url}#rising"
     return url if feed == "all" else f"{url}#topic-{feed}"
