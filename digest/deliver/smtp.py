@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 import smtplib
 import socket
@@ -110,6 +111,25 @@ class RateLimiter:
             self._next = slot + self.interval
         if slot > now:
             self.sleep(slot - now)
+
+
+def rate_note(smtp: SmtpConfig, readers: int) -> str:
+    """One line for `digest check`: what smtp.rate_per_minute means for a send to
+    `readers` readers (the least time it takes), so a limit never caps a send unseen."""
+    sessions = f"{smtp.connections} SMTP session{'s' if smtp.connections != 1 else ''}"
+    who = f"{readers} reader{'s' if readers != 1 else ''}"
+    if smtp.rate_per_minute <= 0:
+        return f"no limit, {sessions}: a send to {who} goes as fast as the relay takes it"
+    minutes = readers / smtp.rate_per_minute
+    if minutes <= 1:
+        took = "fits in one minute"
+    elif minutes < 90:
+        took = f"takes at least {math.ceil(minutes)} minutes"
+    else:
+        took = f"takes at least {minutes / 60:.1f} hours"
+    return (
+        f"at most {smtp.rate_per_minute} messages a minute over {sessions}: a send to {who} {took}"
+    )
 
 
 # RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
