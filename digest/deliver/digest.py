@@ -245,11 +245,12 @@ def send_digests(
         for i, m in enumerate(mailers)
     ]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():  # a timed join: the main thread stays responsive to signals
-                t.join(0.2)
+        with ledger.light():
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():  # a timed join: the main thread stays responsive to signals
+                    t.join(0.2)
     finally:
         loop.halt.set()
         for t in threads:

@@ -135,7 +135,6 @@ def rate_note(smtp: SmtpConfig, readers: int) -> str:
 
 # RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
 DATA_TIMEOUT = 600.0
-_LINE_START_DOT = re.compile(rb"(?m)^\.")
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -172,8 +171,12 @@ class _Generator(BytesGenerator):
     """
 
     def _write_lines(self, lines: str) -> None:
-        if lines:
+        if not lines:
+            return
+        if "\r" in lines:
             self.write(_LINE_END.sub(self._NL, lines))  # type: ignore[attr-defined]
+        else:  # the usual case, and several times faster than the regex
+            self.write(lines.replace("\n", self._NL))  # type: ignore[attr-defined]
 
     def _write_headers(self, msg: Any) -> None:
         policy = self.policy
@@ -492,7 +495,11 @@ class Mailer:
         Raises OSError while the final "." has not gone out (safe to retry), Uncertain
         when it has and no reply came (unknown whether the message was taken).
         """
-        body = _LINE_START_DOT.sub(b"..", payload)  # RFC 5321 4.5.2 dot stuffing
+        # RFC 5321 4.5.2 dot stuffing: a "." that starts a line is doubled (what
+        # `(?m)^\.` finds, by plain replaces: several times faster on a 10 KB digest).
+        body = payload.replace(b"\n.", b"\n..")
+        if body.startswith(b"."):
+            body = b"." + body
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         after = b""

@@ -19,7 +19,8 @@ Several sessions of one send share one Ledger: its reads and writes are serialis
 lock (one SQLite connection, one transaction at a time), and the claim's re-checking
 UPDATE gives each row to exactly one session.
 
-The claim and the outcome are committed with `synchronous = NORMAL` (WAL): the commit is
+During a send (`Ledger.light`), the claim and the outcome are committed with
+`synchronous = NORMAL` (WAL): the commit is
 in the WAL file, not yet fsynced. A killed process (kill -9, a crash, OOM) loses nothing:
 the operating system has the write. What only a power cut or kernel crash can lose is
 the rows committed since the last synced commit, and one commit in `DURABLE_EVERY`
@@ -31,6 +32,7 @@ second copy. That trade buys back the fsync per message, most of the ledger's co
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -268,24 +270,41 @@ class Ledger:
         self.store = store
         self.durable_every = durable_every
         self._lock = threading.RLock()
+        self._light_mode = False
         self._synced = time.monotonic()
 
     @contextmanager
-    def _light(self) -> Iterator[None]:
-        """Commit what runs inside without waiting for the disk, unless the last synced
-        commit is `durable_every` old: then this one syncs (and with it all before)."""
+    def light(self) -> Iterator[Ledger]:
+        """Within: commits do not wait for the disk, except one in `durable_every`
+        seconds, which syncs all before it (see the module's docstring). For a send."""
         db = self.store.db.conn
-        now = time.monotonic()
-        if now - self._synced >= self.durable_every:
-            self._synced = now
-            yield  # the connection's own setting (FULL in WAL by default)
-            return
-        synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
-        db.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            before = int(db.execute("PRAGMA synchronous").fetchone()[0])
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._light_mode, self._synced = True, time.monotonic()
         try:
-            yield
+            yield self
         finally:
-            db.execute(f"PRAGMA synchronous = {int(synchronous)}")
+            with self._lock:
+                self._light_mode = False
+                db.execute(f"PRAGMA synchronous = {before}")
+
+    @contextmanager
+    def _commit(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, under the lock; in light mode, synced if the last
+        synced one is `durable_every` old."""
+        with self._lock:
+            db = self.store.db.conn
+            sync = self._light_mode and time.monotonic() - self._synced >= self.durable_every
+            if sync:
+                db.execute("PRAGMA synchronous = FULL")
+            try:
+                with self.store.transaction() as conn:
+                    yield conn
+            finally:
+                if sync:
+                    db.execute("PRAGMA synchronous = NORMAL")
+                    self._synced = time.monotonic()
 
     def of_day(self, day: date) -> dict[str, Delivery]:
         """Return address_key(address) -> Delivery, for every row of `day`."""
@@ -345,9 +364,9 @@ class Ledger:
         return whether it is ours. `uncertain_too`: an operator's resend may take an
         "uncertain" row as well."""
         states = [*RETRIED, DeliveryState.UNCERTAIN] if uncertain_too else list(RETRIED)
-        # Committed without waiting for the disk (fsync): a killed process loses nothing
-        # written, only a power cut could (see the module's docstring).
-        with self._lock, self._light(), self.store.transaction() as conn:
+        # In light mode, committed without waiting for the disk (fsync): a killed process
+        # loses nothing written, only a power cut could (see the module's docstring).
+        with self._commit() as conn:
             # The state is re-checked here, in the transaction that claims the row.
             cur = conn.execute(
                 "UPDATE deliveries SET status = ?, last_attempt = ? WHERE email = ? "
@@ -368,7 +387,7 @@ class Ledger:
         message_id: str | None = None,
     ) -> None:
         stamp = _stamp()
-        with self._lock, self._light(), self.store.transaction() as conn:
+        with self._commit() as conn:
             # Never downgrade a "sent" row: another run may have sent it meanwhile.
             conn.execute(
                 "UPDATE deliveries SET status = ?, reply = ?, reason = ?, "
