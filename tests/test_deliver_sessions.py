@@ -232,3 +232,24 @@ def test_check_says_what_the_rate_means_for_the_readers(tmp_path: Path) -> None:
     assert "rate:      no limit, 4 SMTP sessions: a send to 10000 readers goes as fast" in (
         unlimited.stdout
     )
+
+
+def test_smtp_connections_is_checked_at_load_time(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "bad.toml", smtp={"host": "relay.example.org", "connections": 33})
+    result = cli(path, "check")
+    assert result.exit_code == 1
+    assert "smtp.connections: must be from 1 to 32, not 33" in result.stderr, result.stderr
+
+
+def test_the_ledger_skips_the_fsync_during_a_send_only(store: Store) -> None:
+    # synchronous = NORMAL (1) while the send runs, the connection's FULL (2) after it:
+    # what a crash can lose is what the README says, and only during a send.
+    def pragma() -> int:
+        return int(store.db.execute("PRAGMA synchronous").fetchone()[0])
+
+    before = pragma()
+    during: list[int] = []
+    with SmtpServer(keep=False) as server:
+        config = make_config(server.port, readers(3), connections=1)
+        send(config, store, progress=lambda *_: during.append(pragma()))
+    assert before == 2 and during == [1, 1, 1] and pragma() == 2
