@@ -11,6 +11,11 @@ at most one copy, the run line says so, and only `digest resend` sends it again.
 
 One reader's trouble (an address that cannot be put on the wire, a renderer error, a
 refusal) is recorded as that reader's failure, with the reason, and the send goes on.
+
+`smtp.connections` sessions (threads, each its own Mailer) take the rendered messages
+from one queue, in order; one RateLimiter holds for all of them; the ledger's claim gives
+each row to one session only. SIGTERM (`STOP`) or an unreachable server stops them all,
+each finishing the message in hand.
 """
 
 from __future__ import annotations
