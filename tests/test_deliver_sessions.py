@@ -253,3 +253,21 @@ def test_the_ledger_skips_the_fsync_during_a_send_only(store: Store) -> None:
         config = make_config(server.port, readers(3), connections=1)
         send(config, store, progress=lambda *_: during.append(pragma()))
     assert before == 2 and during == [1, 1, 1] and pragma() == 2
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_a_non_ascii_address_in_a_pipelined_send(store: Store, smtputf8: bool) -> None:
+    addresses = [*readers(3), "jörg@exämple.org", *readers(6)[3:]]
+    with SmtpServer(pipelining=True, smtputf8=smtputf8) as server:
+        config = make_config(server.port, addresses, connections=1)
+        report = send(config, store)
+        taken = server.received_by()
+        options = [m for m in server.messages if m.recipients == ["jörg@exämple.org"]]
+    ascii_ones = {a: 1 for a in addresses if a.isascii()}
+    if smtputf8:  # MAIL FROM:<...> SMTPUTF8, in the pipelined group
+        assert taken == ascii_ones | {"jörg@exämple.org": 1} and len(options) == 1
+        assert report.failed == []
+    else:  # refused here, before anything is sent: that reader's failure only
+        assert taken == ascii_ones
+        assert [a for a, _ in report.failed] == ["jörg@exämple.org"]
+        assert "SMTPUTF8" in report.failed[0][1]

@@ -403,12 +403,13 @@ class Mailer:
             if not conn.has_extn("smtputf8"):
                 raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
             options = " SMTPUTF8 BODY=8BITMIME"
-        sender = smtplib.quoteaddr(out.envelope_from or self.smtp.sender)
+        sender = out.envelope_from or self.smtp.sender
+        if any(c in a for a in (sender, out.address) for c in "\r\n"):
+            raise ValueError("a line break in an address")  # as smtplib's putcmd refuses
         text = (
-            f"MAIL FROM:{sender}{options}\r\nRCPT TO:{smtplib.quoteaddr(out.address)}\r\nDATA\r\n"
+            f"MAIL FROM:{smtplib.quoteaddr(sender)}{options}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(out.address)}\r\nDATA\r\n"
         )
-        if "\n" in text.replace("\r\n", "") or "\r" in text.replace("\r\n", ""):
-            raise ValueError("a line break in an address")
         return text.encode("utf-8" if out.utf8 else "ascii")
 
     def _envelope_replies(self, conn: smtplib.SMTP) -> tuple[int, bytes]:
