@@ -110,6 +110,9 @@ def run(security: str, subscribers: int, baseline: int, folder: Path) -> tuple[f
                 security=security,
                 ca_file=str(cert) if cert else "",
                 rate_per_minute=0,  # no rate limit: we measure the machinery
+                # One reused session against one connection per message, as measured
+                # before smtp.connections (bench/mail_latency.py measures several).
+                connections=1,
                 sender="digest@example.org",
             ),
         )

@@ -104,6 +104,10 @@ def check(state: State) -> None:
         else "not configured (emails are not sent)"
     )
     click.echo(f"  smtp:      {smtp}")
+    if config.smtp.host:
+        from digest.deliver.smtp import rate_note
+
+        click.echo(f"  rate:      {rate_note(config.smtp, _readers(config))}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
     from digest.deliver.dkim import dkim_signer
 
@@ -129,6 +133,27 @@ def check(state: State) -> None:
         f"({schedule_timezone(config.schedule.timezone)})"
     )
     click.echo("all is well")
+
+
+def _readers(config: Config) -> int:
+    """How many readers a send mails today: the config's, plus the database's when there
+    is one (opened read-only: `check` creates nothing)."""
+    from pathlib import Path
+
+    from digest.models import SubscriberStatus
+    from digest.store.readers import list_subscribers
+
+    if not Path(config.store.database).is_file():
+        return len(config.subscribers)
+    try:
+        store = Store.open(config.store.database, read_only=True)
+    except DigestError:
+        return len(config.subscribers)
+    try:
+        rows = list_subscribers(config, store)
+    finally:
+        store.close()
+    return sum(1 for r in rows if r.status == SubscriberStatus.ACTIVE)
 
 
 def _print_run(result: RunResult) -> None:

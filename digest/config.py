@@ -104,7 +104,10 @@ class SmtpConfig:
     password_file: str = ""  # the password itself comes from DIGEST_SMTP_PASSWORD or this file
     sender: str = "papers-digest@localhost"
     timeout: float = 30.0
-    rate_per_minute: int = 600
+    # The relay's limit, over all sessions together; 0: none (the default: a limit the
+    # relay does not ask for would only cap the send; `digest check` says what it means).
+    rate_per_minute: int = 0
+    connections: int = 4  # SMTP sessions at once, sharing one queue of readers
     retries: int = 3
     ca_file: str = ""  # PEM bundle to trust for the server's certificate (a private CA)
     # Permanent refusals (5xx, or a DSN) on this many different days make a reader
@@ -268,6 +271,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("smtp", "port"): (1, 65535, False),
     ("smtp", "timeout"): (0, 3600, True),
     ("smtp", "rate_per_minute"): (0, 100_000, False),
+    ("smtp", "connections"): (1, 32, False),
     ("smtp", "retries"): (0, 10, False),
     ("smtp", "max_bounces"): (1, 100, False),
     ("bounces", "imap_port"): (1, 65535, False),

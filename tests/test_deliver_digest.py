@@ -40,6 +40,9 @@ ADDRESSES = [f"reader{i}@example.org" for i in range(8)]
 def make_config(port: int, addresses: list[str] = ADDRESSES, **smtp: object) -> Config:
     # Port 0: no SMTP host configured at all.
     where = {"host": "127.0.0.1" if port else "", "sender": "digest@example.org"}
+    # One session: these tests follow one session's ordered faults (tests/
+    # test_deliver_sessions.py covers several).
+    where["connections"] = 1
     return Config(
         topics=TOPICS,
         smtp=smtp_config(port or 25, **{**where, **smtp}),
@@ -199,7 +202,11 @@ port, db, kill_after = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 addresses = sys.argv[4].split(",")
 config = Config(
     topics=[TopicConfig(name="agents", keywords=["agent*"])],
-    smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", rate_per_minute=0),
+    # One session: a kill between two of its messages (tests/test_kill_send.py kills
+    # several sessions mid-message).
+    smtp=SmtpConfig(
+        host="127.0.0.1", port=port, security="none", rate_per_minute=0, connections=1
+    ),
     subscribers=[SubscriberConfig(a, ["agents"]) for a in addresses],
 )
 

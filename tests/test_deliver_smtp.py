@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date
+from email.generator import BytesGenerator
+from email.message import EmailMessage
 
 import pytest
 
-from digest.deliver.smtp import Mailer, RateLimiter
+from digest.deliver.smtp import Mailer, RateLimiter, flatten
 from digest.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from digest.models import Subscriber
+from digest.render.email import DigestRenderer
+from digest.store import Store
 from tests.support.config import smtp_config
+from tests.support.mail import TOPICS, make_config, real_day
 from tests.support.net import free_port
 from tests.support.smtpserver import SmtpServer, simple_message
 
@@ -171,3 +177,37 @@ def test_a_line_break_in_an_address_is_refused_before_anything_is_sent() -> None
         replies = send_all(mailer, ADDRESSES[:2])
     assert all(r.startswith("250") for r in replies.values())
     assert server.received_by() == {a: 1 for a in ADDRESSES[:2]}  # nothing for x@evil.org
+
+
+def stock_flatten(message: EmailMessage, utf8: bool = False) -> bytes:
+    """What email's own BytesGenerator writes (before `flatten` took its shortcuts)."""
+    buf = io.BytesIO()
+    policy = message.policy.clone(linesep="\r\n")
+    if utf8:
+        policy = policy.clone(utf8=True)
+    BytesGenerator(buf, policy=policy).flatten(message, linesep="\r\n")
+    return buf.getvalue()
+
+
+def test_flatten_writes_the_bytes_of_the_stock_generator(store: Store) -> None:
+    # The real renderer over a real day, readers with every mix of topics, a non-ASCII
+    # address and a long non-ASCII subject: headers that fit are written as they are,
+    # the rest folded by the policy; bodies in one piece. Byte for byte the same.
+    papers, day = real_day(store)
+    config = make_config()
+    renderer = DigestRenderer(config, papers, day)
+    names = [t.name for t in TOPICS]
+    subs = [Subscriber(f"r{i}@example.net", (names[i % len(names)],)) for i in range(6)]
+    subs += [Subscriber("jörg@exämple.net", tuple(names)), Subscriber("all@example.net")]
+    messages = [m for m in (renderer.render(s) for s in subs) if m is not None]
+    assert len(messages) >= 3
+    odd = simple_message(Subscriber("x@example.org"), DAY)
+    del odd["Subject"]
+    odd["Subject"] = "Überraschung: " + "a very long subject that must be folded " * 3
+    odd["X-Spaces"] = "two  spaces and =?utf-8?q?an_encoded_word?="
+    for message in [*messages, odd]:
+        for utf8 in (False, True):
+            # Both flatten the same boundary: set it once, as the first flatten would.
+            if message.get_boundary() is None:
+                message.set_boundary("=_fixed_boundary")
+            assert flatten(message, utf8) == stock_flatten(message, utf8)

@@ -11,6 +11,11 @@ at most one copy, the run line says so, and only `digest resend` sends it again.
 
 One reader's trouble (an address that cannot be put on the wire, a renderer error, a
 refusal) is recorded as that reader's failure, with the reason, and the send goes on.
+
+`smtp.connections` sessions (threads, each its own Mailer) take the rendered messages
+from one queue, in order; one RateLimiter holds for all of them; the ledger's claim gives
+each row to one session only. SIGTERM (`STOP`) or an unreachable server stops them all,
+each finishing the message in hand.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
@@ -33,6 +38,7 @@ from digest.deliver.smtp import (
     Mailer,
     NotClaimed,
     Outgoing,
+    RateLimiter,
     unsendable,
 )
 from digest.errors import (
@@ -211,108 +217,211 @@ def send_digests(
     mailer_options: dict[str, Any] = {"sleep": sleep, "clock": clock, "backoff": backoff}
     if data_timeout is not None:
         mailer_options["data_timeout"] = data_timeout
-    with Mailer(config.smtp, **mailer_options) as mailer:
-        render_one = render
+    # One limiter over every session: smtp.rate_per_minute is the relay's limit, for all.
+    mailer_options["limiter"] = RateLimiter(config.smtp.rate_per_minute, clock=clock, sleep=sleep)
+    sessions = max(1, min(config.smtp.connections, len(todo)))
+    mailers = [Mailer(config.smtp, **mailer_options) for _ in range(sessions)]
+    render_one = render
 
-        def prepared() -> Iterator[tuple[Subscriber, Outgoing | _NotSent]]:
-            for sub in todo:
-                if address_key(sub.email) in gone:
-                    topics = ", ".join(gone[address_key(sub.email)])
-                    yield sub, _NotSent(f"their topics are no longer in the config ({topics})")
-                    continue
-                bad = unsendable(sub.email)
-                if bad:
-                    yield sub, _NotSent(bad, failed=True)
-                    continue
-                try:
-                    message = render_one(sub)
-                    if message is None:
-                        yield sub, _NotSent(nothing_today or "nothing new matched their topics")
-                        continue
-                    out = mailer.prepare(message, sub.email, sub.envelope_from)
-                except Exception as e:  # one reader's message cannot be made: theirs only
-                    why = f"cannot make their message: {type(e).__name__}: {e}"
-                    yield sub, _NotSent(_one_line(why), failed=True)
-                    continue
-                yield sub, out
-
-        # Rendering runs one step ahead in a helper thread while this one waits on the
-        # server; the ledger is written here only, in order.
-        for n, (sub, out) in enumerate(_ahead(prepared(), READ_AHEAD), start=1):
-            if STOP.is_set():
-                report.stopped = "the process is stopping (SIGTERM)"
-                report.left = len(todo) - n + 1
-                break
-            if isinstance(out, _NotSent):
-                if out.failed:
-                    ledger.failed(day, sub.email, None, 0, out.reason)
-                    report.failed.append((sub.email, out.reason))
-                    note(n, sub.email, "failed")
-                else:
-                    ledger.skipped(day, sub.email, out.reason)
-                    report.skipped.append((sub.email, out.reason.split(" (")[0]))
-                    note(n, sub.email, "skipped")
+    def prepared() -> Iterator[tuple[Subscriber, Outgoing | _NotSent]]:
+        for sub in todo:
+            if address_key(sub.email) in gone:
+                topics = ", ".join(gone[address_key(sub.email)])
+                yield sub, _NotSent(f"their topics are no longer in the config ({topics})")
                 continue
-            row = ledger.get(day, sub.email)
-            if (
-                row is None
-                or row.status in (DeliveryState.SENT, DeliveryState.SENDING)
-                or (row.status == DeliveryState.UNCERTAIN and wanted is None)
-            ):
-                report.taken += 1  # another send got there first (a cheap read, no commit)
-                note(n, sub.email, "taken")
+            bad = unsendable(sub.email)
+            if bad:
+                yield sub, _NotSent(bad, failed=True)
                 continue
-            claimed = False
-
-            def claim(address: str = sub.email) -> bool:
-                nonlocal claimed
-                claimed = ledger.claim(day, address, uncertain_too=wanted is not None)
-                return claimed
-
             try:
-                accepted = mailer.send(out, before_dot=claim)
-            except NotClaimed:
+                message = render_one(sub)
+                if message is None:
+                    yield sub, _NotSent(nothing_today or "nothing new matched their topics")
+                    continue
+                # pure CPU: any session's will do
+                out = mailers[0].prepare(message, sub.email, sub.envelope_from)
+            except Exception as e:  # one reader's message cannot be made: theirs only
+                why = f"cannot make their message: {type(e).__name__}: {e}"
+                yield sub, _NotSent(_one_line(why), failed=True)
+                continue
+            yield sub, out
+
+    # Rendering runs ahead in a helper thread; the sessions take the prepared messages
+    # from it in order, one at a time, and each writes its own outcomes to the ledger
+    # (which serialises them).
+    loop = _Loop(report, ledger, day, len(todo), wanted is not None, progress)
+    loop.items = _ahead(prepared(), READ_AHEAD + 2 * sessions)
+    threads = [
+        threading.Thread(target=loop.session, args=(m,), name=f"smtp-{i}", daemon=True)
+        for i, m in enumerate(mailers)
+    ]
+    try:
+        with ledger.light():
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():  # a timed join: the main thread stays responsive to signals
+                    t.join(0.2)
+    finally:
+        loop.halt.set()
+        for t in threads:
+            t.join()
+        loop.items.close()
+        for m in mailers:
+            m.close()
+    if loop.crash is not None:
+        raise loop.crash
+    report.connections = sum(m.connections for m in mailers)
+    if report.stopped:
+        report.left = len(todo) - loop.handled
+    return report
+
+
+class _Loop:
+    """The shared part of one send's sessions: the queue of prepared messages, the
+    report and the ledger, each touched under one lock so counts stay exact."""
+
+    def __init__(
+        self,
+        report: SendReport,
+        ledger: Ledger,
+        day: date,
+        total: int,
+        resending: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.report = report
+        self.ledger = ledger
+        self.day = day
+        self.total = total
+        self.resending = resending
+        self.progress = progress
+        self.items: Generator[tuple[Subscriber, Outgoing | _NotSent], None, None] = _none()
+        self.lock = threading.Lock()  # the queue, the report, the counts
+        self.halt = threading.Event()  # one session met an unreachable server, or a crash
+        self.handled = 0  # messages taken from the queue and settled (any outcome)
+        self.crash: BaseException | None = None
+
+    def note(self, address: str, status: str) -> None:
+        """Count one message as settled (call under self.lock) and tell `progress`."""
+        self.handled += 1
+        if self.progress:
+            self.progress(self.handled, self.total, address, status)
+
+    def stopping(self) -> bool:
+        if STOP.is_set():
+            with self.lock:
+                self.report.stopped = self.report.stopped or "the process is stopping (SIGTERM)"
+            return True
+        return self.halt.is_set()
+
+    def take(self) -> tuple[Subscriber, Outgoing] | None:
+        """The next message for a session, or None at the end (or when stopping). Readers
+        with nothing to send, or whose row another send took, are settled on the way."""
+        while not self.stopping():
+            with self.lock:
+                item = next(self.items, None)
+                if item is None:
+                    return None
+                sub, out = item
+                if isinstance(out, _NotSent):
+                    if out.failed:
+                        self.ledger.failed(self.day, sub.email, None, 0, out.reason)
+                        self.report.failed.append((sub.email, out.reason))
+                        self.note(sub.email, "failed")
+                    else:
+                        self.ledger.skipped(self.day, sub.email, out.reason)
+                        self.report.skipped.append((sub.email, out.reason.split(" (")[0]))
+                        self.note(sub.email, "skipped")
+                    continue
+                row = self.ledger.get(self.day, sub.email)
+                if (
+                    row is None
+                    or row.status in (DeliveryState.SENT, DeliveryState.SENDING)
+                    or (row.status == DeliveryState.UNCERTAIN and not self.resending)
+                ):
+                    self.report.taken += 1  # another send got there first (a cheap read)
+                    self.note(sub.email, "taken")
+                    continue
+                return sub, out
+        return None
+
+    def session(self, mailer: Mailer) -> None:
+        """One SMTP session: take a message, send it (the next one's commands pipelined
+        behind it), record the outcome; until the queue is empty or the send stops."""
+        try:
+            current = self.take()
+            while current is not None and not self.stopping():
+                following = self.take()
+                self.send_one(mailer, *current, following[1] if following else None)
+                if self.halt.is_set():
+                    break
+                current = following
+        except BaseException as e:  # a bug: stop every session, raise it in the caller
+            with self.lock:
+                self.crash = self.crash or e
+            self.halt.set()
+        finally:
+            mailer.close()
+
+    def send_one(
+        self, mailer: Mailer, sub: Subscriber, out: Outgoing, follow: Outgoing | None
+    ) -> None:
+        day, ledger, report = self.day, self.ledger, self.report
+        claimed = False
+
+        def claim(address: str = sub.email) -> bool:
+            nonlocal claimed
+            claimed = ledger.claim(day, address, uncertain_too=self.resending)
+            return claimed
+
+        try:
+            accepted = mailer.send(out, before_dot=claim, follow=follow)
+        except NotClaimed:
+            with self.lock:
                 report.taken += 1
-                note(n, sub.email, "taken")
-                continue
-            except PermanentFailure as e:
-                ledger.failed(day, sub.email, e.reply, e.attempts, "refused by the server")
+                self.note(sub.email, "taken")
+            return
+        except PermanentFailure as e:
+            ledger.failed(day, sub.email, e.reply, e.attempts, "refused by the server")
+            with self.lock:
                 report.failed.append((sub.email, e.reply))
-                note(n, sub.email, "failed")
-                continue
-            except TemporaryFailure as e:
-                ledger.failed(day, sub.email, e.reply, e.attempts, "still refused after retries")
+                self.note(sub.email, "failed")
+            return
+        except TemporaryFailure as e:
+            ledger.failed(day, sub.email, e.reply, e.attempts, "still refused after retries")
+            with self.lock:
                 report.failed.append((sub.email, e.reply))
                 report.deferred.append(sub.email)
-                note(n, sub.email, "failed")
-                continue
-            except Uncertain as e:
-                # Never retried: the server may have it. At most one copy, and told.
-                ledger.uncertain(day, sub.email, e.reply, e.attempts, out.message_id)
+                self.note(sub.email, "failed")
+            return
+        except Uncertain as e:
+            # Never retried: the server may have it. At most one copy, and told.
+            ledger.uncertain(day, sub.email, e.reply, e.attempts, out.message_id)
+            with self.lock:
                 report.uncertain.append((sub.email, e.reply))
-                note(n, sub.email, "uncertain")
-                continue
-            except DeliveryError as e:
-                if claimed:  # a 4xx to its "." then no server: known not taken, try again
-                    ledger.failed(day, sub.email, str(e), 1, "the server became unreachable")
-                report.stopped = str(e)
-                report.left = len(todo) - n + 1
-                break
-            except Exception as e:  # a bug or a surprise for one reader: theirs only
-                why = _one_line(f"cannot send: {type(e).__name__}: {e}")
-                if claimed:  # the Mailer raises Uncertain for anything after the "."
-                    ledger.failed(day, sub.email, None, 1, why)
-                else:
-                    ledger.failed(day, sub.email, None, 0, why)
+                self.note(sub.email, "uncertain")
+            return
+        except DeliveryError as e:
+            if claimed:  # a 4xx to its "." then no server: known not taken, try again
+                ledger.failed(day, sub.email, str(e), 1, "the server became unreachable")
+            with self.lock:
+                report.stopped = report.stopped or str(e)
+            self.halt.set()  # the other sessions finish the message in hand and stop
+            return
+        except Exception as e:  # a bug or a surprise for one reader: theirs only
+            why = _one_line(f"cannot send: {type(e).__name__}: {e}")
+            # The Mailer raises Uncertain for anything after the ".".
+            ledger.failed(day, sub.email, None, 1 if claimed else 0, why)
+            with self.lock:
                 report.failed.append((sub.email, why))
-                note(n, sub.email, "failed")
-                continue
-            # Committed before the next message: a crash from here on cannot resend it.
-            ledger.sent(day, sub.email, accepted.reply, accepted.attempts, accepted.message_id)
+                self.note(sub.email, "failed")
+            return
+        # Committed before the next message: a crash from here on cannot resend it.
+        ledger.sent(day, sub.email, accepted.reply, accepted.attempts, accepted.message_id)
+        with self.lock:
             report.sent.append(sub.email)
-            note(n, sub.email, "sent")
-        report.connections = mailer.connections
-    return report
+            self.note(sub.email, "sent")
 
 
 @dataclass(frozen=True)
@@ -332,7 +441,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-def _ahead(items: Iterator[T], size: int) -> Iterator[T]:
+def _none() -> Generator[Any, None, None]:
+    yield from ()
+
+
+def _ahead(items: Iterator[T], size: int) -> Generator[T, None, None]:
     """Yield what `items` yields, in order, computed by a helper thread up to `size` ahead.
 
     An exception in `items` is raised here; leaving the loop early stops the helper.

@@ -11,6 +11,13 @@ Sending it again could make two copies, so such a message is never retried here:
 raises `Uncertain`, and the caller records it for the operator to decide. Everything
 before the final "." (a drop, a timeout, a 4xx) is safe to retry, and is.
 
+When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write and
+their replies are read one by one, each handled as before (a refused RCPT is that reader's
+failure); and the commands of the next message (`send(..., follow=next)`) go in the same
+write as this one's final ".", which RFC 2920 3.1 allows (message content first in a
+group, DATA last). A message then costs one round trip, not four. Nothing of the next
+message is delivered before its own final ".", so the claim rules below are unchanged.
+
 Timeouts follow RFC 5321 4.5.3.2: `smtp.timeout` for the connection and each command,
 and `DATA_TIMEOUT` (10 minutes) for the reply to the final ".", which a busy server may
 take long to give while it scans the message.
@@ -20,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +41,7 @@ from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.utils import make_msgid
 from types import TracebackType
+from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -76,7 +86,8 @@ class Outgoing:
 class RateLimiter:
     """Spaces messages evenly so that at most `per_minute` go out in any minute.
 
-    `per_minute` <= 0 means no limit.
+    `per_minute` <= 0 means no limit. Thread-safe: the sessions of one send share one
+    limiter, so the rate holds for all of them together.
     """
 
     def __init__(
@@ -90,21 +101,41 @@ class RateLimiter:
         self.clock = clock
         self.sleep = sleep
         self._next: float | None = None
+        self._lock = threading.Lock()
 
     def wait(self) -> None:
         """Return when the next message may go (sleeping if it is too early)."""
         if not self.interval:
             return
-        now = self.clock()
-        if self._next is not None and now < self._next:
-            self.sleep(self._next - now)
-            now = self._next
-        self._next = now + self.interval
+        with self._lock:  # take the next slot; sleep for it outside the lock
+            now = self.clock()
+            slot = now if self._next is None or now >= self._next else self._next
+            self._next = slot + self.interval
+        if slot > now:
+            self.sleep(slot - now)
+
+
+def rate_note(smtp: SmtpConfig, readers: int) -> str:
+    """One line for `digest check`: what smtp.rate_per_minute means for a send to
+    `readers` readers (the least time it takes), so a limit never caps a send unseen."""
+    sessions = f"{smtp.connections} SMTP session{'s' if smtp.connections != 1 else ''}"
+    who = f"{readers} reader{'s' if readers != 1 else ''}"
+    if smtp.rate_per_minute <= 0:
+        return f"no limit, {sessions}: a send to {who} goes as fast as the relay takes it"
+    minutes = readers / smtp.rate_per_minute
+    if minutes <= 1:
+        took = "fits in one minute"
+    elif minutes < 90:
+        took = f"takes at least {math.ceil(minutes)} minutes"
+    else:
+        took = f"takes at least {minutes / 60:.1f} hours"
+    return (
+        f"at most {smtp.rate_per_minute} messages a minute over {sessions}: a send to {who} {took}"
+    )
 
 
 # RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
 DATA_TIMEOUT = 600.0
-_LINE_START_DOT = re.compile(rb"(?m)^\.")
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -123,13 +154,55 @@ def unsendable(address: str) -> str:
     return f"the address contains control characters ({', '.join(repr(c) for c in bad)})"
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")  # email.generator's NLCRE
+
+
+# A header value that folding leaves as it is: printable ASCII words, single spaces, no
+# encoded word. (Checked against the stock generator in tests/test_deliver_smtp.py.)
+_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+class _Generator(BytesGenerator):
+    """BytesGenerator, the same bytes for less CPU (flattening was 19% of the sender's):
+
+    - each body is written in one piece; the stock one writes it line by line, two
+      writes a line (a 10 KB digest: about 800 calls);
+    - a header that fits on one line in plain ASCII is written as "Name: value"; the
+      stock one parses and re-folds every header (3 in 4 of a digest's fit).
+    """
+
+    def _write_lines(self, lines: str) -> None:
+        if not lines:
+            return
+        if "\r" in lines:
+            self.write(_LINE_END.sub(self._NL, lines))  # type: ignore[attr-defined]
+        else:  # the usual case, and several times faster than the regex
+            self.write(lines.replace("\n", self._NL))  # type: ignore[attr-defined]
+
+    def _write_headers(self, msg: Any) -> None:
+        policy = self.policy
+        most = policy.max_line_length if isinstance(policy, EmailPolicy) else None
+        for name, value in msg.raw_items():
+            text = str(value)
+            if (
+                most
+                and len(name) + 2 + len(text) <= most
+                and "=?" not in text
+                and _PLAIN_VALUE.fullmatch(text)
+            ):
+                self._fp.write(f"{name}: {text}{self._NL}".encode("ascii"))  # type: ignore[attr-defined]
+            else:
+                self._fp.write(policy.fold_binary(name, value))  # type: ignore[attr-defined,union-attr]
+        self.write(self._NL)  # type: ignore[attr-defined]
+
+
 def flatten(message: EmailMessage, utf8: bool = False) -> bytes:
     """Return the message as SMTP DATA bytes (CRLF line ends; dots are quoted on sending)."""
     buf = io.BytesIO()
     policy = message.policy.clone(linesep="\r\n")
     if utf8 and isinstance(policy, EmailPolicy):  # non-ASCII addresses go as SMTPUTF8
         policy = policy.clone(utf8=True)
-    BytesGenerator(buf, policy=policy).flatten(message, linesep="\r\n")
+    _Generator(buf, policy=policy).flatten(message, linesep="\r\n")
     return buf.getvalue()
 
 
@@ -148,13 +221,15 @@ class Mailer:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         data_timeout: float = DATA_TIMEOUT,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.smtp = smtp
         self.data_timeout = max(data_timeout, smtp.timeout)
         self.sleep = sleep
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.limiter = RateLimiter(smtp.rate_per_minute, clock=clock, sleep=sleep)
+        # Shared between the sessions of one send when given.
+        self.limiter = limiter or RateLimiter(smtp.rate_per_minute, clock=clock, sleep=sleep)
         self.password = smtp.password if smtp.user else ""  # load_config resolved it
         self.connections = 0  # sessions opened, for reports and tests
         self._retrying = Retrying(
@@ -165,6 +240,9 @@ class Mailer:
             reraise=True,
         )
         self._conn: smtplib.SMTP | None = None
+        # The message whose MAIL, RCPT and DATA went out with the previous final "."
+        # (pipelining), replies not read yet.
+        self._pending: Outgoing | None = None
         domain = smtp.sender.rpartition("@")[2] or "localhost"
         self.domain = domain
         self.dkim = dkim_signer(smtp)  # None: DKIM is off
@@ -187,7 +265,11 @@ class Mailer:
     def close(self) -> None:
         """End the session politely (QUIT), ignoring a server that already left."""
         conn, self._conn = self._conn, None
+        pending, self._pending = self._pending, None
         if conn is None:
+            return
+        if pending is not None:  # the server may be waiting for a body: hang up instead
+            conn.close()
             return
         try:
             conn.quit()
@@ -195,6 +277,7 @@ class Mailer:
             conn.close()
 
     def _drop(self) -> None:
+        self._pending = None
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -255,18 +338,27 @@ class Mailer:
         if self.dkim is not None:
             payload = self.dkim(payload)
         message_id = str(message["Message-ID"])
-        return Outgoing(address, payload, utf8, message_id, envelope_from)
+        return Outgoing(
+            address, payload, utf8, message_id, envelope_from=envelope_from or self.smtp.sender
+        )
 
     def deliver(self, message: EmailMessage, address: str) -> Accepted:
         """Return Accepted once the server took `message` for `address` (see `send`)."""
         return self.send(self.prepare(message, address))
 
-    def send(self, out: Outgoing, before_dot: Callable[[], bool] | None = None) -> Accepted:
+    def send(
+        self,
+        out: Outgoing,
+        before_dot: Callable[[], bool] | None = None,
+        follow: Outgoing | None = None,
+    ) -> Accepted:
         """Return Accepted once the server took the prepared message.
 
         `before_dot`, if given, is called once, just before the first final "." goes out
         (the caller marks the message in flight); if it returns False nothing is sent and
-        NotClaimed is raised.
+        NotClaimed is raised. `follow`: the message the caller sends next on this session;
+        with PIPELINING its MAIL, RCPT and DATA go out with this one's final ".", and the
+        next `send` must be of it (any other message first ends the session).
 
         Raises PermanentFailure (5xx), TemporaryFailure (4xx or dropped connection before
         the final ".", still so after the configured retries), Uncertain (no reply to the
@@ -289,16 +381,11 @@ class Mailer:
             nonlocal attempts
             attempts += 1
             self.limiter.wait()
+            if self._pending is not None and self._pending is not out:
+                self._drop()  # the session is mid-way into another message: start afresh
             if self._conn is None:
                 self._conn = self._connect()
-            return self._transaction(
-                self._conn,
-                out.address,
-                out.payload,
-                out.utf8,
-                claim,
-                out.envelope_from or self.smtp.sender,
-            )
+            return self._transaction(self._conn, out, claim, follow)
 
         try:
             reply = self._retrying(attempt)
@@ -312,26 +399,65 @@ class Mailer:
             raise
         return Accepted(reply=reply, attempts=attempts, message_id=out.message_id)
 
+    def _envelope(self, conn: smtplib.SMTP, out: Outgoing) -> bytes:
+        """MAIL, RCPT and DATA of `out` as one write (for a pipelining server)."""
+        options = ""
+        if out.utf8:
+            if not conn.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+            options = " SMTPUTF8 BODY=8BITMIME"
+        sender = out.envelope_from or self.smtp.sender
+        if any(c in a for a in (sender, out.address) for c in "\r\n"):
+            raise ValueError("a line break in an address")  # as smtplib's putcmd refuses
+        text = (
+            f"MAIL FROM:{smtplib.quoteaddr(sender)}{options}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(out.address)}\r\nDATA\r\n"
+        )
+        return text.encode("utf-8" if out.utf8 else "ascii")
+
+    def _envelope_replies(self, conn: smtplib.SMTP) -> tuple[int, bytes]:
+        """Read the replies to a pipelined MAIL, RCPT, DATA, in order; return the one that
+        decides (the first refusal, else DATA's). A 354 after a refusal (a server that
+        should have refused DATA) leaves the session in the body: it is hung up."""
+        replies = [conn.getreply() for _ in range(3)]
+        (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = replies
+        if mail != 250:
+            decided = (mail, mail_text)
+        elif rcpt not in (250, 251):
+            decided = (rcpt, rcpt_text)
+        else:
+            return data, data_text
+        if data == 354:
+            self._drop()
+        return decided
+
     def _transaction(
         self,
         conn: smtplib.SMTP,
-        address: str,
-        payload: bytes,
-        utf8: bool,
+        out: Outgoing,
         claim: Callable[[], bool],
-        sender: str,
+        follow: Outgoing | None,
     ) -> str:
         """MAIL, RCPT, DATA; returns the final reply or raises a classified failure."""
+        address, utf8 = out.address, out.utf8
         options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
+        pipelining = conn.has_extn("pipelining")
         text: bytes | str
         try:
-            code, text = conn.mail(sender, options)
-            if code == 250:
-                code, text = conn.rcpt(address)
-            if code in (250, 251):
-                code, text = conn.docmd("DATA")
+            if self._pending is out:  # sent with the previous message's final "."
+                self._pending = None
+                code, text = self._envelope_replies(conn)
+            elif pipelining:
+                conn.send(self._envelope(conn, out))
+                code, text = self._envelope_replies(conn)
+            else:
+                code, text = conn.mail(out.envelope_from or self.smtp.sender, options)
+                if code == 250:
+                    code, text = conn.rcpt(address)
+                if code in (250, 251):
+                    code, text = conn.docmd("DATA")
             if code == 354:
-                code, text = self._data(conn, payload, claim)
+                code, text = self._data(conn, out.payload, claim, follow if pipelining else None)
             if code == 250:
                 return _reply(code, text)
         except smtplib.SMTPNotSupportedError as e:
@@ -361,16 +487,31 @@ class Mailer:
         raise TemporaryFailure(f"unexpected reply: {reply}", self.where)
 
     def _data(
-        self, conn: smtplib.SMTP, payload: bytes, claim: Callable[[], bool]
+        self,
+        conn: smtplib.SMTP,
+        payload: bytes,
+        claim: Callable[[], bool],
+        follow: Outgoing | None = None,
     ) -> tuple[int, bytes]:
-        """After 354: the message and its final "."; return the server's reply to it.
+        """After 354: the message and its final "." (and `follow`'s MAIL, RCPT, DATA in
+        the same write, pipelining); return the server's reply to the ".".
 
         Raises OSError while the final "." has not gone out (safe to retry), Uncertain
         when it has and no reply came (unknown whether the message was taken).
         """
-        body = _LINE_START_DOT.sub(b"..", payload)  # RFC 5321 4.5.2 dot stuffing
+        # RFC 5321 4.5.2 dot stuffing: a "." that starts a line is doubled (what
+        # `(?m)^\.` finds, by plain replaces: several times faster on a 10 KB digest).
+        body = payload.replace(b"\n.", b"\n..")
+        if body.startswith(b"."):
+            body = b"." + body
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
+        after = b""
+        if follow is not None and not unsendable(follow.address):
+            try:
+                after = self._envelope(conn, follow)
+            except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError):
+                after = b""  # its own send finds the problem and reports it
         try:
             claimed = claim()
         except BaseException:
@@ -379,7 +520,9 @@ class Mailer:
         if not claimed:
             self._drop()
             raise NotClaimed()
-        conn.send(body + b".\r\n")
+        conn.send(body + b".\r\n" + after)
+        if after:
+            self._pending = follow
         # The end of data is out: from here on, no reply means "maybe taken".
         try:
             if conn.sock is not None:
@@ -394,8 +537,10 @@ class Mailer:
         return code, text
 
     def _reset(self) -> None:
-        # After a refused transaction, RSET so the next one starts clean.
-        if self._conn is None:
+        # After a refused transaction, RSET so the next one starts clean. Not when the
+        # next message's commands are out already: the refusal was of a final ".", which
+        # ends the transaction anyway, and an RSET would read their replies as its own.
+        if self._conn is None or self._pending is not None:
             return
         try:
             self._conn.rset()

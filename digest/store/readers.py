@@ -20,6 +20,19 @@ goes out, by an UPDATE that re-checks its state, so two sends can never both tak
 turns "sent" once the server accepted the message, committed at once. A message whose
 final "." went out without a reply, or whose "sending" row a crashed run left behind, is
 "uncertain": the reader has at most one copy, and only the operator resends it.
+
+Several sessions of one send share one Ledger: its reads and writes are serialised by a
+lock (one SQLite connection, one transaction at a time), and the claim's re-checking
+UPDATE gives each row to exactly one session.
+
+During a send (`Ledger.light`), the claim and the outcome are committed with
+`synchronous = NORMAL` (WAL): the commit is
+in the WAL file, not yet fsynced. A killed process (kill -9, a crash, OOM) loses nothing:
+the operating system has the write. What only a power cut or kernel crash can lose is
+the rows committed since the last synced commit, and one commit in `DURABLE_EVERY`
+seconds is synced (FULL), so that is at most that long of the send: those readers' rows
+go back to "queued" (or "sending", then "uncertain"), and the next run may mail them a
+second copy. That trade buys back the fsync per message, most of the ledger's cost.
 """
 
 from __future__ import annotations
@@ -27,7 +40,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Sequence
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parseaddr
@@ -52,6 +69,7 @@ if TYPE_CHECKING:
 
 # What a send of the day takes up by itself.
 RETRIED = (DeliveryState.QUEUED, DeliveryState.FAILED, DeliveryState.SKIPPED)
+DURABLE_EVERY = 1.0  # seconds: at most this much of a send's ledger rests on the OS cache
 CRASHED = "the send was stopped (crash or kill) while this message was in flight"
 
 
@@ -516,23 +534,66 @@ DELIVERED = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.UNCERTAIN)
 
 
 class Ledger:
-    """The `deliveries` table. Each write is its own committed transaction."""
+    """The `deliveries` table. Each write is its own committed transaction; safe to share
+    between the threads of one send (see the module's docstring for what is synced)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, durable_every: float = DURABLE_EVERY) -> None:
         self.store = store
+        self.durable_every = durable_every
+        self._lock = threading.RLock()
+        self._light_mode = False
+        self._synced = time.monotonic()
+
+    @contextmanager
+    def light(self) -> Iterator[Ledger]:
+        """Within: commits do not wait for the disk, except one in `durable_every`
+        seconds, which syncs all before it (see the module's docstring). For a send."""
+        db = self.store.db.conn
+        with self._lock:
+            before = int(db.execute("PRAGMA synchronous").fetchone()[0])
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._light_mode, self._synced = True, time.monotonic()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._light_mode = False
+                db.execute(f"PRAGMA synchronous = {before}")
+
+    @contextmanager
+    def _commit(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, under the lock; in light mode, synced if the last
+        synced one is `durable_every` old."""
+        with self._lock:
+            db = self.store.db.conn
+            sync = self._light_mode and time.monotonic() - self._synced >= self.durable_every
+            if sync:
+                db.execute("PRAGMA synchronous = FULL")
+            try:
+                with self.store.transaction() as conn:
+                    yield conn
+            finally:
+                if sync:
+                    db.execute("PRAGMA synchronous = NORMAL")
+                    self._synced = time.monotonic()
 
     def of_day(self, day: date) -> dict[str, Delivery]:
         """Return address_key(address) -> Delivery, for every row of `day`."""
-        rows = self.store.db.query("SELECT * FROM deliveries WHERE day = ?", [day.isoformat()])
+        with self._lock:
+            rows = list(
+                self.store.db.query("SELECT * FROM deliveries WHERE day = ?", [day.isoformat()])
+            )
         return {address_key(r["email"]): _delivery(r) for r in rows}
 
     def get(self, day: date, address: str) -> Delivery | None:
         """Return the row of (`address`, `day`), or None."""
-        rows = list(
-            self.store.db.query(
-                "SELECT * FROM deliveries WHERE email = ? AND day = ?", [address, day.isoformat()]
+        with self._lock:
+            rows = list(
+                self.store.db.query(
+                    "SELECT * FROM deliveries WHERE email = ? AND day = ?",
+                    [address, day.isoformat()],
+                )
             )
-        )
         return _delivery(rows[0]) if rows else None
 
     def rows(self, statuses: Iterable[DeliveryState], day: date | None = None) -> list[Delivery]:
@@ -600,23 +661,16 @@ class Ledger:
         return whether it is ours. `uncertain_too`: an operator's resend may take an
         "uncertain" row as well."""
         states = [*RETRIED, DeliveryState.UNCERTAIN] if uncertain_too else list(RETRIED)
-        db = self.store.db.conn
-        synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
-        # Committed without waiting for the disk (fsync): a killed process loses nothing
-        # written, only a power cut could, and the "sent" commit right after (FULL) makes
-        # this one durable too. It keeps the claim from doubling the cost per message.
-        db.execute("PRAGMA synchronous = NORMAL")
-        try:
-            with self.store.transaction() as conn:
-                # The state is re-checked here, in the transaction that claims the row.
-                cur = conn.execute(
-                    "UPDATE deliveries SET status = ?, last_attempt = ? WHERE email = ? "
-                    f"AND day = ? AND status IN ({', '.join('?' for _ in states)})",
-                    (DeliveryState.SENDING, _stamp(), address, day.isoformat(), *states),
-                )
-                return cur.rowcount == 1
-        finally:
-            db.execute(f"PRAGMA synchronous = {int(synchronous)}")
+        # In light mode, committed without waiting for the disk (fsync): a killed process
+        # loses nothing written, only a power cut could (see the module's docstring).
+        with self._commit() as conn:
+            # The state is re-checked here, in the transaction that claims the row.
+            cur = conn.execute(
+                "UPDATE deliveries SET status = ?, last_attempt = ? WHERE email = ? "
+                f"AND day = ? AND status IN ({', '.join('?' for _ in states)})",
+                (DeliveryState.SENDING, _stamp(), address, day.isoformat(), *states),
+            )
+            return cur.rowcount == 1
 
     def _finish(
         self,
@@ -630,7 +684,7 @@ class Ledger:
         message_id: str | None = None,
     ) -> None:
         stamp = _stamp()
-        with self.store.transaction() as conn:
+        with self._commit() as conn:
             # Never downgrade a "sent" row: another run may have sent it meanwhile.
             conn.execute(
                 "UPDATE deliveries SET status = ?, reply = ?, reason = ?, "
@@ -664,12 +718,13 @@ class Ledger:
     ) -> None:
         """Record that the message was refused (with the server's reply) or could not be
         made or sent (`reply` None, `reason` says why); the next run tries again."""
-        self._finish(
-            day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason
-        )
         counts, hard = bounce_kind(reply)
-        if counts:  # a 5xx about the address: it counts towards "bouncing"
-            record_bounce(self.store, address, hard=hard, reply=reply, source="smtp")
+        with self._lock:  # the sessions share one connection: one writer at a time
+            self._finish(
+                day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason
+            )
+            if counts:  # a 5xx about the address: it counts towards "bouncing"
+                record_bounce(self.store, address, hard=hard, reply=reply, source="smtp")
 
     def uncertain(
         self, day: date, address: str, reply: str, attempts: int, message_id: str

@@ -12,7 +12,7 @@ As a process (the benchmark runs it apart so it does not share the sender's GIL)
 
     python -m tests.support.smtpserver        prints "ready PORT"; reads "count" lines on stdin
                                       and answers the number of messages taken; EOF stops it.
-    python -m tests.support.smtpserver --log FILE [--port N]
+    python -m tests.support.smtpserver [--pipelining] --log FILE [--port N]
                                       also appends each taken message's recipients to FILE
                                       (for tests that kill the server).
 """
@@ -79,12 +79,17 @@ class Handler:
     log: Path | None = None
     sessions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Offer PIPELINING (RFC 2920) in EHLO. aiosmtpd does not by itself, but it reads
+    # commands line by line from a buffered stream, so pipelined commands work as sent.
+    pipelining: bool = False
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
     ) -> Any:
         session.host_name = hostname
         self.sessions += 1
+        if self.pipelining:
+            responses = [responses[0], "250-PIPELINING", *responses[1:]]
         return responses
 
     async def handle_MAIL(
@@ -146,9 +151,14 @@ class SmtpServer:
     """aiosmtpd's Controller on 127.0.0.1, a free port, started and stopped by `with`."""
 
     def __init__(
-        self, *, keep: bool = True, tls: ssl.SSLContext | None = None, smtputf8: bool = True
+        self,
+        *,
+        keep: bool = True,
+        tls: ssl.SSLContext | None = None,
+        smtputf8: bool = True,
+        pipelining: bool = False,
     ) -> None:
-        self.handler = Handler(keep=keep)
+        self.handler = Handler(keep=keep, pipelining=pipelining)
         self.port = free_port()
         # With `tls`: STARTTLS offered and required before MAIL, as real relays do.
         extra: dict[str, Any] = {"tls_context": tls, "require_starttls": True} if tls else {}
@@ -249,6 +259,9 @@ def main() -> None:
         elif args[0] == "--log":
             handler.log = Path(args[1])
             args = args[2:]
+        elif args[0] == "--pipelining":
+            handler.pipelining = True
+            args = args[1:]
         elif args[0] == "--port":
             port = int(args[1])
             args = args[2:]
