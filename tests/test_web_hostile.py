@@ -231,9 +231,9 @@ class SlowData(SmtpServer):
 
 
 def test_a_slow_mail_server_does_not_slow_the_pages(tmp_path: Path) -> None:
-    # 60 sign-ups while the mail server takes 2 s a message: the form used to send in the
+    # 60 sign-ups while the mail server takes 4 s a message: the form used to send in the
     # request, so 60 of them held the thread pool and /archive waited for a free thread.
-    with SlowData(2.0) as slow:
+    with SlowData(4.0) as slow:
         base = make_config(tmp_path, subscribe_per_hour=1000)
         config = replace(base, smtp=smtp_for(slow, retries=0))
         Store.open(config.store.database).close()
@@ -258,12 +258,15 @@ def test_a_slow_mail_server_does_not_slow_the_pages(tmp_path: Path) -> None:
             for t in threads:
                 t.join(60)
     assert archive.status_code == 200
-    # Held behind the mail exchange, it would take at least one 2 s send; half of that
-    # leaves room for a loaded CI machine (0.08 s here, 1.98 s and more before).
-    assert archive_took < 1.0, f"/archive took {archive_took:.2f} s"
-    # Each answer used to wait for its mail (2 s and more); now for the database only.
+    # Held behind the mail exchange, it would take at least one 4 s send; half of that
+    # leaves room for a loaded CI machine (0.08 s here; 1.98 s and more before, with 2 s
+    # sends). The send is slow so that a busy machine's own slowness (60 sign-ups took a
+    # median 1.36 s with four test suites on two cores) is not mistaken for it.
+    assert archive_took < 2.0, f"/archive took {archive_took:.2f} s"
+    # Each answer used to wait for its mail (the whole send and more); now for the
+    # database only.
     took.sort()
-    assert len(took) == 60 and took[30] < 1.0, f"median sign-up {took[30]:.2f} s"
+    assert len(took) == 60 and took[30] < 2.0, f"median sign-up {took[30]:.2f} s"
 
 
 @pytest.mark.parametrize(
