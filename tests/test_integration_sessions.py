@@ -198,3 +198,44 @@ def test_bounces_from_several_sessions_at_once_are_all_counted(
     ).fetchall()
     assert {e for e, s in rows if s == "failed"} == set(gone)
     assert {e for e, s in rows if s == "sent"} == set(READERS) - set(gone)
+
+
+def test_dkim_survives_dot_stuffing_and_a_non_ascii_reader_on_four_sessions(
+    store: Store, tmp_path: Path
+) -> None:
+    """The new flatten, the send's own dot stuffing and DKIM, on 4 pipelined sessions:
+    lines that start with dots, a non-ASCII subject and a non-ASCII (SMTPUTF8) reader
+    still verify on the bytes aiosmtpd received, and the text arrives as written."""
+    from email.message import EmailMessage
+
+    from digest.models import Subscriber
+
+    body = ".\n..\n.leading dot\nnormal line\n. space after a dot\nÜnïcödé línè\n.\n"
+    readers = [*READERS[:11], "lëser@exämple.net"]
+
+    def render(sub: Subscriber) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = "Daily Papers <digest@papers.example.org>"
+        msg["To"] = sub.email
+        msg["Subject"] = "Tägliche Papiere: «agents» and more, a subject long enough to fold"
+        msg.set_content(body)
+        msg.add_alternative("<p>.dot</p>\n.<b>x</b>\n", subtype="html")
+        return msg
+
+    _, day = real_day(store)
+    with four_sessions(store, tmp_path) as (config, server, _proxy, record):
+        config = dataclasses.replace(
+            config, subscribers=[SubscriberConfig(a, ["video"]) for a in readers]
+        )
+        report = send_digests(config, store, day, today=day, render=render)
+    assert sorted(report.sent) == sorted(readers), report.summary()
+
+    def txt(name: bytes, **_: Any) -> bytes | None:
+        return record if name == f"{SELECTOR}._domainkey.{DOMAIN}.".encode() else None
+
+    assert len(server.messages) == len(readers)
+    for received in server.messages:
+        assert dkim.verify(received.data, dnsfunc=txt), received.recipients
+        text = received.message().get_body(("plain",))
+        assert text is not None
+        assert text.get_content().replace("\r\n", "\n") == body  # (8bit: CRLF kept)
