@@ -169,3 +169,31 @@ def test_a_bouncing_reader_gets_what_they_typed_once_confirmed(
     httpx.post(site + path_of(link_in(mail, "confirm")))
     assert rows(config)[reader][0] == "active"
     assert rows(config)[reader][1:] == ("weekly", ("vision",))
+
+
+def test_preferences_of_a_weekly_config_reader_keep_what_was_typed(
+    weekly_site: tuple[Config, str],
+) -> None:
+    from digest.store.meta import secret_key
+    from digest.tokens import PREFERENCES, make_token
+
+    config, site = weekly_site
+    store = Store.open(config.store.database)
+    try:
+        token = make_token(secret_key(store, config.secret_key), CONFIG_WEEKLY, PREFERENCES)
+    finally:
+        store.close()
+    url = f"{site}/preferences/{token}"
+    with httpx.Client() as client:
+        page = client.get(url)
+        assert page.status_code == 200 and checked_frequency(page.text) == ["weekly"]
+        csrf = form_token(client, site, f"/preferences/{token}")
+        data = {"csrf": csrf, "keywords": "y" * 500, "frequency": "daily", "topics": ["agents"]}
+        refused = client.post(url, data=data)
+        assert refused.status_code == 400
+        assert checked_frequency(refused.text) == ["daily"]  # typed, not the saved weekly
+        assert rows(config)[CONFIG_WEEKLY] == ("active", "weekly", ())
+        csrf = form_token(client, site, f"/preferences/{token}")
+        saved = client.post(url, data={**data, "csrf": csrf, "keywords": "", "frequency": "weekly"})
+        assert saved.status_code == 200
+    assert rows(config)[CONFIG_WEEKLY] == ("active", "weekly", ("agents",))
