@@ -20,6 +20,7 @@ import pytest
 
 from digest.config import Config, FeedsConfig, StoreConfig, SubscriberConfig
 from digest.deliver.digest import send_digests
+from digest.jobs import ingest_file, write_feeds
 from digest.store import Store
 from digest.store.readers import record_bounce
 from digest.store.schema import MIGRATIONS
@@ -179,3 +180,27 @@ def test_a_database_of_this_morning_upgrades_with_its_data(old_tree: Path, tmp_p
         finally:
             store.close()
         assert httpx.get(f"{base}/healthz", timeout=10).json()["bouncing"] == 0
+        # The search page finds an old paper by a word of its title.
+        pid, title = next(iter(papers_before.items()))
+        word = max((w.strip(".,:;()!?\"'") for w in title.split()), key=len)
+        found = httpx.get(f"{base}/search", params={"q": word}, timeout=10)
+        assert found.status_code == 200 and pid in found.text, (pid, word)
+        # Today's fetch on the upgraded file: counted by the triggers, rising written.
+        store = Store.open(db)
+        try:
+            ingest_file(store, real_api_captures()[3])
+            assert store.count_papers() == int(
+                store.db.execute("SELECT count(*) FROM papers").fetchone()[0]
+            )
+            assert store.count_papers() > len(papers_before)
+        finally:
+            store.close()
+        body = httpx.get(f"{base}/healthz", timeout=10).json()
+        assert body["papers"] > len(papers_before)
+        store = Store.open(db)
+        try:
+            write_feeds(config, store)
+        finally:
+            store.close()
+        assert (tmp_path / "feeds" / "rising.xml").exists()
+        assert httpx.get(f"{base}/feeds/rising.xml", timeout=10).status_code == 200
