@@ -414,7 +414,11 @@ class DigestRenderer:
 
     def _more_url(self, topic: str, edition: Edition | None) -> str:
         if edition is not None and edition.first_day is not None:
-            return f"{self.base_url}/archive"  # several days: the list of every day's page
+            # Several days: a topic's own page (its last 14 days, a week's editions in
+            # it); for the whole email, the list of every day's page.
+            if topic and not topic.startswith("~"):
+                return f"{self.base_url}/topics/{quote(topic, safe='')}"
+            return f"{self.base_url}/archive"
         url = f"{self.base_url}/archive/{self.day.isoformat()}"
         if topic and not topic.startswith("~"):
             url += f"?topic={quote(topic, safe='')}"

@@ -152,14 +152,21 @@ def record_pending(
     )
 
 
-def keep_row(conn: Conn, address: str, topics: Sequence[str], keywords: str, now: str) -> None:
+def keep_row(
+    conn: Conn,
+    address: str,
+    topics: Sequence[str],
+    keywords: str,
+    now: str,
+    frequency: str = "daily",
+) -> None:
     """Give an active reader (a config one too) a database row, as they are, if they have
     none: a bouncing reader's sign-up is confirmed on that row, and changes nothing else
-    before it is."""
+    before it is. The frequency too: the row's has the last word over the config's."""
     conn.execute(
-        "INSERT INTO subscribers (email, topics, keywords, status, created, updated) "
-        "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO NOTHING",
-        (address, json.dumps(list(topics)), keywords, now, now),
+        "INSERT INTO subscribers (email, topics, keywords, frequency, status, created, updated) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?) ON CONFLICT (email) DO NOTHING",
+        (address, json.dumps(list(topics)), keywords, frequency, now, now),
     )
 
 

@@ -330,7 +330,7 @@ def request_subscription(
             # them again (signups.activate), with their topics as they were; anyone can
             # post this form, so nothing changes before that.
             row = bouncing[address_key(address)]
-            keep_row(conn, row.email, row.topics, row.keywords, _stamp(now))
+            keep_row(conn, row.email, row.topics, row.keywords, _stamp(now), row.frequency)
             nonce = secrets.token_urlsafe(12)
             link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
             mail = (
