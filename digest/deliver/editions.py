@@ -22,6 +22,7 @@ from typing import Any
 
 from digest.addresses import address_key
 from digest.config import WEEKDAYS, Config
+from digest.deliver.likes import like_matches_for
 from digest.models import StoredPaper, Subscriber
 from digest.store import Store
 from digest.store.readers import Delivery, Ledger
@@ -114,4 +115,8 @@ def edition_render(
                 if sp.paper.id not in days:
                     days[sp.paper.id] = edition_day
                     papers.append(sp)
-    return EditionRender(renderer(config, papers, day), day, firsts, days, weekly, emails)
+    # Like-topics' matches from the stored vectors (no network at send time); a config
+    # with none passes nothing, so the renderer is built as before.
+    likes = like_matches_for(config, store, [sp.paper for sp in papers])
+    built = renderer(config, papers, day, likes=likes) if likes else renderer(config, papers, day)
+    return EditionRender(built, day, firsts, days, weekly, emails)

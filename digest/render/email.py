@@ -45,6 +45,7 @@ from digest.ranking import (
     base_scores,
     match_strength,
 )
+from digest.relevance import merge_matches
 from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.render.templates import (
     EMAIL_HTML,
@@ -186,6 +187,9 @@ class DigestRenderer:
     Matching runs once here; each paper's fragments are rendered on first use and kept for
     the renderer's life (one send), so the cost per reader is their frame only.
     `extra`: paper id -> an added ranking score (issue 15's learned relevance).
+    `likes`: paper id -> its like-topic matches (digest.deliver.likes, from the stored
+    vectors), added to the keyword matches: the why (`like "Llama 3 Herd" 0.42`) is a
+    term of the match, so the chip shows it as it shows keywords.
     """
 
     def __init__(
@@ -195,6 +199,7 @@ class DigestRenderer:
         day: date,
         *,
         extra: Mapping[str, float] | None = None,
+        likes: Mapping[str, list[TopicMatch]] | None = None,
     ) -> None:
         self.config = config
         self.day = day
@@ -206,8 +211,10 @@ class DigestRenderer:
         self._matcher = matcher
         # Most upvoted first: the order of ties and of the archive page.
         ordered = sorted(papers, key=lambda sp: (-sp.paper.upvotes, sp.paper.id))
+        liked = likes or {}
         self.papers: list[tuple[Paper, list[TopicMatch]]] = [
-            (sp.paper, matcher.match(sp.paper)) for sp in ordered
+            (sp.paper, merge_matches(matcher.match(sp.paper), liked.get(sp.paper.id)))
+            for sp in ordered
         ]
         self._days: dict[str, date] = {
             sp.paper.id: sp.paper.daily_date or sp.first_seen.date() for sp in ordered
