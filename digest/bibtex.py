@@ -116,11 +116,18 @@ def entries(text: str, name: str = "<bibtex>") -> list[tuple[int, str, dict[str,
                     raise r.fail(f"entry {key!r} is never closed", start)
                 raise r.fail(f"entry {key!r}: expected a field (name = value)")
             r.pos = f.end()
+            opened = r.line()  # where the value starts
             fields[f.group(1).lower()] = r.value()
             comma = re.compile(r"\s*,").match(text, r.pos)
             if comma:
                 r.pos = comma.end()
             elif not re.compile(r"\s*[})]").match(text, r.pos):
+                if opened != r.line():  # a value ran over lines: its braces, most likely
+                    raise r.fail(
+                        f"entry {key!r}: {f.group(1)} runs on to line {r.line()}; "
+                        "are its braces balanced?",
+                        f.start(1),
+                    )
                 raise r.fail(f"entry {key!r}: a ',' or the end of the entry is missing")
         out.append((r.line(start), key, fields))
     return out
