@@ -98,6 +98,9 @@ def check(state: State) -> None:
     click.echo(f"  database:  {config.store.database}")
     click.echo(f"  feeds:     {config.feeds.dir} (base URL {config.feeds.base_url})")
     click.echo(f"  topics:    {', '.join(t.name for t in config.topics) or 'none'}")
+    seeds_note = _seeds_note(config)
+    if seeds_note:
+        click.echo(f"  seeds:     {seeds_note}")
     smtp = (
         f"{config.smtp.host}:{config.smtp.port}"
         if config.smtp.host
@@ -133,6 +136,35 @@ def check(state: State) -> None:
         f"({schedule_timezone(config.schedule.timezone)})"
     )
     click.echo("all is well")
+
+
+def _seeds_note(config: Config) -> str:
+    """How many like-topic seeds the send can use, and which are missing (read-only; the
+    fetch is `digest topics like`'s, so `check` never goes to the network)."""
+    from pathlib import Path
+
+    from digest.deliver.likes import missing_seeds, seed_ids
+
+    ids = seed_ids(config)
+    if not ids:
+        return ""
+    if not Path(config.store.database).is_file():
+        return f"{len(ids)} seed papers, none stored yet (run `digest topics like`)"
+    try:
+        store = Store.open(config.store.database, read_only=True)
+    except DigestError:
+        return f"{len(ids)} seed papers (the database cannot be read)"
+    try:
+        missing = missing_seeds(config, store)
+    finally:
+        store.close()
+    if not missing:
+        return f"{len(ids)} seed papers, all stored"
+    return (
+        f"{len(ids)} seed papers, {len(missing)} neither in the archive nor fetched "
+        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+        "run `digest topics like`"
+    )
 
 
 def _readers(config: Config) -> int:

@@ -233,3 +233,19 @@ def test_an_unknown_seed_is_fetched_once_then_used_offline(
     assert likes and all(m[0].topic == "later" for m in likes.values())
     assert hf_server.requests == []  # matching read only the database
     store.close()
+
+
+def test_check_says_which_seeds_are_missing(archive: Path, tmp_path: Path) -> None:
+    copy_of(archive, tmp_path).close()
+    cfg = write_config(
+        tmp_path,
+        "c.toml",
+        store={"database": str(tmp_path / "papers.db")},
+        topics=[{"name": "speech", "like": [*SPEECH_SEEDS, "2401.99999"]}],
+    )
+    result = cli(cfg, "check")
+    assert result.exit_code == 0, result.output
+    assert (
+        "seeds:     4 seed papers, 1 neither in the archive nor fetched (2401.99999): "
+        "run `digest topics like`" in result.output
+    )
