@@ -44,11 +44,12 @@ UNSUBSCRIBE = "unsubscribe"  # the unsubscribe link of every digest (never expir
 PREFERENCES = "preferences"  # the change-your-topics link (never expires)
 CONFIRM = "confirm"  # the link in a confirmation mail (expires, bound to one sign-up)
 CSRF = "csrf"  # the subscribe / preferences form token (bound to the cookie's nonce)
+FEEDBACK = "feedback"  # "more / fewer like this" on one paper, for one reader (never expires)
 # The local-part tags of mail addresses (not links): bounces+<tag>@ (the envelope sender,
 # where bounce reports come back) and unsubscribe+<tag>@ (List-Unsubscribe's mailto).
 BOUNCE_TAG = "bounce-address"
 UNSUBSCRIBE_TAG = "unsubscribe-address"
-PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF)
+PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF, FEEDBACK)
 TAG_PURPOSES = (BOUNCE_TAG, UNSUBSCRIBE_TAG)
 
 
@@ -180,3 +181,35 @@ def _tag_key(key: bytes, purpose: str) -> bytes:
         raise ValueError(f"no address tag purpose {purpose!r}")
     signer = Signer(key, salt=f"papers-digest/{purpose}", digest_method=hashlib.sha256)
     return bytes(signer.derive_key())
+
+
+@functools.lru_cache(maxsize=8)
+def _feedback_serializer(key: bytes) -> URLSafeSerializer:
+    # One per key for the process: a send signs one token per (reader, card), and
+    # itsdangerous derives its key once per serializer.
+    return URLSafeSerializer(
+        key, salt=f"papers-digest/{FEEDBACK}", signer_kwargs={"digest_method": hashlib.sha256}
+    )
+
+
+def make_feedback_token(key: bytes, address: str, paper_id: str) -> str:
+    """Return the token of the "more / fewer like this" links of `paper_id` in the email
+    of `address`: signed for that pair (its own salt), with no time (the same links in a
+    resend and in `digest preview`). Which of the two choices is in the link's path: the
+    page shows one button for it, and either choice is the reader's to make."""
+    return str(_feedback_serializer(key).dumps([address_key(address), paper_id]))
+
+
+def verify_feedback_token(key: bytes, token: str) -> tuple[str, str] | None:
+    """Return (the reader's address key, paper id) of a genuine feedback token, else None
+    (forged, altered, of another kind, or not the shape we make)."""
+    try:
+        payload = _feedback_serializer(key).loads(token)
+    except (BadData, ValueError):
+        return None
+    if not (isinstance(payload, list) and len(payload) == 2):
+        return None
+    reader, paper_id = payload
+    if not isinstance(paper_id, str) or not paper_id or token_address(reader) is None:
+        return None
+    return address_key(str(reader)), paper_id

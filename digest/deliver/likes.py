@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from digest.config import Config
 from digest.errors import DigestError
 from digest.models import Paper, TopicMatch
 from digest.relevance import (
+    Choice,
+    ReaderModel,
     SimilarityIndex,
     Vector,
     Vocabulary,
+    learn,
     like_matches,
     like_topics,
 )
@@ -159,3 +163,58 @@ def _index(
             vectors[pid] = vocab.vector(paper)
     seeds = {pid: (p, vectors[pid]) for pid, p in seed_papers.items() if pid in vectors}
     return SimilarityIndex(like_topics(config.topics, seeds))
+
+
+# -- readers' learned models (issue 15 item 3) -----------------------------------------
+
+BACKGROUND_PAPERS = 200  # newest stored papers a reader did not choose: weak negatives
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What a send needs to rank by readers' choices: each choosing reader's model (by
+    address key) and the vectors of the send's papers."""
+
+    models: dict[str, ReaderModel]
+    vectors: dict[str, Vector]
+
+
+def learned_for(store: Store, readers: Iterable[str], paper_ids: Iterable[str]) -> Learned | None:
+    """Return the models of `readers` (address keys) who made choices, re-learned only for
+    those who chose since their model was kept (then kept again), with the vectors of
+    `paper_ids`; None when no reader chose (every reader gets today's ranking)."""
+    choices = stored.choices_of(store, readers)
+    kept = current_vocabulary(store)
+    if not choices or kept is None:
+        return None
+    version, _vocab = kept
+    cached = stored.reader_models(store, choices)
+    models: dict[str, ReaderModel] = {}
+    stale = {r: cs for r, cs in choices.items() if cached.get(r, (b"", ""))[1] != cs[-1][2]}
+    for reader in choices.keys() - stale.keys():
+        try:
+            models[reader] = ReaderModel.from_bytes(cached[reader][0])
+        except ValueError:  # a model of another layout: learn it again
+            stale[reader] = choices[reader]
+    if stale:
+        chosen = {pid for cs in stale.values() for pid, _, _ in cs}
+        newest = [sp.paper.id for sp in store.papers(limit=BACKGROUND_PAPERS + len(chosen))]
+        raw = stored.vectors_of(store, version, chosen | set(newest))
+        vectors = {pid: Vector.from_bytes(b) for pid, b in raw.items()}
+        fresh: dict[str, tuple[bytes, str]] = {}
+        for reader, cs in stale.items():
+            mine = {pid for pid, _, _ in cs}
+            model = learn(
+                [Choice(vectors[pid], more) for pid, more, _ in cs if pid in vectors],
+                [vectors[pid] for pid in newest if pid not in mine and pid in vectors][
+                    :BACKGROUND_PAPERS
+                ],
+            )
+            if model is not None:
+                models[reader] = model
+                fresh[reader] = (model.to_bytes(), cs[-1][2])
+        stored.save_reader_models(store, fresh)
+    if not models:
+        return None
+    raw = stored.vectors_of(store, version, paper_ids)
+    return Learned(models, {pid: Vector.from_bytes(b) for pid, b in raw.items()})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import hashlib
+import math
 import re
 import secrets
 import textwrap
@@ -45,7 +46,7 @@ from digest.ranking import (
     base_scores,
     match_strength,
 )
-from digest.relevance import merge_matches
+from digest.relevance import ReaderModel, Vector, merge_matches
 from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.render.templates import (
     EMAIL_HTML,
@@ -56,6 +57,7 @@ from digest.render.templates import (
     environment,
     template_origin,
 )
+from digest.tokens import make_feedback_token
 from digest.topics import Matcher, parse_keywords, term_context
 
 ALL_PAPERS = "All new papers"
@@ -190,6 +192,10 @@ class DigestRenderer:
     `likes`: paper id -> its like-topic matches (digest.deliver.likes, from the stored
     vectors), added to the keyword matches: the why (`like "Llama 3 Herd" 0.42`) is a
     term of the match, so the chip shows it as it shows keywords.
+    `models` (address key -> the reader's learned model) and `vectors` (paper id -> its
+    vector): a reader with a model has their papers ranked by it too (see
+    `_learned_scores`); the others get today's ranking. `feedback_key`: each card gets
+    "more / fewer like this" links signed for (reader, paper) (see `_feedback_links`).
     """
 
     def __init__(
@@ -200,6 +206,9 @@ class DigestRenderer:
         *,
         extra: Mapping[str, float] | None = None,
         likes: Mapping[str, list[TopicMatch]] | None = None,
+        models: Mapping[str, ReaderModel] | None = None,
+        vectors: Mapping[str, Vector] | None = None,
+        feedback_key: bytes | None = None,
     ) -> None:
         self.config = config
         self.day = day
@@ -249,6 +258,10 @@ class DigestRenderer:
         # topics' matches so they never tag another subscriber's papers.
         self._personal: dict[str, dict[str, TopicMatch]] = {}
         self._parts: list[tuple[str, Any]] | None = None
+        self._models = dict(models or {})
+        self._vectors = dict(vectors or {})
+        self._feedback_key = feedback_key
+        self._feedback_mark = mark + "k"
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -346,11 +359,15 @@ class DigestRenderer:
     # -- one reader's papers ----------------------------------------------------------
 
     def selected(
-        self, topics: tuple[str, ...], edition: Edition | None = None
+        self,
+        topics: tuple[str, ...],
+        edition: Edition | None = None,
+        learned: Mapping[str, float] | None = None,
     ) -> list[tuple[Paper, list[TopicMatch]]]:
         """Return the reader's papers with their matches among the reader's topics (best
         topic first: most terms hit, then config order), in rank order. No topics: every
-        paper of the edition, with no matches."""
+        paper of the edition, with no matches. `learned`: paper id -> the reader's model's
+        added score (`_learned_scores`)."""
         wanted = set(topics)
         personal = [self._personal[n] for n in topics if n in self._personal]
         order = self.topics
@@ -373,6 +390,8 @@ class DigestRenderer:
             else:
                 mine = []
                 score = base[paper.id]
+            if learned:
+                score += learned.get(paper.id, 0.0)
             scored.append((-score, -paper.upvotes, paper.id, paper, mine))
         scored.sort(key=lambda r: r[:3])
         return [(r[3], r[4]) for r in scored]
@@ -383,6 +402,7 @@ class DigestRenderer:
         edition: Edition | None = None,
         *,
         budget: tuple[int, int] | None = None,
+        reader: str = "",
     ) -> tuple[list[Group], dict[str, tuple[str, str]], str]:
         """Return the reader's groups (each paper once, under its best topic; no topics:
         one group of every paper), the fragments their marks stand for, and the title of
@@ -390,9 +410,11 @@ class DigestRenderer:
 
         `budget` (full, listed), default `[email] max_full, max_listed`: the best `full`
         papers get a card, the next `listed` a line, the rest are counted in `more`.
+        `reader`: the address whose email this is (their learned ranking and feedback
+        links; "" for none, as the archive page).
         """
         full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
-        chosen = self.selected(topics, edition)
+        chosen = self.selected(topics, edition, self._learned_scores(reader))
         shown = _shown(chosen, full, listed)
         by_topic: dict[str, Group] = {}
         parts: dict[str, tuple[str, str]] = {}
@@ -413,11 +435,44 @@ class DigestRenderer:
                 chip_text, chip_html = self._chip(paper, mine)
                 text = text.replace(self._chip_mark + "\n", chip_text, 1)
                 page = page.replace(self._chip_mark, chip_html, 1)
+                text, page = self._feedback_links(text, page, reader, paper.id)
             parts[mark] = (text, page)
             (group.cards if n < full else group.lines).append(mark)
         order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
         best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
         return [by_topic[n] for n in order], parts, best
+
+    def _learned_scores(self, reader: str) -> dict[str, float] | None:
+        """Return paper id -> what the reader's learned model adds to its ranking score,
+        or None for a reader without a model (today's ranking, unchanged).
+
+        The model's scores are put on one scale over the pool (z-scores), times
+        LEARNED_WEIGHT: a paper the model likes two deviations above the rest gains
+        about what a full keyword match gives, so choices reorder a reader's topics'
+        papers without letting in papers of topics they do not follow.
+        """
+        model = self._models.get(address_key(reader)) if reader and self._models else None
+        if model is None:
+            return None
+        vectors = self._vectors
+        raw = {p.id: model.score(v) for p, _ in self.papers if (v := vectors.get(p.id))}
+        if len(raw) < 2:
+            return None
+        mean = sum(raw.values()) / len(raw)
+        sd = math.sqrt(sum((r - mean) ** 2 for r in raw.values()) / len(raw))
+        if sd < 1e-12:
+            return None
+        return {pid: LEARNED_WEIGHT * (r - mean) / sd for pid, r in raw.items()}
+
+    def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
+        """Put the reader's signed token for this paper into a card's feedback links."""
+        if not self._feedback_key or self._feedback_mark not in page:
+            return text, page
+        if not reader:  # a page for nobody (the archive): no links to sign
+            text = "\n".join(line for line in text.split("\n") if self._feedback_mark not in line)
+            return text, _FEEDBACK_HTML.sub("", page)
+        token = quote(make_feedback_token(self._feedback_key, reader, paper_id), safe="")
+        return text.replace(self._feedback_mark, token), page.replace(self._feedback_mark, token)
 
     def _more_url(self, topic: str, edition: Edition | None) -> str:
         if edition is not None and edition.first_day is not None:
@@ -437,8 +492,13 @@ class DigestRenderer:
             return found
         context = {"p": self._view(paper, []), "part": "card" if full else "line"}
         context["chip"] = self._chip_mark
+        # The reader's feedback links go where this mark is (cards only, and only when
+        # the send signs them): one fragment for every reader, one token each.
+        context["feedback"] = (
+            f"{self.base_url}/feedback/{self._feedback_mark}" if full and self._feedback_key else ""
+        )
         text = self._render(EMAIL_PAPER_TEXT, context).rstrip("\n")
-        text = _wrap_text(text, (self._chip_mark,)).rstrip("\n")
+        text = _wrap_text(text, (self._chip_mark, self._feedback_mark)).rstrip("\n")
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         mark = f"{self._mark}f{len(self._fragments)}x"
         found = self._fragments[key] = (mark, text, page)
@@ -456,7 +516,12 @@ class DigestRenderer:
         if found is not None:
             self._chips.move_to_end(key)
             return found
-        context = {"p": self._view(paper, matches, why=True), "part": "why", "chip": ""}
+        context = {
+            "p": self._view(paper, matches, why=True),
+            "part": "why",
+            "chip": "",
+            "feedback": "",
+        }
         text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         found = self._chips[key] = (text + "\n", page)
@@ -583,7 +648,7 @@ class DigestRenderer:
     def _frame(
         self, subscriber: Subscriber, topics: tuple[str, ...], edition: Edition | None
     ) -> _Frame | None:
-        groups, parts, best = self.groups(topics, edition)
+        groups, parts, best = self.groups(topics, edition, reader=subscriber.email)
         count = sum(g.count for g in groups)
         if not count and not self.config.email.send_when_empty:
             return None
@@ -609,6 +674,8 @@ class DigestRenderer:
 
 
 OVERVIEW_TITLES = 3  # top titles per topic in the overview
+_FEEDBACK_HTML = re.compile(r'<p [^>]*class="feedback"[^>]*>.*?</p>\s*', re.S)
+LEARNED_WEIGHT = 1.5  # ranking points per deviation of a reader's model score
 CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
 
 

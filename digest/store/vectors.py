@@ -119,3 +119,71 @@ def seed_papers(store: Store, ids: Iterable[str] | None = None) -> dict[str, Pap
         for r in rows
         if wanted is None or r[0] in wanted
     }
+
+
+# -- readers' choices and their learned models ---------------------------------------
+
+
+def record_choice(store: Store, reader: str, paper_id: str, more: bool, at: datetime) -> None:
+    """Keep a reader's "more" (True) or "fewer" (False) on a paper (a later one on the
+    same paper replaces it). `reader` is the address key (digest.addresses.address_key)."""
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO choices (reader, paper_id, more, at) VALUES (?, ?, ?, ?)",
+            (reader, paper_id, int(more), _iso(at)),
+        )
+
+
+def undo_choice(store: Store, reader: str, paper_id: str) -> bool:
+    """Forget a reader's choice on a paper; True when there was one. The model learned
+    from it is dropped too, so the next send learns again (or, with no choice left, the
+    reader gets today's ranking)."""
+    with store.transaction() as conn:
+        gone = conn.execute(
+            "DELETE FROM choices WHERE reader = ? AND paper_id = ?", (reader, paper_id)
+        ).rowcount
+        if gone:
+            conn.execute("DELETE FROM reader_models WHERE reader = ?", (reader,))
+    return bool(gone)
+
+
+def choices_of(store: Store, readers: Iterable[str]) -> dict[str, list[tuple[str, bool, str]]]:
+    """Return reader -> their choices (paper id, more, when), oldest first."""
+    wanted = list(dict.fromkeys(readers))
+    out: dict[str, list[tuple[str, bool, str]]] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        rows = store.db.execute(
+            "SELECT reader, paper_id, more, at FROM choices "
+            f"WHERE reader IN ({','.join('?' * len(chunk))}) ORDER BY at, paper_id",
+            chunk,
+        )
+        for reader, paper_id, more, at in rows:
+            out.setdefault(reader, []).append((paper_id, bool(more), at))
+    return out
+
+
+def reader_models(store: Store, readers: Iterable[str]) -> dict[str, tuple[bytes, str]]:
+    """Return reader -> (their model's bytes, the time of the newest choice it learned)."""
+    wanted = list(dict.fromkeys(readers))
+    out: dict[str, tuple[bytes, str]] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        rows = store.db.execute(
+            "SELECT reader, model, learned_at FROM reader_models "
+            f"WHERE reader IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        out.update((r[0], (bytes(r[1]), r[2])) for r in rows)
+    return out
+
+
+def save_reader_models(store: Store, models: Mapping[str, tuple[bytes, str]]) -> None:
+    """Keep readers' models with the time of the newest choice each learned from."""
+    if not models:
+        return
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO reader_models (reader, model, learned_at) VALUES (?, ?, ?)",
+            ((r, m, at) for r, (m, at) in models.items()),
+        )
