@@ -362,12 +362,12 @@ class DigestRenderer:
         self,
         topics: tuple[str, ...],
         edition: Edition | None = None,
-        learned: Mapping[str, float] | None = None,
+        model: ReaderModel | None = None,
     ) -> list[tuple[Paper, list[TopicMatch]]]:
         """Return the reader's papers with their matches among the reader's topics (best
         topic first: most terms hit, then config order), in rank order. No topics: every
-        paper of the edition, with no matches. `learned`: paper id -> the reader's model's
-        added score (`_learned_scores`)."""
+        paper of the edition, with no matches. `model`: the reader's learned model, whose
+        scores over these papers are added (`_add_learned`)."""
         wanted = set(topics)
         personal = [self._personal[n] for n in topics if n in self._personal]
         order = self.topics
@@ -390,9 +390,9 @@ class DigestRenderer:
             else:
                 mine = []
                 score = base[paper.id]
-            if learned:
-                score += learned.get(paper.id, 0.0)
             scored.append((-score, -paper.upvotes, paper.id, paper, mine))
+        if model is not None:
+            scored = self._add_learned(scored, model)
         scored.sort(key=lambda r: r[:3])
         return [(r[3], r[4]) for r in scored]
 
@@ -414,7 +414,8 @@ class DigestRenderer:
         links; "" for none, as the archive page).
         """
         full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
-        chosen = self.selected(topics, edition, self._learned_scores(reader))
+        model = self._models.get(address_key(reader)) if reader and self._models else None
+        chosen = self.selected(topics, edition, model)
         shown = _shown(chosen, full, listed)
         by_topic: dict[str, Group] = {}
         parts: dict[str, tuple[str, str]] = {}
@@ -442,27 +443,32 @@ class DigestRenderer:
         best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
         return [by_topic[n] for n in order], parts, best
 
-    def _learned_scores(self, reader: str) -> dict[str, float] | None:
-        """Return paper id -> what the reader's learned model adds to its ranking score,
-        or None for a reader without a model (today's ranking, unchanged).
+    def _add_learned(
+        self, scored: list[tuple[float, int, str, Paper, list[TopicMatch]]], model: ReaderModel
+    ) -> list[tuple[float, int, str, Paper, list[TopicMatch]]]:
+        """Return the reader's scored papers with what their learned model adds.
 
-        The model's scores are put on one scale over the pool (z-scores), times
-        LEARNED_WEIGHT: a paper the model likes two deviations above the rest gains
-        about what a full keyword match gives, so choices reorder a reader's topics'
-        papers without letting in papers of topics they do not follow.
+        The model's scores are put on one scale over the reader's own papers (z-scores),
+        times LEARNED_WEIGHT: a paper the model likes two deviations above the rest gains
+        about what a full keyword match gives, so choices reorder the papers of the
+        topics a reader follows without letting in others. Papers without a vector, or
+        a model that cannot tell these papers apart, leave the ranking as it was.
+        (Scores are negated in `scored`: lower sorts first.)
         """
-        model = self._models.get(address_key(reader)) if reader and self._models else None
-        if model is None:
-            return None
         vectors = self._vectors
-        raw = {p.id: model.score(v) for p, _ in self.papers if (v := vectors.get(p.id))}
-        if len(raw) < 2:
-            return None
-        mean = sum(raw.values()) / len(raw)
-        sd = math.sqrt(sum((r - mean) ** 2 for r in raw.values()) / len(raw))
+        raw = [model.score(v) if (v := vectors.get(r[2])) else None for r in scored]
+        known = [x for x in raw if x is not None]
+        if len(known) < 2:
+            return scored
+        mean = sum(known) / len(known)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in known) / len(known))
         if sd < 1e-12:
-            return None
-        return {pid: LEARNED_WEIGHT * (r - mean) / sd for pid, r in raw.items()}
+            return scored
+        k = LEARNED_WEIGHT / sd
+        return [
+            r if x is None else (r[0] - k * (x - mean), *r[1:])
+            for r, x in zip(scored, raw, strict=True)
+        ]
 
     def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
         """Put the reader's signed token for this paper into a card's feedback links."""
