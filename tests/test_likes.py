@@ -249,3 +249,30 @@ def test_check_says_which_seeds_are_missing(archive: Path, tmp_path: Path) -> No
         "seeds:     4 seed papers, 1 neither in the archive nor fetched (2401.99999): "
         "run `digest topics like`" in result.output
     )
+
+
+def test_a_backfill_ends_with_a_vocabulary_of_the_whole_archive(
+    tmp_path: Path, hf_server: HFServer
+) -> None:
+    from datetime import date
+
+    from digest.jobs import backfill
+    from tests.support.hfserver import local_config
+
+    days = [date(2024, 3, 25), date(2024, 3, 26), date(2024, 3, 27)]
+    for day in days:
+        body = (REAL / f"api-daily_papers-{day.isoformat()}.json").read_bytes()
+        hf_server.route("/api/daily_papers", Reply(body), query={"date": str(day)})
+    store = Store.open(tmp_path / "papers.db")
+    assert ingest_file(store, SEED_CAPTURES[0]).status == "ok"  # a first, small vocabulary
+    first = stored.vocabulary(store)
+    assert first is not None
+    result = backfill(
+        local_config(hf_server), store, fast_fetcher(), days[0], days[-1], today=date(2024, 4, 5)
+    )
+    assert not result.failed and sum(r.new for r in result.runs) > 0
+    version, data = stored.vocabulary(store)  # type: ignore[misc]
+    assert version > first[0]
+    assert relevance.Vocabulary.from_bytes(data).documents == store.count_papers()
+    assert len(stored.vectors_of(store, version)) == store.count_papers()
+    store.close()
