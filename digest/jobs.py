@@ -631,7 +631,9 @@ def try_topic(
     if config is not None and topic.like:
         # Like-matches from the stored vectors, beside the keyword ones (`config` gives
         # the fetched seeds' vocabulary); `below` closest papers under the threshold.
-        found = like_index_for(dataclasses.replace(config, topics=[topic]), store)
+        found = like_index_for(
+            dataclasses.replace(config, topics=[topic]), store, (sp.paper.id for sp in stored)
+        )
         if found is not None:
             index, vectors = found
             liked = like_matches(index, [sp.paper for sp in stored], vectors, [topic])

@@ -137,16 +137,18 @@ def like_matches_for(
 
 
 def like_index_for(
-    config: Config, store: Store
+    config: Config, store: Store, paper_ids: Iterable[str]
 ) -> tuple[SimilarityIndex, dict[str, Vector]] | None:
-    """Return the like-topics' index and the vectors of every stored paper (for
-    `digest topics test`'s scores below the threshold), or None without a vocabulary."""
+    """Return the like-topics' index and the vectors of `paper_ids` and the seeds (for
+    `digest topics test`, which also shows the scores under the threshold), or None
+    without a vocabulary or seeds."""
     ids = seed_ids(config)
     kept = current_vocabulary(store)
     if kept is None or not ids:
         return None
     version, vocab = kept
-    vectors = {pid: Vector.from_bytes(b) for pid, b in stored.vectors_of(store, version).items()}
+    raw = stored.vectors_of(store, version, set(paper_ids) | set(ids))
+    vectors = {pid: Vector.from_bytes(b) for pid, b in raw.items()}
     return _index(config, store, vocab, vectors), vectors
 
 
