@@ -98,6 +98,9 @@ def check(state: State) -> None:
     click.echo(f"  database:  {config.store.database}")
     click.echo(f"  feeds:     {config.feeds.dir} (base URL {config.feeds.base_url})")
     click.echo(f"  topics:    {', '.join(t.name for t in config.topics) or 'none'}")
+    seeds_note = _seeds_note(config)
+    if seeds_note:
+        click.echo(f"  seeds:     {seeds_note}")
     smtp = (
         f"{config.smtp.host}:{config.smtp.port}"
         if config.smtp.host
@@ -133,6 +136,35 @@ def check(state: State) -> None:
         f"({schedule_timezone(config.schedule.timezone)})"
     )
     click.echo("all is well")
+
+
+def _seeds_note(config: Config) -> str:
+    """How many like-topic seeds the send can use, and which are missing (read-only; the
+    fetch is `digest topics like`'s, so `check` never goes to the network)."""
+    from pathlib import Path
+
+    from digest.deliver.likes import missing_seeds, seed_ids
+
+    ids = seed_ids(config)
+    if not ids:
+        return ""
+    if not Path(config.store.database).is_file():
+        return f"{len(ids)} seed papers, none stored yet (run `digest topics like`)"
+    try:
+        store = Store.open(config.store.database, read_only=True)
+    except DigestError:
+        return f"{len(ids)} seed papers (the database cannot be read)"
+    try:
+        missing = missing_seeds(config, store)
+    finally:
+        store.close()
+    if not missing:
+        return f"{len(ids)} seed papers, all stored"
+    return (
+        f"{len(ids)} seed papers, {len(missing)} neither in the archive nor fetched "
+        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+        "run `digest topics like`"
+    )
 
 
 def _readers(config: Config) -> int:
@@ -488,7 +520,9 @@ def topics_test(state: State, name: str | None, keywords: str | None, days: int)
     except KeywordsError as e:
         raise DigestError(f"--keywords {e}") from None  # the library names the value
     with state.store() as store:
-        trial = try_topic(store, topic, days=days, label="--keywords" if keywords else "")
+        trial = try_topic(
+            store, topic, days=days, label="--keywords" if keywords else "", config=state.config
+        )
     from digest.topics import term_context
 
     for sp, match in trial.matches:
@@ -507,7 +541,70 @@ def topics_test(state: State, name: str | None, keywords: str | None, days: int)
         day = p.daily_date.isoformat() if p.daily_date else "?"
         click.echo(f"{p.id:<12} {day}  {p.upvotes:>4}^  {p.title}")
         click.echo(f"{'':<12} matched: {', '.join(removed.terms)}; removed by {removed.detail}")
+    if trial.below:
+        click.echo(f"closest under min_similarity {topic.min_similarity:.2f}:")
+    for sp, score, why in trial.below:
+        p = sp.paper
+        click.echo(f"{p.id:<12} {score:.3f}  {p.title}")
+        click.echo(f"{'':<12} {why}")
     click.echo(trial.summary())
+
+
+@topics.command(name="vectors")
+@click.option("--rebuild", is_flag=True, help="Build the vocabulary anew from every stored paper.")
+@click.pass_obj
+def topics_vectors(state: State, rebuild: bool) -> None:
+    """Make the paper vectors like-topics compare (new papers get theirs when stored)."""
+    from digest.deliver.likes import rebuild_vocabulary, refresh_vectors
+
+    with state.store() as store:
+        made = rebuild_vocabulary(store) if rebuild else refresh_vectors(store)
+    click.echo(f"{made} paper vectors made")
+
+
+@topics.command(name="like")
+@click.argument("name", required=False)
+@click.option(
+    "--from",
+    "bib",
+    metavar="LIBRARY.bib",
+    type=click.Path(dir_okay=False),
+    help="A BibTeX file (a Zotero export): print the `like` line for topic NAME.",
+)
+@click.pass_obj
+def topics_like(state: State, name: str | None, bib: str | None) -> None:
+    """Fetch, once, the seed papers of like-topics that are not in the archive (so a send
+    never needs the network); with --from, read arXiv ids from a BibTeX file and print the
+    `like = [...]` line to paste into topic NAME's [[topics]] table."""
+    from digest.deliver.likes import fetch_seeds, seed_ids
+    from digest.jobs import make_fetcher
+
+    config = state.config
+    ids = seed_ids(config)
+    if bib is not None:
+        from digest.bibtex import arxiv_ids
+
+        if not name:
+            raise click.UsageError("--from needs the topic NAME the seeds are for")
+        found, problems = arxiv_ids(bib)
+        for problem in problems:
+            click.echo(problem, err=True)
+        if not found:
+            _fail(f"{bib}: no arXiv ids found")
+        ids = found
+    fetcher = make_fetcher(config)
+    with state.store() as store, fetcher.client:
+        problems = fetch_seeds(config, store, fetcher, ids)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if bib is not None:
+        quoted = ", ".join(f'"{i}"' for i in ids)
+        click.echo(f"# [[topics]] name = {name!r}: {len(ids)} seed papers from {bib}")
+        click.echo(f"like = [{quoted}]")
+    else:
+        click.echo(f"{len(ids) - len(problems)} of {len(ids)} seed papers ready")
+    if problems:
+        sys.exit(1)
 
 
 # -- serve (issue 5) -------------------------------------------------------------------

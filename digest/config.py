@@ -35,6 +35,8 @@ CONTAINER_CONFIG = "/config/config.toml"
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FREQUENCIES = ("daily", "weekly")  # how often a reader gets the digest
+# A new-style arXiv id (YYMM.NNNNN), as the Daily Papers list names papers.
+ARXIV_ID_RE = re.compile(r"\d{4}\.\d{4,5}")
 TOPIC_FIELDS = ("title", "abstract", "authors", "ai_keywords", "ai_summary")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -89,6 +91,10 @@ class TopicConfig:
     has_code: bool = False
     min_upvotes: int = 0
     min_stars: int = 0
+    # Like-topics (issue 15): arXiv ids of seed papers; a paper at least min_similarity
+    # like them (tf-idf cosine to their centroid) is in the topic, beside its keywords.
+    like: list[str] = field(default_factory=list)
+    min_similarity: float = 0.08  # = relevance.DEFAULT_MIN_SIMILARITY (a test checks)
 
     @property
     def display_title(self) -> str:
@@ -268,6 +274,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("feeds", "ttl"): (0, 10_080, False),
     ("topics", "min_upvotes"): (0, 1_000_000, False),
     ("topics", "min_stars"): (0, 10_000_000, False),
+    ("topics", "min_similarity"): (0, 1, False),
     ("smtp", "port"): (1, 65535, False),
     ("smtp", "timeout"): (0, 3600, True),
     ("smtp", "rate_per_minute"): (0, 100_000, False),
@@ -834,11 +841,20 @@ def _validate_topics(config: Config, loader: _Loader, term_problem: Any) -> None
                 problem = term_problem(term)
                 if problem:
                     loader.report(f"topic {topic.name!r}: {problem}", loc, key)
-        no_terms = not (topic.keywords or topic.phrases or topic.authors or topic.organizations)
+        for seed in topic.like:
+            if not ARXIV_ID_RE.fullmatch(seed):
+                loader.report(
+                    f"topic {topic.name!r}: like {seed!r} is not an arXiv id (such as 2407.21783)",
+                    loc,
+                    "like",
+                )
+        no_terms = not (
+            topic.keywords or topic.phrases or topic.authors or topic.organizations or topic.like
+        )
         if no_terms and not loader.reported_under(loc):  # e.g. `keyword` for `keywords`
             loader.report(
                 f"topic {topic.name!r} has no terms: give keywords, phrases, "
-                "authors or organizations",
+                "authors, organizations or like (seed papers)",
                 loc,
             )
         if not topic.fields and not loader.reported(loc, "fields"):

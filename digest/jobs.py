@@ -34,6 +34,12 @@ from digest.config import LIST_WORDS, Config, TopicConfig, is_http_url
 from digest.deliver.bounces import PollReport, poll_mailbox
 from digest.deliver.digest import Progress, SendReport, send_digests
 from digest.deliver.editions import edition_render
+from digest.deliver.likes import (
+    like_index_for,
+    like_matches_for,
+    rebuild_vocabulary,
+    refresh_vectors,
+)
 from digest.deliver.notices import send_notice
 from digest.errors import DigestError, FetchError, PageFormatError
 from digest.lock import RunLock, lock_path_for
@@ -47,6 +53,7 @@ from digest.models import (
     SubscriberStatus,
     TopicMatch,
 )
+from digest.relevance import like_matches, merge_matches
 from digest.render.feed import FeedReport, write_feed_files
 from digest.source.fetch import Fetcher, make_client
 from digest.source.listing import api_params_for, fetch_api, fetch_listing, page_url_for_day
@@ -319,9 +326,12 @@ def notify_operator(config: Config, store: Store, key: str, subject: str, text: 
 
 def write_feeds(config: Config, store: Store) -> FeedReport:
     """Rebuild every feed file from the store's papers of the last feeds.days days and the
-    rising ones (see render.feed.write_feed_files); return what was written and kept."""
+    rising ones (see render.feed.write_feed_files); return what was written and kept.
+    Like-topics' papers are in their topics' feeds (from the stored vectors)."""
     climbing = [r.paper for r in rising(store, limit=config.feeds.max_items)]
-    return write_feed_files(config, store.papers_in_window(config.feeds.days), climbing)
+    window = store.papers_in_window(config.feeds.days)
+    likes = like_matches_for(config, store, [sp.paper for sp in window])
+    return write_feed_files(config, window, climbing, likes=likes)
 
 
 # -- ingest (fetch -> parse -> store) and backfill --------------------------------
@@ -368,11 +378,14 @@ def ingest(
     except DigestError as e:
         source = config.source.prefer
         return store.record_failure(page_url, source, _describe(e), started=started)
-    return store.store_listing(
+    result = store.store_listing(
         listing,
         started=started,
         reason_if_empty=empty_reason(listing.list_date, today, listing.trending),
     )
+    if result.new:
+        refresh_vectors(store)  # the new papers' vectors, for like-topics and readers' models
+    return result
 
 
 def ingest_file(
@@ -395,11 +408,14 @@ def ingest_file(
     listing = dataclasses.replace(
         listing, source=f"file:{listing.source}", list_date=listing.list_date or list_date
     )
-    return store.store_listing(
+    result = store.store_listing(
         listing,
         started=started,
         reason_if_empty=empty_reason(listing.list_date, today or today_utc(), listing.trending),
     )
+    if result.new:
+        refresh_vectors(store)
+    return result
 
 
 @dataclass
@@ -535,6 +551,9 @@ def backfill(
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    if any(r.new for r in runs):
+        # The archive grew by whole days: a vocabulary of all of it, every vector re-made.
+        rebuild_vocabulary(store)
     return BackfillResult(days=len(days), skipped=len(days) - len(todo), runs=runs)
 
 
@@ -558,6 +577,9 @@ class TopicTrial:
     matches: list[tuple[StoredPaper, TopicMatch]]
     label: str = ""  # how the summary names the topic; default "topic 'name'"
     removed: list[tuple[StoredPaper, Removed]] = field(default_factory=list)
+    # A like-topic's closest papers under its min_similarity: (paper, similarity to the
+    # seeds' centroid, the why), best first, to tune the threshold.
+    below: list[tuple[StoredPaper, float, str]] = field(default_factory=list)
 
     def removed_counts(self) -> dict[str, int]:
         """Return filter -> how many papers it removed (only filters that removed some)."""
@@ -587,6 +609,8 @@ def try_topic(
     days: int = 30,
     today: date | None = None,
     label: str = "",
+    config: Config | None = None,
+    below: int = 5,
 ) -> TopicTrial:
     """Return the stored papers of the last `days` days that `topic` matches, with terms,
     and those its terms took but a filter (exclude, has_code, min_upvotes, min_stars)
@@ -603,6 +627,27 @@ def try_topic(
     stored = store.papers(since=since)
     by_id = {sp.paper.id: sp for sp in stored}
     taken, removed = explain_topic(topic, [sp.paper for sp in stored])
+    under: list[tuple[StoredPaper, float, str]] = []
+    if config is not None and topic.like:
+        # Like-matches from the stored vectors, beside the keyword ones (`config` gives
+        # the fetched seeds' vocabulary); `below` closest papers under the threshold.
+        found = like_index_for(
+            dataclasses.replace(config, topics=[topic]), store, (sp.paper.id for sp in stored)
+        )
+        if found is not None:
+            index, vectors = found
+            liked = like_matches(index, [sp.paper for sp in stored], vectors, [topic])
+            mine = {p.id: m for p, m in taken}
+            for pid, ms in liked.items():
+                mine[pid] = merge_matches([mine[pid]] if pid in mine else [], ms)[0]
+            taken = [(sp.paper, mine[sp.paper.id]) for sp in stored if sp.paper.id in mine]
+            for sp in stored:
+                vector = vectors.get(sp.paper.id)
+                lk = index.best(vector).get(topic.name) if vector else None
+                if lk is not None and sp.paper.id not in liked and sp.paper.id not in topic.like:
+                    under.append((sp, lk.similarity, lk.describe()))
+            under.sort(key=lambda u: (-u[1], u[0].paper.id))
+            under = under[:below]
     return TopicTrial(
         topic,
         days,
@@ -611,6 +656,7 @@ def try_topic(
         [(by_id[p.id], m) for p, m in taken],
         label,
         [(by_id[r.paper.id], r) for r in removed],
+        under,
     )
 
 

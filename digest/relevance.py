@@ -37,11 +37,13 @@ import math
 import struct
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import mul
 from typing import NamedTuple, TypeVar
 
-from digest.models import Paper
+from digest.config import TopicConfig
+from digest.models import Paper, TopicMatch
 from digest.terms import words
 
 MAX_TERMS = 64  # heaviest terms kept per vector: enough for an abstract's topic words
@@ -395,6 +397,72 @@ def like_topic(
     return LikeTopic(name, kept, min_similarity)
 
 
+def like_topics(
+    topics: Sequence[TopicConfig], seeds: Mapping[str, tuple[Paper, Vector]]
+) -> list[LikeTopic]:
+    """Return the like-topics of the config's topics that name seeds, from the seeds'
+    papers and vectors (paper id -> both). A seed missing from `seeds` (never fetched,
+    see `digest topics like`) is left out; a topic none of whose seeds is there is left
+    out too (it keeps no paper until one is fetched; `digest check` says so)."""
+    out: list[LikeTopic] = []
+    for topic in topics:
+        found = [seeds[s] for s in topic.like if s in seeds and seeds[s][1]]
+        if found:
+            out.append(like_topic(topic.name, found, topic.min_similarity))
+    return out
+
+
+def like_matches(
+    index: SimilarityIndex,
+    papers: Iterable[Paper],
+    vectors: Mapping[str, Vector],
+    topics: Sequence[TopicConfig],
+) -> dict[str, list[TopicMatch]]:
+    """Return paper id -> the like-topics keeping it, as TopicMatch whose one term is the
+    why (`like "Llama 3 Herd" 0.42`), best first. A topic's has_code, min_upvotes and
+    min_stars filter its like-matches as they filter its keyword matches (its `exclude`
+    terms are the keyword matcher's and veto keyword hits only)."""
+    filters = {t.name: (t.has_code, t.min_upvotes, t.min_stars) for t in topics}
+    seeds = {t.name: set(t.like) for t in topics}
+    out: dict[str, list[TopicMatch]] = {}
+    if not index.topics:
+        return out
+    for paper in papers:
+        vector = vectors.get(paper.id)
+        if not vector:
+            continue
+        found = []
+        for lk in index.match(vector):
+            if paper.id in seeds.get(lk.topic, ()):
+                continue  # a seed is a paper the reader has already: not news to them
+            has_code, min_upvotes, min_stars = filters.get(lk.topic, (False, 0, 0))
+            if has_code and not paper.github_repo:
+                continue
+            if paper.upvotes < min_upvotes or (paper.github_stars or 0) < min_stars:
+                continue
+            found.append(TopicMatch(lk.topic, (lk.describe(),)))
+        if found:
+            out[paper.id] = found
+    return out
+
+
+def merge_matches(keyword: list[TopicMatch], liked: list[TopicMatch] | None) -> list[TopicMatch]:
+    """Return a paper's keyword matches with its like-matches added: a topic both take
+    keeps its terms and gains the why, so each topic is in the list once."""
+    if not liked:
+        return keyword
+    out = list(keyword)
+    where = {m.topic: i for i, m in enumerate(out)}
+    for m in liked:
+        i = where.get(m.topic)
+        if i is None:
+            where[m.topic] = len(out)
+            out.append(m)
+        else:
+            out[i] = TopicMatch(m.topic, out[i].terms + m.terms)
+    return out
+
+
 # --- the reader's learned model -------------------------------------------------------
 
 
@@ -415,10 +483,9 @@ class ReaderModel:
 
     def score(self, vector: Vector) -> float:
         """Return the model's score of a paper's vector."""
-        w = self.weights
-        return self.bias + sum(
-            x * w.get(t, 0.0) for t, x in zip(vector.ids, vector.weights, strict=True)
-        )
+        # map() in C, not a generator: a send scores every candidate paper of every
+        # reader who has a model.
+        return self.bias + sum(map(mul, vector.weights, map(self.weights.get, vector.ids, _ZEROS)))
 
     def to_bytes(self) -> bytes:
         """Return the stored form: the bias as a float64, then the weights as a Vector's."""
@@ -438,6 +505,7 @@ class ReaderModel:
         return cls(v.as_dict(), bias)
 
 
+_ZEROS = itertools.repeat(0.0)  # dict.get's default for every term: map stops at the ids
 BACKGROUND_WEIGHT = 0.3  # an unchosen paper is weak evidence of "not this", a click strong
 
 

@@ -44,11 +44,12 @@ UNSUBSCRIBE = "unsubscribe"  # the unsubscribe link of every digest (never expir
 PREFERENCES = "preferences"  # the change-your-topics link (never expires)
 CONFIRM = "confirm"  # the link in a confirmation mail (expires, bound to one sign-up)
 CSRF = "csrf"  # the subscribe / preferences form token (bound to the cookie's nonce)
+FEEDBACK = "feedback"  # "more / fewer like this" on one paper, for one reader (never expires)
 # The local-part tags of mail addresses (not links): bounces+<tag>@ (the envelope sender,
 # where bounce reports come back) and unsubscribe+<tag>@ (List-Unsubscribe's mailto).
 BOUNCE_TAG = "bounce-address"
 UNSUBSCRIBE_TAG = "unsubscribe-address"
-PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF)
+PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF, FEEDBACK)
 TAG_PURPOSES = (BOUNCE_TAG, UNSUBSCRIBE_TAG)
 
 
@@ -179,4 +180,44 @@ def _tag_key(key: bytes, purpose: str) -> bytes:
     if purpose not in TAG_PURPOSES:
         raise ValueError(f"no address tag purpose {purpose!r}")
     signer = Signer(key, salt=f"papers-digest/{purpose}", digest_method=hashlib.sha256)
+    return bytes(signer.derive_key())
+
+
+def make_feedback_token(key: bytes, address: str, paper_id: str) -> str:
+    """Return the token of the "more / fewer like this" links of `paper_id` in the email
+    of `address`: `<reader>.<paper id>.<MAC>`, the reader's address key in URL-safe
+    base64 and an HMAC-SHA256 of both under itsdangerous' derivation of the key for the
+    FEEDBACK salt (as address_tag does), so it is valid for that pair only and never as
+    another kind of token. Not a URLSafeSerializer token: a send signs one per (reader,
+    card), and its JSON, zlib and key derivation per call cost ten times this. No time
+    in it (the same links in a resend and in `digest preview`). Which choice is in the
+    link's path: the page shows one button for it, and either is the reader's to make."""
+    reader = _b64(address_key(address).encode())
+    payload = f"{reader}.{paper_id}"
+    mac = hmac.new(_feedback_key(key), payload.encode(), hashlib.sha256).digest()
+    return f"{payload}.{_b64(mac)}"
+
+
+def verify_feedback_token(key: bytes, token: str) -> tuple[str, str] | None:
+    """Return (the reader's address key, paper id) of a genuine feedback token, else None
+    (forged, altered, of another kind, or not the shape we make)."""
+    payload, _, mac = token.rpartition(".")
+    reader, _, paper_id = payload.partition(".")
+    if not (reader and paper_id and mac):
+        return None
+    expected = _b64(hmac.new(_feedback_key(key), payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        return None
+    try:
+        address = token_address(_unb64(reader).decode())
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if address is None:
+        return None
+    return address_key(address), paper_id
+
+
+@functools.lru_cache(maxsize=8)
+def _feedback_key(key: bytes) -> bytes:
+    signer = Signer(key, salt=f"papers-digest/{FEEDBACK}", digest_method=hashlib.sha256)
     return bytes(signer.derive_key())

@@ -42,8 +42,9 @@ def sources_md_counts() -> dict[str, int]:
 
 
 # Folders of tests/data that are not captures: the relevance labelled set (judged papers
-# for bench/relevance.py and tests/test_relevance.py, see its README.md).
-NOT_CAPTURES = {"relevance"}
+# for bench/relevance.py and tests/test_relevance.py) and the BibTeX libraries of
+# tests/test_bibtex.py (each folder's README.md says how it was made).
+NOT_CAPTURES = {"relevance", "bibtex"}
 
 
 def test_every_real_capture_has_a_folder() -> None:

@@ -22,8 +22,10 @@ from typing import Any
 
 from digest.addresses import address_key
 from digest.config import WEEKDAYS, Config
+from digest.deliver.likes import learned_for, like_matches_for
 from digest.models import StoredPaper, Subscriber
 from digest.store import Store
+from digest.store.meta import secret_key
 from digest.store.readers import Delivery, Ledger
 
 WEEK = 7  # days an email reaches back at most
@@ -114,4 +116,23 @@ def edition_render(
                 if sp.paper.id not in days:
                     days[sp.paper.id] = edition_day
                     papers.append(sp)
-    return EditionRender(renderer(config, papers, day), day, firsts, days, weekly, emails)
+    extra = relevance_args(config, store, papers, list(emails))
+    return EditionRender(renderer(config, papers, day, **extra), day, firsts, days, weekly, emails)
+
+
+def relevance_args(
+    config: Config, store: Store, papers: Sequence[StoredPaper], readers: Sequence[str]
+) -> dict[str, Any]:
+    """The renderer's keyword arguments of issue 15, from the database only (no network
+    at send time): like-topics' matches, the learned models of `readers` (address keys)
+    who chose, the papers' vectors, and the key of the feedback links. A send with none
+    of the first two still signs feedback links (so readers can start choosing)."""
+    out: dict[str, Any] = {"feedback_key": secret_key(store, config.secret_key)}
+    likes = like_matches_for(config, store, [sp.paper for sp in papers])
+    if likes:
+        out["likes"] = likes
+    learned = learned_for(store, readers, [sp.paper.id for sp in papers])
+    if learned is not None:
+        out["models"] = learned.models
+        out["vectors"] = learned.vectors
+    return out

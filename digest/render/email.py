@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import hashlib
+import math
 import re
 import secrets
 import textwrap
@@ -45,6 +46,7 @@ from digest.ranking import (
     base_scores,
     match_strength,
 )
+from digest.relevance import ReaderModel, Vector, merge_matches
 from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
 from digest.render.templates import (
     EMAIL_HTML,
@@ -55,6 +57,7 @@ from digest.render.templates import (
     environment,
     template_origin,
 )
+from digest.tokens import make_feedback_token
 from digest.topics import Matcher, parse_keywords, term_context
 
 ALL_PAPERS = "All new papers"
@@ -186,6 +189,13 @@ class DigestRenderer:
     Matching runs once here; each paper's fragments are rendered on first use and kept for
     the renderer's life (one send), so the cost per reader is their frame only.
     `extra`: paper id -> an added ranking score (issue 15's learned relevance).
+    `likes`: paper id -> its like-topic matches (digest.deliver.likes, from the stored
+    vectors), added to the keyword matches: the why (`like "Llama 3 Herd" 0.42`) is a
+    term of the match, so the chip shows it as it shows keywords.
+    `models` (address key -> the reader's learned model) and `vectors` (paper id -> its
+    vector): a reader with a model has their papers ranked by it too (see
+    `_learned_scores`); the others get today's ranking. `feedback_key`: each card gets
+    "more / fewer like this" links signed for (reader, paper) (see `_feedback_links`).
     """
 
     def __init__(
@@ -195,6 +205,10 @@ class DigestRenderer:
         day: date,
         *,
         extra: Mapping[str, float] | None = None,
+        likes: Mapping[str, list[TopicMatch]] | None = None,
+        models: Mapping[str, ReaderModel] | None = None,
+        vectors: Mapping[str, Vector] | None = None,
+        feedback_key: bytes | None = None,
     ) -> None:
         self.config = config
         self.day = day
@@ -206,8 +220,10 @@ class DigestRenderer:
         self._matcher = matcher
         # Most upvoted first: the order of ties and of the archive page.
         ordered = sorted(papers, key=lambda sp: (-sp.paper.upvotes, sp.paper.id))
+        liked = likes or {}
         self.papers: list[tuple[Paper, list[TopicMatch]]] = [
-            (sp.paper, matcher.match(sp.paper)) for sp in ordered
+            (sp.paper, merge_matches(matcher.match(sp.paper), liked.get(sp.paper.id)))
+            for sp in ordered
         ]
         self._days: dict[str, date] = {
             sp.paper.id: sp.paper.daily_date or sp.first_seen.date() for sp in ordered
@@ -242,6 +258,10 @@ class DigestRenderer:
         # topics' matches so they never tag another subscriber's papers.
         self._personal: dict[str, dict[str, TopicMatch]] = {}
         self._parts: list[tuple[str, Any]] | None = None
+        self._models = dict(models or {})
+        self._vectors = dict(vectors or {})
+        self._feedback_key = feedback_key
+        self._feedback_mark = mark + "k"
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -339,11 +359,15 @@ class DigestRenderer:
     # -- one reader's papers ----------------------------------------------------------
 
     def selected(
-        self, topics: tuple[str, ...], edition: Edition | None = None
+        self,
+        topics: tuple[str, ...],
+        edition: Edition | None = None,
+        model: ReaderModel | None = None,
     ) -> list[tuple[Paper, list[TopicMatch]]]:
         """Return the reader's papers with their matches among the reader's topics (best
         topic first: most terms hit, then config order), in rank order. No topics: every
-        paper of the edition, with no matches."""
+        paper of the edition, with no matches. `model`: the reader's learned model, whose
+        scores over these papers are added (`_add_learned`)."""
         wanted = set(topics)
         personal = [self._personal[n] for n in topics if n in self._personal]
         order = self.topics
@@ -367,6 +391,8 @@ class DigestRenderer:
                 mine = []
                 score = base[paper.id]
             scored.append((-score, -paper.upvotes, paper.id, paper, mine))
+        if model is not None:
+            scored = self._add_learned(scored, model)
         scored.sort(key=lambda r: r[:3])
         return [(r[3], r[4]) for r in scored]
 
@@ -376,6 +402,7 @@ class DigestRenderer:
         edition: Edition | None = None,
         *,
         budget: tuple[int, int] | None = None,
+        reader: str = "",
     ) -> tuple[list[Group], dict[str, tuple[str, str]], str]:
         """Return the reader's groups (each paper once, under its best topic; no topics:
         one group of every paper), the fragments their marks stand for, and the title of
@@ -383,9 +410,12 @@ class DigestRenderer:
 
         `budget` (full, listed), default `[email] max_full, max_listed`: the best `full`
         papers get a card, the next `listed` a line, the rest are counted in `more`.
+        `reader`: the address whose email this is (their learned ranking and feedback
+        links; "" for none, as the archive page).
         """
         full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
-        chosen = self.selected(topics, edition)
+        model = self._models.get(address_key(reader)) if reader and self._models else None
+        chosen = self.selected(topics, edition, model)
         shown = _shown(chosen, full, listed)
         by_topic: dict[str, Group] = {}
         parts: dict[str, tuple[str, str]] = {}
@@ -406,11 +436,49 @@ class DigestRenderer:
                 chip_text, chip_html = self._chip(paper, mine)
                 text = text.replace(self._chip_mark + "\n", chip_text, 1)
                 page = page.replace(self._chip_mark, chip_html, 1)
+                text, page = self._feedback_links(text, page, reader, paper.id)
             parts[mark] = (text, page)
             (group.cards if n < full else group.lines).append(mark)
         order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
         best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
         return [by_topic[n] for n in order], parts, best
+
+    def _add_learned(
+        self, scored: list[tuple[float, int, str, Paper, list[TopicMatch]]], model: ReaderModel
+    ) -> list[tuple[float, int, str, Paper, list[TopicMatch]]]:
+        """Return the reader's scored papers with what their learned model adds.
+
+        The model's scores are put on one scale over the reader's own papers (z-scores),
+        times LEARNED_WEIGHT: a paper the model likes two deviations above the rest gains
+        about what a full keyword match gives, so choices reorder the papers of the
+        topics a reader follows without letting in others. Papers without a vector, or
+        a model that cannot tell these papers apart, leave the ranking as it was.
+        (Scores are negated in `scored`: lower sorts first.)
+        """
+        vectors = self._vectors
+        raw = [model.score(v) if (v := vectors.get(r[2])) else None for r in scored]
+        known = [x for x in raw if x is not None]
+        if len(known) < 2:
+            return scored
+        mean = sum(known) / len(known)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in known) / len(known))
+        if sd < 1e-12:
+            return scored
+        k = LEARNED_WEIGHT / sd
+        return [
+            r if x is None else (r[0] - k * (x - mean), *r[1:])
+            for r, x in zip(scored, raw, strict=True)
+        ]
+
+    def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
+        """Put the reader's signed token for this paper into a card's feedback links."""
+        if not self._feedback_key or self._feedback_mark not in page:
+            return text, page
+        if not reader:  # a page for nobody (the archive): no links to sign
+            text = "\n".join(line for line in text.split("\n") if self._feedback_mark not in line)
+            return text, _FEEDBACK_HTML.sub("", page)
+        token = quote(make_feedback_token(self._feedback_key, reader, paper_id), safe="")
+        return text.replace(self._feedback_mark, token), page.replace(self._feedback_mark, token)
 
     def _more_url(self, topic: str, edition: Edition | None) -> str:
         if edition is not None and edition.first_day is not None:
@@ -434,8 +502,13 @@ class DigestRenderer:
             return found
         context = {"p": self._view(paper, []), "part": "card" if full else "line"}
         context["chip"] = self._chip_mark
+        # The reader's feedback links go where this mark is (cards only, and only when
+        # the send signs them): one fragment for every reader, one token each.
+        context["feedback"] = (
+            f"{self.base_url}/feedback/{self._feedback_mark}" if full and self._feedback_key else ""
+        )
         text = self._render(EMAIL_PAPER_TEXT, context).rstrip("\n")
-        text = _wrap_text(text, (self._chip_mark,)).rstrip("\n")
+        text = _wrap_text(text, (self._chip_mark, self._feedback_mark)).rstrip("\n")
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         mark = f"{self._mark}f{len(self._fragments)}x"
         found = self._fragments[key] = (mark, text, page)
@@ -453,7 +526,12 @@ class DigestRenderer:
         if found is not None:
             self._chips.move_to_end(key)
             return found
-        context = {"p": self._view(paper, matches, why=True), "part": "why", "chip": ""}
+        context = {
+            "p": self._view(paper, matches, why=True),
+            "part": "why",
+            "chip": "",
+            "feedback": "",
+        }
         text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         found = self._chips[key] = (text + "\n", page)
@@ -580,7 +658,7 @@ class DigestRenderer:
     def _frame(
         self, subscriber: Subscriber, topics: tuple[str, ...], edition: Edition | None
     ) -> _Frame | None:
-        groups, parts, best = self.groups(topics, edition)
+        groups, parts, best = self.groups(topics, edition, reader=subscriber.email)
         count = sum(g.count for g in groups)
         if not count and not self.config.email.send_when_empty:
             return None
@@ -606,6 +684,8 @@ class DigestRenderer:
 
 
 OVERVIEW_TITLES = 3  # top titles per topic in the overview
+_FEEDBACK_HTML = re.compile(r'<p [^>]*class="feedback"[^>]*>.*?</p>\s*', re.S)
+LEARNED_WEIGHT = 1.5  # ranking points per deviation of a reader's model score
 CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
 
 

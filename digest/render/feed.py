@@ -61,7 +61,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +75,7 @@ from digest import __version__
 from digest.config import Config, TopicConfig
 from digest.errors import ConfigError, DigestError
 from digest.models import StoredPaper, TopicMatch
+from digest.relevance import merge_matches
 from digest.topics import match_topics, term_context
 
 ALL = "all"
@@ -149,7 +150,11 @@ class _Feed:
 
 
 def write_feed_files(
-    config: Config, window: Sequence[StoredPaper], rising: Sequence[StoredPaper] = ()
+    config: Config,
+    window: Sequence[StoredPaper],
+    rising: Sequence[StoredPaper] = (),
+    *,
+    likes: Mapping[str, list[TopicMatch]] | None = None,
 ) -> FeedReport:
     """Rebuild every feed file from `window` (the papers of the last feeds.days days, newest
     first: Store.papers_in_window) and `rising` (the papers whose upvotes grew most in a
@@ -157,7 +162,8 @@ def write_feed_files(
 
     Raises ConfigError for a topic named "all" or "rising" (it would overwrite that feed)
     or a topic term that cannot match; DigestError naming the file when one cannot be
-    written.
+    written. `likes`: paper id -> its like-topic matches (digest.deliver.likes), added to
+    the keyword matches, so a like-topic's feed carries its papers with the why.
     """
     for topic in config.topics:
         if topic.name in (ALL, RISING):
@@ -166,7 +172,7 @@ def write_feed_files(
                 path=config.path,
                 key=f"topics.{topic.name}.name",
             )
-    feeds = _feeds(config, list(window), list(rising))
+    feeds = _feeds(config, list(window), list(rising), likes or {})
     folder = Path(config.feeds.dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -256,7 +262,10 @@ def item_dates(window: Sequence[StoredPaper]) -> dict[str, datetime]:
 
 
 def _feeds(
-    config: Config, window: list[StoredPaper], rising: list[StoredPaper] | None = None
+    config: Config,
+    window: list[StoredPaper],
+    rising: list[StoredPaper] | None = None,
+    likes: Mapping[str, list[TopicMatch]] | None = None,
 ) -> list[_Feed]:
     limit = config.feeds.max_items
     title = config.feeds.title
@@ -273,6 +282,11 @@ def _feeds(
         )
     ]
     matches = match_topics((sp.paper for sp in window), config.topics) if config.topics else {}
+    if likes:
+        matches = {
+            pid: merge_matches(matches.get(pid, []), likes.get(pid))
+            for pid in matches.keys() | likes.keys()
+        }
     for topic in config.topics:
         items: list[tuple[StoredPaper, TopicMatch | None]] = []
         for sp in window:

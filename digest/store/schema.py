@@ -226,6 +226,35 @@ def _migrate_7(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX upvotes_at ON upvotes (at)")
 
 
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    """Relevance beyond keywords (issue 15).
+
+    - paper_vectors: each paper's tf-idf vector (digest.relevance bytes) and the version
+      of the vocabulary that made it; vectors of another version are never compared.
+    - meta rows 'vocabulary' (its JSON text) and 'vocabulary_version'.
+    - seed_papers: like-topic seeds that are not in the archive, fetched once from the
+      API (`digest topics like`, `digest check`), so a send never goes to the network.
+    - choices / reader_models: "more / fewer like this" per (reader, paper), and each
+      reader's learned model with the time of the newest choice it learned from.
+    """
+    db.execute(
+        "CREATE TABLE paper_vectors (paper_id TEXT PRIMARY KEY, vocab INTEGER NOT NULL, "
+        "vector BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE seed_papers (id TEXT PRIMARY KEY, title TEXT NOT NULL, "
+        "abstract TEXT NOT NULL, ai_keywords TEXT NOT NULL, fetched TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE choices (reader TEXT NOT NULL, paper_id TEXT NOT NULL, "
+        "more INTEGER NOT NULL, at TEXT NOT NULL, PRIMARY KEY (reader, paper_id))"
+    )
+    db.execute(
+        "CREATE TABLE reader_models (reader TEXT PRIMARY KEY, model BLOB NOT NULL, "
+        "learned_at TEXT NOT NULL)"
+    )
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
@@ -235,4 +264,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_5,
     _migrate_6,
     _migrate_7,
+    _migrate_8,
 ]

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from digest.addresses import normalize_address
@@ -33,6 +33,7 @@ from digest.store import Store
 from digest.store.meta import secret_key
 from digest.store.readers import check_topics
 from digest.tokens import PREFERENCES, make_token
+from digest.web import feedback
 from digest.web import subscribe as flow
 from digest.web.browse import Browse
 
@@ -367,6 +368,7 @@ class Pages:
         prefs = await self.db(lambda s: flow.preferences(self.config, s, token))
         if prefs is None:
             return self.bad_link()
+        chosen_papers = await self.db(lambda s: feedback.choices_for(s, prefs.address))
         cookie, csrf = await self.csrf_pair(request)
         leave = quote(make_token(await self.key(), prefs.address), safe="")
         response = self.render(
@@ -383,8 +385,52 @@ class Pages:
             action=f"/preferences/{quote(token, safe='')}",
             # Its own kind of token: a preferences token does not unsubscribe.
             unsubscribe=f"/unsubscribe/{leave}",
+            liked=chosen_papers,
+            undo=f"/preferences/{quote(token, safe='')}/undo",
         )
         return self.set_csrf(response, cookie)
+
+    # -- "more / fewer like this" (issue 15) -----------------------------------------------
+
+    async def feedback_page(self, request: Request) -> Response:
+        # A GET changes nothing (mail scanners open every link): one button, which POSTs.
+        token, kind = request.path_params["token"], request.path_params["kind"]
+        found = await self.db(lambda s: feedback.feedback_of(self.config, s, token, kind))
+        if found is None:
+            return self.bad_link()
+        label = "More like this" if found.more else "Fewer like this"
+        return self.message(
+            label,
+            f"Show you {'more' if found.more else 'fewer'} papers like \u201c{found.title}\u201d "
+            "in your next emails?",
+            button={"action": f"/feedback/{quote(token, safe='')}/{kind}", "label": label},
+        )
+
+    async def feedback(self, request: Request) -> Response:
+        # The signed token in the URL is the authority, as for the one-click unsubscribe.
+        token, kind = request.path_params["token"], request.path_params["kind"]
+        found = await self.db(lambda s: feedback.record_feedback(self.config, s, token, kind))
+        if found is None:
+            return self.bad_link()
+        return self.message(
+            "Noted",
+            f"Your next emails rank papers like \u201c{found.title}\u201d "
+            f"{'higher' if found.more else 'lower'}. You can undo this on your preferences "
+            "page (the link at the foot of every email).",
+            links=[("/", "Home")],
+        )
+
+    async def undo_choice(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        fields = await self.form(request)
+        if fields is None or not await self.csrf_checked(request, fields):
+            return self.message("Please use the form on our page", status=403)
+        address = await self.db(lambda s: flow.preferences_address(self.config, s, token))
+        if address is None:
+            return self.bad_link()
+        paper_id = (fields.get("paper") or [""])[0]
+        await self.db(lambda s: feedback.undo_choice(s, address, paper_id))
+        return RedirectResponse(f"/preferences/{quote(token, safe='')}", status_code=303)
 
     # -- feeds index -------------------------------------------------------------------
 
@@ -403,6 +449,9 @@ class Pages:
             Route("/unsubscribe/{token}", self.unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
             Route("/preferences/{token}", self.preferences, methods=["GET", "POST"]),
+            Route("/preferences/{token}/undo", self.undo_choice, methods=["POST"]),
+            Route("/feedback/{token}/{kind}", self.feedback_page, methods=["GET"]),
+            Route("/feedback/{token}/{kind}", self.feedback, methods=["POST"]),
             Route("/feeds/", self.feeds_index, methods=["GET", "HEAD"], middleware=middleware),
             *self.browse.routes(middleware),
         ]
