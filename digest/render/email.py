@@ -295,9 +295,9 @@ class DigestRenderer:
         for mark, (text_part, html_part) in frame.parts.items():
             text = text.replace(mark, text_part, 1)
             page = page.replace(mark, html_part, 1)
-        return self._message(subscriber, frame.subject, _qp(text), _qp(page))
+        return self.assemble(subscriber, frame.subject, _qp(text), _qp(page))
 
-    def _message(self, subscriber: Subscriber, subject: str, text: str, page: str) -> EmailMessage:
+    def assemble(self, subscriber: Subscriber, subject: str, text: str, page: str) -> EmailMessage:
         """Return the reader's message from its quoted-printable bodies: headers set raw
         (no parsing), and its SMTP bytes spliced from the send's skeleton (see
         WireMessage), so the sender writes them as they are."""
