@@ -269,6 +269,7 @@ class DigestRenderer:
         self._personal: dict[str, dict[str, TopicMatch]] = {}
         self._parts: list[tuple[str, Any]] | None = None
         self._wire: _Skeleton | None = None
+        self._templates: dict[str, jinja2.Template] = {}
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -639,7 +640,12 @@ class DigestRenderer:
     def _render(self, name: str, context: dict[str, Any]) -> str:
         env = environment(self.config.templates.dir)
         try:
-            return env.get_template(name).render(context)
+            # Looked up once per send: get_template checks the file's mtime on each call
+            # (a stat for each of a reader's ~10 renders), and a send uses one version.
+            template = self._templates.get(name)
+            if template is None:
+                template = self._templates[name] = env.get_template(name)
+            return template.render(context)
         except jinja2.TemplateError as e:
             raise RenderError(f"{template_origin(env, name)}: email template: {e}") from e
 
