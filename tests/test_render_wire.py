@@ -11,6 +11,7 @@ import string
 from dataclasses import replace
 from email.message import EmailMessage
 
+import pytest
 import time_machine
 
 from digest.config import SubscriberConfig
@@ -21,7 +22,7 @@ from digest.render.email import DigestRenderer
 from digest.render.mailheaders import FOLD_AT, WireMessage, wire_header
 from digest.store import Store
 from tests.support.config import smtp_config
-from tests.support.mail import TOPICS, config_for, make_config, parse_bytes, real_day
+from tests.support.mail import SENDER, TOPICS, config_for, make_config, parse_bytes, real_day
 from tests.support.smtpserver import SmtpServer
 from tests.test_deliver_smtp import stock_flatten
 
@@ -72,14 +73,25 @@ def test_the_bytes_are_the_email_packages(store: Store) -> None:
     assert checked >= 15
 
 
-def test_a_non_ascii_address_is_left_to_the_email_package(store: Store) -> None:
+@pytest.mark.parametrize(
+    "address,sender",
+    [("jörg@exämple.net", SENDER), ("reader@example.net", "jörg@papers.example.org")],
+)
+def test_a_non_ascii_address_is_left_to_the_email_package(
+    store: Store, address: str, sender: str
+) -> None:
+    # SMTPUTF8: headers go in UTF-8, as the email package writes them; a 7-bit From
+    # would be an encoded word in the addr-spec, which is no address.
     papers, day = real_day(store)
-    renderer = DigestRenderer(make_config(), papers, day)
-    msg = renderer.render(Subscriber("jörg@exämple.net", ("video",), token="t"))
+    config = make_config()
+    config = replace(config, smtp=replace(config.smtp, sender=sender))
+    renderer = DigestRenderer(config, papers, day)
+    msg = renderer.render(Subscriber(address, ("video",), token="t"))
     assert msg is not None
     assert not isinstance(msg, WireMessage) or msg.wire() is None
-    out = Mailer(smtp_config(1)).prepare(msg, "jörg@exämple.net")
-    assert out.utf8 and "jörg@exämple.net".encode() in out.payload
+    out = Mailer(config.smtp).prepare(msg, address)
+    assert out.utf8
+    assert "jörg@".encode() in out.payload and b"=?utf-8?q?j" not in out.payload
 
 
 def test_a_message_changed_after_rendering_is_flattened_again(store: Store) -> None:

@@ -333,10 +333,10 @@ class Mailer:
         `address`, from `envelope_from` (default smtp.sender); adds a Message-ID if it
         has none. Pure CPU work: callers may do it ahead, in another thread."""
         utf8 = not (self.smtp.sender.isascii() and address.isascii())
-        # The renderer's messages come with their bytes (a 7-bit message: the same
-        # whatever the envelope); any other is flattened here.
+        # The renderer's messages come with their 7-bit bytes; any other, and any going
+        # as SMTPUTF8 (its headers then written in UTF-8), is flattened here.
         wire, message_id = None, ""
-        if isinstance(message, WireMessage):
+        if isinstance(message, WireMessage) and not utf8:
             wire, message_id = message.wire(), message.message_id
         if wire is not None and message_id:
             payload = wire

@@ -305,8 +305,10 @@ class DigestRenderer:
         (no parsing), and its SMTP bytes spliced from the send's skeleton (see
         WireMessage), so the sender writes them as they are."""
         message_id = self.message_id(subscriber)
-        if not (subscriber.email.isascii() and message_id.isascii()):
-            # SMTPUTF8 (or an IDN domain in the Message-ID): left to the email package.
+        if not (subscriber.email.isascii() and self.config.smtp.sender.isascii()):
+            # SMTPUTF8: headers in UTF-8, left to the email package when sending.
+            return self.stock_message(subscriber, subject, text, page)
+        if not message_id.isascii():  # an IDN domain: folded by the email package
             return self.stock_message(subscriber, subject, text, page)
         sk = self._skeleton()
         now = datetime.now(UTC).replace(microsecond=0)
