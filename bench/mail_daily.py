@@ -13,12 +13,14 @@ Each variant runs in a fresh child process, so its peak memory (max RSS) is its 
 
 - new: the default `smtp.connections` (4) against a server offering PIPELINING;
 - one session: `smtp.connections = 1`, a server without PIPELINING (the old way of
-  sending; the ledger and MIME savings of this branch are in both).
+  sending; the ledger and MIME savings of this branch are in both);
+- stock assembly: as new, but each reader's message is built header by header by the
+  email package and flattened by the sender (`DigestRenderer.stock_message`, the way
+  before the message carried its own SMTP bytes): the same-run baseline of that change.
 
 Prints messages/s, the sender's CPU per message (all threads, render included) and peak
 memory, with the RSS before the send (store, readers, topics loaded). Targets: peak under
-300 MB, sender CPU under 1.5 ms a message. The renderer holds one body per topic set; the
-`ranked` branch replaces that, so the memory figure is re-measured after it merges.
+300 MB, sender CPU under 1.5 ms a message.
 """
 
 from __future__ import annotations
@@ -69,7 +71,11 @@ def cpu_seconds() -> float:
 def child(variant: str, port: int, readers: int, n_topics: int, folder: Path) -> None:
     """One variant's send, in this (fresh) process; prints one JSON line of figures."""
     topics: list[TopicConfig] = make_topics(load_papers(), n_topics)
-    sessions = 4 if variant == "new" else 1
+    sessions = 1 if variant == "one-session" else 4
+    if variant == "stock-assembly":
+        from digest.render.email import DigestRenderer
+
+        DigestRenderer.assemble = DigestRenderer.stock_message  # type: ignore[method-assign]
     config = Config(
         topics=topics,
         smtp=SmtpConfig(
@@ -147,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readers", type=int, default=10_000)
     parser.add_argument("--topics", type=int, default=100)
-    parser.add_argument("--variants", default="new,one-session")
+    parser.add_argument("--variants", default="new,stock-assembly,one-session")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "PORT", "FOLDER"))
     args = parser.parse_args()
     if args.child:
@@ -157,7 +163,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants.split(","):
-            proc, port = server("--pipelining") if variant == "new" else server()
+            proc, port = server() if variant == "one-session" else server("--pipelining")
             try:
                 run = subprocess.run(
                     [

@@ -107,10 +107,11 @@ def check(state: State) -> None:
         else "not configured (emails are not sent)"
     )
     click.echo(f"  smtp:      {smtp}")
+    readers, weekly = _readers(config)
     if config.smtp.host:
         from digest.deliver.smtp import rate_note
 
-        click.echo(f"  rate:      {rate_note(config.smtp, _readers(config))}")
+        click.echo(f"  rate:      {rate_note(config.smtp, readers)}")
     click.echo(f"  subscribers in config: {len(config.subscribers)}")
     from digest.deliver.dkim import dkim_signer
 
@@ -133,7 +134,8 @@ def check(state: State) -> None:
     s = config.schedule
     click.echo(
         f"  schedule:  fetch '{s.fetch}', send {s.send_time} {','.join(s.send_days)} "
-        f"({schedule_timezone(config.schedule.timezone)})"
+        f"({schedule_timezone(config.schedule.timezone)}); weekly readers ({weekly} of "
+        f"{readers}) on {s.weekly_day}"
     )
     click.echo("all is well")
 
@@ -167,25 +169,29 @@ def _seeds_note(config: Config) -> str:
     )
 
 
-def _readers(config: Config) -> int:
-    """How many readers a send mails today: the config's, plus the database's when there
-    is one (opened read-only: `check` creates nothing)."""
+def _readers(config: Config) -> tuple[int, int]:
+    """How many readers a send mails (the config's, plus the database's when there is
+    one, opened read-only: `check` creates nothing), and how many of them weekly."""
     from pathlib import Path
 
     from digest.models import SubscriberStatus
     from digest.store.readers import list_subscribers
 
+    def in_config() -> tuple[int, int]:
+        subs = config.subscribers
+        return len(subs), sum(1 for s in subs if s.frequency == "weekly")
+
     if not Path(config.store.database).is_file():
-        return len(config.subscribers)
+        return in_config()
     try:
         store = Store.open(config.store.database, read_only=True)
     except DigestError:
-        return len(config.subscribers)
+        return in_config()
     try:
-        rows = list_subscribers(config, store)
+        rows = [r for r in list_subscribers(config, store) if r.status == SubscriberStatus.ACTIVE]
     finally:
         store.close()
-    return sum(1 for r in rows if r.status == SubscriberStatus.ACTIVE)
+    return len(rows), sum(1 for r in rows if r.frequency == "weekly")
 
 
 def _print_run(result: RunResult) -> None:

@@ -255,9 +255,17 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DIGEST_SMTP_USER": ("smtp", "user"),
     "DIGEST_SMTP_SECURITY": ("smtp", "security"),
     "DIGEST_SMTP_SENDER": ("smtp", "sender"),
+    "DIGEST_SMTP_CONNECTIONS": ("smtp", "connections"),
     "DIGEST_BOUNCES_IMAP_HOST": ("bounces", "imap_host"),
     "DIGEST_BOUNCES_IMAP_PORT": ("bounces", "imap_port"),
     "DIGEST_BOUNCES_IMAP_USER": ("bounces", "imap_user"),
+}
+
+# The keys of ENV_OVERRIDES whose values are whole numbers, and what to call one.
+_WHOLE_NUMBERS = {
+    "port": "a port number",
+    "imap_port": "a port number",
+    "connections": "a whole number of SMTP sessions",
 }
 
 # The sane range of every number, by (table, key): (least, most, least excluded?).
@@ -364,14 +372,15 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
         if not env.get(var):
             continue  # unset or empty: the file's value (or the default) stands
         value: Any = env[var]
-        if key in ("port", "imap_port"):
+        if key in _WHOLE_NUMBERS:
             # isascii: "²".isdigit() is true, but int("²") raises.
             if not (value.isascii() and value.isdigit()):
+                what = _WHOLE_NUMBERS[key]
                 env_problems.append(
-                    ConfigError(f"{value!r} is not a port number", path="environment", key=var)
+                    ConfigError(f"{value!r} is not {what}", path="environment", key=var)
                 )
                 continue
-            value = int(value)
+            value = int(value)  # its range is checked with the file's values
         section_data = data.setdefault(section, {})
         if isinstance(section_data, dict):
             section_data[key] = value

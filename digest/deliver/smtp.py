@@ -53,6 +53,7 @@ from digest.errors import (
     TemporaryFailure,
     Uncertain,
 )
+from digest.render.mailheaders import WireMessage
 
 
 class NotClaimed(Exception):
@@ -331,13 +332,21 @@ class Mailer:
         """Return the message flattened for SMTP (DKIM-signed when configured), to
         `address`, from `envelope_from` (default smtp.sender); adds a Message-ID if it
         has none. Pure CPU work: callers may do it ahead, in another thread."""
-        if not message["Message-ID"]:
-            message["Message-ID"] = make_msgid(domain=self.domain)
         utf8 = not (self.smtp.sender.isascii() and address.isascii())
-        payload = flatten(message, utf8)
+        # The renderer's messages come with their 7-bit bytes; any other, and any going
+        # as SMTPUTF8 (its headers then written in UTF-8), is flattened here.
+        wire, message_id = None, ""
+        if isinstance(message, WireMessage) and not utf8:
+            wire, message_id = message.wire(), message.message_id
+        if wire is not None and message_id:
+            payload = wire
+        else:
+            if not message["Message-ID"]:
+                message["Message-ID"] = make_msgid(domain=self.domain)
+            payload = flatten(message, utf8)
+            message_id = str(message["Message-ID"])
         if self.dkim is not None:
             payload = self.dkim(payload)
-        message_id = str(message["Message-ID"])
         return Outgoing(
             address, payload, utf8, message_id, envelope_from=envelope_from or self.smtp.sender
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import hashlib
+import io
 import math
 import re
 import secrets
@@ -25,9 +26,10 @@ import textwrap
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+from email.generator import BytesGenerator
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import format_datetime, formatdate
 from typing import Any
 from urllib.parse import quote
 
@@ -47,7 +49,16 @@ from digest.ranking import (
     match_strength,
 )
 from digest.relevance import ReaderModel, Vector, merge_matches
-from digest.render.mailheaders import from_address, new_message, sender_address, set_list_headers
+from digest.render.mailheaders import (
+    WIRE_POLICY,
+    WireMessage,
+    from_address,
+    new_message,
+    sender_address,
+    set_list_headers,
+    unsubscribe_headers,
+    wire_header,
+)
 from digest.render.templates import (
     EMAIL_HTML,
     EMAIL_PAPER_HTML,
@@ -180,6 +191,20 @@ class _Frame:
     parts: dict[str, tuple[str, str]]  # mark -> (text fragment, HTML fragment)
 
 
+@dataclass
+class _Skeleton:
+    """A send's message bytes around what differs per reader (its headers and bodies),
+    and the parts' headers (parsed once, shared by every reader's message)."""
+
+    head: bytes  # the shared headers
+    text_headers: list[tuple[str, Any]]
+    html_headers: list[tuple[str, Any]]
+    before_text: bytes  # the blank line, the boundary, the text part's headers
+    before_html: bytes
+    end: bytes
+    date: tuple[datetime | None, tuple[Any, bytes]]  # the last Date header's second, it
+
+
 # -- the renderer ---------------------------------------------------------------------
 
 
@@ -246,6 +271,7 @@ class DigestRenderer:
         while mark in blob:  # pragma: no cover - 96 random bits
             mark = "pdx" + secrets.token_hex(12)
         self._mark = mark
+        self._marks = re.compile(re.escape(mark) + r"f[0-9]+x")  # a fragment's mark in a frame
         # (paper id, full?) -> (mark, text, inlined HTML); (paper id, the reader's topics
         # it is in) -> its "why" line (text, inlined HTML), the least recent dropped first.
         self._fragments: dict[tuple[str, bool], tuple[str, str, str]] = {}
@@ -262,6 +288,8 @@ class DigestRenderer:
         self._vectors = dict(vectors or {})
         self._feedback_key = feedback_key
         self._feedback_mark = mark + "k"
+        self._wire: _Skeleton | None = None
+        self._templates: dict[str, jinja2.Template] = {}
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -285,14 +313,80 @@ class DigestRenderer:
         frame = self._frame(subscriber, key, edition)
         if frame is None:
             return None
-        text, page = frame.text, frame.page
-        for mark, (text_part, html_part) in frame.parts.items():
-            text = text.replace(mark, text_part, 1)
-            page = page.replace(mark, html_part, 1)
+        # One pass over each body for all its fragments (a replace per fragment copied the
+        # whole body each time: about 50 of them, 50 KB each).
+        parts = frame.parts
+        text = self._marks.sub(lambda m: parts[m.group()][0], frame.text)
+        page = self._marks.sub(lambda m: parts[m.group()][1], frame.page)
+        return self.assemble(subscriber, frame.subject, _qp(text), _qp(page))
+
+    def assemble(self, subscriber: Subscriber, subject: str, text: str, page: str) -> EmailMessage:
+        """Return the reader's message from its quoted-printable bodies: headers set raw
+        (no parsing), and its SMTP bytes spliced from the send's skeleton (see
+        WireMessage), so the sender writes them as they are."""
+        message_id = self.message_id(subscriber)
+        if not (subscriber.email.isascii() and self.config.smtp.sender.isascii()):
+            # SMTPUTF8: headers in UTF-8, left to the email package when sending.
+            return self.stock_message(subscriber, subject, text, page)
+        if not message_id.isascii():  # an IDN domain: folded by the email package
+            return self.stock_message(subscriber, subject, text, page)
+        sk = self._skeleton()
+        now = datetime.now(UTC).replace(microsecond=0)
+        if now != sk.date[0]:  # once a second: the email package's Date header
+            sk.date = (now, wire_header("Date", format_datetime(now)))
+        headers = [
+            wire_header("Subject", subject),
+            wire_header("To", subscriber.email),
+            sk.date[1],
+            wire_header("Message-ID", message_id),
+        ]
+        names = ["Subject", "To", "Date", "Message-ID"]
+        for name, value in unsubscribe_headers(
+            [self.unsubscribe_mailto(subscriber), self.unsubscribe_url(subscriber)]
+        ):
+            # Plain ASCII, folded between URIs already: written as set, as set_raw does.
+            line = f"{name}: {value}".replace("\n", "\r\n") + "\r\n"
+            headers.append((value, line.encode("ascii")))
+            names.append(name)
+        msg = WireMessage(policy=WIRE_POLICY)
+        for name, value in self._shared_headers():
+            msg.set_raw(name, value)
+        for name, (value, _) in zip(names, headers, strict=True):
+            msg.set_raw(name, value)
+        for part_headers, body in ((sk.text_headers, text), (sk.html_headers, page)):
+            part = WireMessage(policy=WIRE_POLICY)  # a plain part: no bytes of its own
+            for name, value in part_headers:
+                part.set_raw(name, value)
+            part.set_payload(body)
+            msg.attach(part)
+        if "\r" in text or "\r" in page:  # line ends to convert: the email package does
+            return msg
+        msg.keep_wire(
+            b"".join(
+                (
+                    sk.head,
+                    *(line for _, line in headers),
+                    sk.before_text,
+                    text.replace("\n", "\r\n").encode("ascii"),
+                    sk.before_html,
+                    page.replace("\n", "\r\n").encode("ascii"),
+                    sk.end,
+                )
+            ),
+            message_id,
+        )
+        return msg
+
+    def stock_message(
+        self, subscriber: Subscriber, subject: str, text: str, page: str
+    ) -> EmailMessage:
+        """Return the reader's message built by the email package, header by header (the
+        way of a non-ASCII address, and the reference `_message`'s bytes are tested
+        against)."""
         msg = new_message()
         for name, value in self._shared_headers():
             msg.set_raw(name, value)
-        msg["Subject"] = frame.subject
+        msg["Subject"] = subject
         msg["To"] = subscriber.email
         msg["Date"] = formatdate(usegmt=True)
         msg["Message-ID"] = self.message_id(subscriber)
@@ -303,9 +397,39 @@ class DigestRenderer:
             part = new_message()
             part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
             part["Content-Transfer-Encoding"] = "quoted-printable"
-            part.set_payload(_qp(body))
+            part.set_payload(body)
             msg.attach(part)
         return msg
+
+    def _skeleton(self) -> _Skeleton:
+        """The bytes every reader's message shares, flattened once by the email package:
+        a message of the shared headers whose two parts hold marks for the bodies, cut at
+        the marks."""
+        if self._wire is None:
+            template = new_message()
+            for name, value in self._shared_headers():
+                template.set_raw(name, value)
+            marks = (self._mark + "t", self._mark + "h")
+            heads = []
+            for subtype, mark in zip(("plain", "html"), marks, strict=True):
+                part = new_message()
+                part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+                part["Content-Transfer-Encoding"] = "quoted-printable"
+                part.set_payload(mark)
+                template.attach(part)
+                heads.append(list(part.raw_items()))
+            buf = io.BytesIO()
+            policy = WIRE_POLICY.clone(linesep="\r\n")
+            BytesGenerator(buf, policy=policy).flatten(template, linesep="\r\n")
+            data = buf.getvalue()
+            cut = data.index(b"\r\n\r\n") + 2  # the shared headers, then ours
+            head, body = data[:cut], data[cut:]
+            before_text, rest = body.split(marks[0].encode("ascii"))
+            before_html, end = rest.split(marks[1].encode("ascii"))
+            self._wire = _Skeleton(
+                head, heads[0], heads[1], before_text, before_html, end, (None, ("", b""))
+            )
+        return self._wire
 
     def message_id(self, subscriber: Subscriber) -> str:
         """Return the Message-ID for (subscriber, day): the same on a resend after a crash."""
@@ -600,7 +724,12 @@ class DigestRenderer:
     def _render(self, name: str, context: dict[str, Any]) -> str:
         env = environment(self.config.templates.dir)
         try:
-            return env.get_template(name).render(context)
+            # Looked up once per send: get_template checks the file's mtime on each call
+            # (a stat for each of a reader's ~10 renders), and a send uses one version.
+            template = self._templates.get(name)
+            if template is None:
+                template = self._templates[name] = env.get_template(name)
+            return template.render(context)
         except jinja2.TemplateError as e:
             raise RenderError(f"{template_origin(env, name)}: email template: {e}") from e
 
