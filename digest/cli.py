@@ -326,14 +326,18 @@ def subscribers() -> None:
 )
 @click.pass_obj
 def subscribers_add(state: State, address: str, topics: str, weekly: bool) -> None:
-    """Subscribe ADDRESS (or re-subscribe it with new topics)."""
-    from digest.store.readers import add_subscriber
+    """Subscribe ADDRESS (or re-subscribe it with new topics; a bouncing one is mailed
+    again, as `subscribers activate` does)."""
+    from digest.addresses import address_key
+    from digest.store.readers import add_subscriber, bouncing_addresses
 
     frequency = "weekly" if weekly else "daily"
     with state.store() as store:
+        was = bouncing_addresses(store, state.config.smtp.max_bounces)
         row = add_subscriber(state.config, store, address, topics.split(","), frequency)
     chosen = ", ".join(row.topics) or "every paper"
-    click.echo(f"subscribed {row.email}: {chosen}" + (" (weekly)" if weekly else ""))
+    again = " (was bouncing: its bounces are cleared)" if address_key(row.email) in was else ""
+    click.echo(f"subscribed {row.email}: {chosen}" + (" (weekly)" if weekly else "") + again)
 
 
 @subscribers.command(name="list")

@@ -1,5 +1,5 @@
-"""`digest subscribers`: add --weekly, list with every column, and import FILE.csv in one
-transaction with a line per refused row."""
+"""`digest subscribers`: add --weekly, list with every column, import FILE.csv in one
+transaction with a line per refused row, and add/import of a bouncing reader."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import load_config
 from digest.store import Store
-from digest.store.readers import Ledger, list_subscribers
+from digest.store.readers import Ledger, active_subscribers, list_subscribers, record_bounce
 
 CONFIG = """
 [store]
@@ -120,3 +120,41 @@ def test_add_weekly_and_list_columns(tmp_path: Path) -> None:
         "boss@example.org\tactive\tconfig\tvision\tweekly\t-\tnever sent",
         "ada@example.org\tactive\tdatabase\tagents\tweekly\t-\tlast sent 2026-11-30",
     ]
+
+
+def bounce_and_status(cfg: Path, address: str, *, bounce: bool) -> tuple[str, bool]:
+    """(status, mailed today) of `address`; first a 5.1.1 for it when `bounce`."""
+    config = load_config(cfg)
+    store = Store.open(config.store.database)
+    try:
+        if bounce:
+            record_bounce(store, address, hard=True, reply="550 5.1.1 no such user", source="smtp")
+        status = {r.email: str(r.status) for r in list_subscribers(config, store)}[address]
+        mailed = address in {s.email for s in active_subscribers(config, store)}
+        return status, mailed
+    finally:
+        store.close()
+
+
+def test_adding_or_importing_a_bouncing_reader_mails_them_again(tmp_path: Path) -> None:
+    """Re-adding an address is the operator's explicit reactivation, as `subscribers
+    activate` is: the "subscribed" / "imported" it prints must be true."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "s.db"))
+    assert run(cfg, "subscribers", "add", "ada@example.org")[0] == 0
+    assert bounce_and_status(cfg, "ada@example.org", bounce=True) == ("bouncing", False)
+    code, out, _ = run(cfg, "subscribers", "add", "ada@example.org", "--topics", "agents")
+    assert code == 0
+    assert out.strip() == (
+        "subscribed ada@example.org: agents (was bouncing: its bounces are cleared)"
+    )
+    assert bounce_and_status(cfg, "ada@example.org", bounce=False) == ("active", True)
+    # Cleared bounces are history: one more "no such user" makes them bouncing again.
+    assert bounce_and_status(cfg, "ada@example.org", bounce=True) == ("bouncing", False)
+    data = tmp_path / "again.csv"
+    data.write_text("email,topics\nada@example.org,vision\nbob@example.org,agents\n")
+    code, out, _ = run(cfg, "subscribers", "import", str(data))
+    assert code == 0 and out.strip() == "imported 2, refused 0, 1 bouncing made active"
+    assert bounce_and_status(cfg, "ada@example.org", bounce=False) == ("active", True)
+    code, out, _ = run(cfg, "subscribers", "add", "ada@example.org")  # not bouncing now
+    assert code == 0 and out.strip() == "subscribed ada@example.org: every paper"

@@ -138,6 +138,10 @@ def add_subscriber(
 ) -> SubscriberRow:
     """Add (or re-activate, with new topics) a database subscriber; return its row.
 
+    Re-adding a bouncing reader clears their bounces, as `activate_subscriber` does: the
+    operator adding an address is an explicit reactivation, and it must be mailed as the
+    "subscribed" said (it is bouncing again after one more permanent refusal).
+
     Raises SubscriberError naming the address, the topic or the frequency that is not
     acceptable.
     """
@@ -160,6 +164,7 @@ def _checked(config: Config, address: str, topics: Sequence[str], frequency: str
 
 
 def _insert(conn: Any, row: SubscriberRow, stamp: str) -> None:
+    """Write `row` as active and clear its bounces (see add_subscriber)."""
     conn.execute(
         "INSERT INTO subscribers (email, topics, status, frequency, created, updated) "
         "VALUES (?, ?, 'active', ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
@@ -167,17 +172,21 @@ def _insert(conn: Any, row: SubscriberRow, stamp: str) -> None:
         "updated = excluded.updated",
         (row.email, json.dumps(list(row.topics)), row.frequency, stamp, stamp),
     )
+    clear_bounces(conn, row.email, stamp)
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What `import_subscribers` did: the rows added, and each refused row with why."""
+    """What `import_subscribers` did: the rows added, each refused row with why, and how
+    many of the added were bouncing (their bounces cleared, as `add_subscriber` does)."""
 
     added: list[SubscriberRow]
     refused: list[tuple[int, str, str]]  # (line number, the address as written, why)
+    reactivated: int = 0
 
     def summary(self) -> str:
-        return f"imported {len(self.added)}, refused {len(self.refused)}"
+        again = f", {self.reactivated} bouncing made active" if self.reactivated else ""
+        return f"imported {len(self.added)}, refused {len(self.refused)}{again}"
 
 
 def import_subscribers(
@@ -207,12 +216,15 @@ def import_subscribers(
             continue
         seen.add(address_key(row.email))
         added.append(row)
+    reactivated = 0
     if added:
         stamp = _stamp()
         with store.transaction() as conn:
+            was = bouncing_addresses(store, config.smtp.max_bounces)
+            reactivated = sum(address_key(r.email) in was for r in added)
             for row in added:
                 _insert(conn, row, stamp)
-    return ImportReport(added, refused)
+    return ImportReport(added, refused, reactivated)
 
 
 def set_frequency(config: Config, store: Store, address: str, frequency: str) -> None:

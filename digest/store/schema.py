@@ -255,6 +255,14 @@ def _migrate_8(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_9(db: sqlite_utils.Database) -> None:
+    """web_mails.choice: what a bouncing reader typed on the sign-up form, held with the
+    confirm mail and applied on confirm. The table is made on first use
+    (signups.ensure_mail_table, which has the column), so it may not exist yet."""
+    if "web_mails" in db.table_names():
+        db.execute("ALTER TABLE web_mails ADD COLUMN choice TEXT")
+
+
 # Each entry takes the file from version N-1 to N. Append only; never edit a shipped step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
@@ -265,4 +273,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_6,
     _migrate_7,
     _migrate_8,
+    _migrate_9,
 ]

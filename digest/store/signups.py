@@ -32,7 +32,8 @@ def ensure_mail_table(store: Store) -> None:
         " status TEXT NOT NULL DEFAULT 'queued',"  # queued, sending, sent, failed
         " claimed TEXT,"  # when a sender took it
         " used TEXT,"  # when its link was used up or voided (confirm, unsubscribe)
-        " reason TEXT)"
+        " reason TEXT,"
+        " choice TEXT)"  # confirm of a bouncing reader: what they typed, applied on confirm
     )
     store.db.execute("CREATE INDEX IF NOT EXISTS web_mails_email ON web_mails (email, queued)")
 
@@ -107,13 +108,23 @@ def has_outstanding_mail(conn: Conn, address: str, since: str) -> bool:
 
 
 def queue_mail(
-    conn: Conn, address: str, kind: str, nonce: str | None, subject: str, body: str, now: str
+    conn: Conn,
+    address: str,
+    kind: str,
+    nonce: str | None,
+    subject: str,
+    body: str,
+    now: str,
+    choice: tuple[Sequence[str], str, str] | None = None,
 ) -> None:
-    """Queue one sign-up mail ("confirm", with the sign-up's nonce, or "note")."""
+    """Queue one sign-up mail ("confirm", with the sign-up's nonce, or "note"). `choice`
+    (topics, keywords, frequency) is held with a confirm mail until its link is used:
+    a reader who has a row already (a bouncing one) must not change before that."""
+    held = None if choice is None else json.dumps([list(choice[0]), choice[1], choice[2]])
     conn.execute(
-        "INSERT INTO web_mails (email, kind, nonce, subject, body, queued) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (address, kind, nonce, subject, body, now),
+        "INSERT INTO web_mails (email, kind, nonce, subject, body, queued, choice) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (address, kind, nonce, subject, body, now, held),
     )
 
 
@@ -208,8 +219,16 @@ def subscriber_status(conn: Conn, address: str) -> SubscriberStatus | None:
 
 def activate(conn: Conn, mail_id: int, address: str, now: str) -> None:
     """Use up confirmation mail `mail_id` and make `address` an active subscriber; a
-    bouncing one is mailed again (confirming proves the mailbox works)."""
+    bouncing one is mailed again (confirming proves the mailbox works), with the choice
+    held with that mail, if any (queue_mail)."""
     conn.execute("UPDATE web_mails SET used = ? WHERE id = ?", (now, mail_id))
+    held = conn.execute("SELECT choice FROM web_mails WHERE id = ?", (mail_id,)).fetchone()
+    if held and held[0]:
+        topics, keywords, frequency = json.loads(held[0])
+        conn.execute(
+            "UPDATE subscribers SET topics = ?, keywords = ?, frequency = ? WHERE email = ?",
+            (json.dumps(topics), keywords, frequency, address),
+        )
     conn.execute(
         "UPDATE subscribers SET status = 'active', updated = ? WHERE email = ?", (now, address)
     )

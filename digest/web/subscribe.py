@@ -324,13 +324,20 @@ def request_subscription(
         rows = list_subscribers(config, store)
         active = {address_key(r.email) for r in rows if r.status == SubscriberStatus.ACTIVE}
         bouncing = {address_key(r.email): r for r in rows if r.status == SubscriberStatus.BOUNCING}
+        follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
+        if choice.keywords:
+            follows = ", ".join(filter(None, [follows, f"your keywords ({choice.keywords})"]))
+        how = "once a week" if choice.frequency == "weekly" else "once a day"
         mail: tuple[str, str | None, str, str]
+        held: tuple[tuple[str, ...], str, str] | None = None
         if address_key(address) in bouncing:
             # Mail to them bounced: confirming proves the mailbox works again and mails
-            # them again (signups.activate), with their topics as they were; anyone can
-            # post this form, so nothing changes before that.
+            # them again (signups.activate) with what they typed now; anyone can post
+            # this form, so the row stays as it is until then and the choice waits with
+            # the mail (web_mails.choice).
             row = bouncing[address_key(address)]
             keep_row(conn, row.email, row.topics, row.keywords, _stamp(now), row.frequency)
+            held = (choice.topics, choice.keywords, choice.frequency)
             nonce = secrets.token_urlsafe(12)
             link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
             mail = (
@@ -340,8 +347,10 @@ def request_subscription(
                 f"Someone (probably you) asked to subscribe {address} to the {title} digest.\n"
                 "This address is subscribed, but mail to it was refused, so it is not sent "
                 "any more.\n\n"
-                f"To get it again, open this link within {config.web.confirm_hours} hours and "
-                f"press Confirm:\n\n{link}\n\nIf it was not you, ignore this mail.\n",
+                f"To get it again, {how} ({follows}), open this link within "
+                f"{config.web.confirm_hours} hours and press Confirm:\n\n{link}\n\n"
+                "If it was not you, ignore this mail: nothing changes without the "
+                "confirmation.\n",
             )
         elif address_key(address) in active:
             link = f"{base}/preferences/{make_token(key, address, PREFERENCES)}"
@@ -363,24 +372,20 @@ def request_subscription(
             )
             nonce = secrets.token_urlsafe(12)
             link = f"{base}/confirm/{make_confirm_token(key, address, nonce, now)}"
-            follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
-            if choice.keywords:
-                follows = ", ".join(filter(None, [follows, f"your keywords ({choice.keywords})"]))
             mail = (
                 "confirm",
                 nonce,
                 f"{title}: confirm your subscription",
                 f"Someone (probably you) asked to subscribe {address} to the {title} digest:\n"
                 "new papers from the Hugging Face Daily Papers list, "
-                f"{'once a week' if choice.frequency == 'weekly' else 'once a day'} "
-                f"({follows}).\n\n"
+                f"{how} ({follows}).\n\n"
                 f"To confirm, open this link within {config.web.confirm_hours} hours and "
                 f"press Confirm:\n\n{link}\n\n"
                 "If it was not you, ignore this mail: nothing is sent without the "
                 "confirmation.\n",
             )
         kind, mail_nonce, subject, text = mail
-        queue_mail(conn, address, kind, mail_nonce, subject, text, _stamp(now))
+        queue_mail(conn, address, kind, mail_nonce, subject, text, _stamp(now), held)
     return address
 
 
