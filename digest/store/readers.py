@@ -726,11 +726,20 @@ class Ledger:
         )
 
     def failed(
-        self, day: date, address: str, reply: str | None, attempts: int, reason: str
+        self,
+        day: date,
+        address: str,
+        reply: str | None,
+        attempts: int,
+        reason: str,
+        *,
+        about_reader: bool = True,
     ) -> None:
         """Record that the message was refused (with the server's reply) or could not be
-        made or sent (`reply` None, `reason` says why); the next run tries again."""
-        counts, hard = bounce_kind(reply)
+        made or sent (`reply` None, `reason` says why); the next run tries again.
+        `about_reader` False (the server refused our MAIL FROM): the reply is not counted
+        as the reader's bounce, whatever its code says."""
+        counts, hard = bounce_kind(reply) if about_reader else (False, False)
         with self._lock:  # the sessions share one connection: one writer at a time
             self._finish(
                 day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason
