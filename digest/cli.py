@@ -392,7 +392,8 @@ def subscribers_activate(state: State, address: str) -> None:
 @click.pass_obj
 def subscribers_import(state: State, csv_file: str) -> None:
     """Add the readers of FILE.csv (columns email, topics, frequency; a header line first)
-    in one transaction; say which rows were refused and why."""
+    in one transaction; say which rows were refused and why. Readers who unsubscribed
+    stay unsubscribed (named, not counted as refused)."""
     from digest.jobs import read_subscribers_csv
     from digest.store.readers import import_subscribers
 
@@ -401,6 +402,13 @@ def subscribers_import(state: State, csv_file: str) -> None:
         report = import_subscribers(state.config, store, rows)
     for line, address, why in report.refused:
         click.echo(f"{csv_file}:{line}: refused {address or '(no address)'}: {why}", err=True)
+    for line, address, since in report.kept_unsubscribed:
+        click.echo(
+            f"{csv_file}:{line}: kept unsubscribed {address}: they unsubscribed"
+            f"{' on ' + since if since else ''}; `digest subscribers add {address}` "
+            "subscribes them again, if they asked",
+            err=True,
+        )
     click.echo(report.summary())
     if report.refused:
         sys.exit(1)

@@ -80,11 +80,16 @@ class TemporaryFailure(DigestError):
 
 
 class PermanentFailure(DigestError):
-    """The server refused this message for good (5xx); `reply` is its answer."""
+    """The server refused this message for good (5xx); `reply` is its answer.
 
-    def __init__(self, reply: str, server: str = "") -> None:
+    `sender_refused`: the refusal came to MAIL FROM, so it is about our sender (a relay
+    that does not take our domain, a policy), not about the reader's address: it must
+    never count as the reader's bounce."""
+
+    def __init__(self, reply: str, server: str = "", *, sender_refused: bool = False) -> None:
         self.reply = reply
         self.server = server
+        self.sender_refused = sender_refused
         self.attempts = 1  # set by Mailer.deliver to the attempts it made
         super().__init__(reply)
 

@@ -158,3 +158,48 @@ def test_adding_or_importing_a_bouncing_reader_mails_them_again(tmp_path: Path) 
     assert bounce_and_status(cfg, "ada@example.org", bounce=False) == ("active", True)
     code, out, _ = run(cfg, "subscribers", "add", "ada@example.org")  # not bouncing now
     assert code == 0 and out.strip() == "subscribed ada@example.org: every paper"
+
+
+def test_an_import_leaves_who_unsubscribed_unsubscribed(tmp_path: Path) -> None:
+    # An old export fed back in must not mail people who left: one removed by the
+    # operator, one who pressed the one-click unsubscribe (the web's row, in mixed case).
+    from digest.store.signups import unsubscribe_row
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "s.db"))
+    first = tmp_path / "first.csv"
+    first.write_text("email,topics\na@example.org,agents\nb@example.org,\nc@example.org,\n")
+    assert run(cfg, "subscribers", "import", str(first))[0] == 0
+    assert run(cfg, "subscribers", "remove", "a@example.org")[0] == 0
+    store = Store.open(tmp_path / "s.db")
+    try:
+        unsubscribe_row(store, "b@example.org", "2026-11-30T08:00:00+00:00")
+    finally:
+        store.close()
+
+    again = tmp_path / "again.csv"
+    again.write_text(
+        "email,topics\nA@Example.org,agents\nb@example.org,vision\nc@example.org,vision\n"
+        "d@example.org,\n"
+    )
+    code, out, err = run(cfg, "subscribers", "import", str(again))
+    assert code == 0  # nothing was wrong with the file
+    assert out.strip() == "imported 2, refused 0, 2 kept unsubscribed"
+    lines = err.splitlines()
+    assert lines[0].startswith(f"{again}:2: kept unsubscribed a@example.org: they unsubscribed on ")
+    assert lines[1].startswith(
+        f"{again}:3: kept unsubscribed b@example.org: they unsubscribed on 2026-11-30;"
+    )
+    config = load_config(cfg)
+    store = Store.open(tmp_path / "s.db")
+    try:
+        status = {r.email: str(r.status) for r in list_subscribers(config, store)}
+        mailed = {s.email for s in active_subscribers(config, store)}
+    finally:
+        store.close()
+    assert status["a@example.org"] == status["b@example.org"] == "unsubscribed"
+    assert mailed == {"boss@example.org", "c@example.org", "d@example.org"}
+
+    # One address typed on purpose is the way back.
+    code, out, _ = run(cfg, "subscribers", "add", "a@example.org")
+    assert code == 0 and out.startswith("subscribed a@example.org")

@@ -20,8 +20,10 @@ from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from digest.addresses import address_key
 from digest.cli import main
 from digest.config import Config, SmtpConfig, SubscriberConfig
 from digest.deliver.digest import SendReport
@@ -29,7 +31,7 @@ from digest.deliver.smtp import Mailer
 from digest.errors import Uncertain
 from digest.models import Subscriber
 from digest.store import Store
-from digest.store.readers import Ledger
+from digest.store.readers import Ledger, bouncing_addresses
 from tests.support.config import smtp_config, smtp_section, write_config
 from tests.support.deliver import DAY, send_day
 from tests.support.net import free_port
@@ -135,6 +137,30 @@ def test_drops_before_the_dot_and_421_are_retried_550_is_final(store: Store) -> 
     assert statuses(store)[bad] == "failed"
     assert report.connections == 4  # the drop and each 421 ended a session
     assert Ledger(store).of_day(DAY)[ADDRESSES[1]].attempts == 3
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelined"])
+def test_a_refused_sender_is_no_readers_bounce(store: Store, pipelining: bool) -> None:
+    # A relay that refuses our MAIL FROM ("550 sender not allowed", no enhanced code, as
+    # some answer) refuses every reader; were it counted as each reader's bounce, three
+    # such days would stop mail to all of them. Days apart, as "bouncing" counts days.
+    days = [DAY, date(2024, 8, 2), date(2024, 8, 3), date(2024, 8, 4)]
+    for day in days:
+        with SmtpServer(pipelining=pipelining) as server:
+            server.mail_plan = ["550 sender not allowed here"] * len(ADDRESSES)
+            report = send_day(make_config(server.port), store, day)
+        assert server.received_by() == {}
+        assert sorted(a for a, _ in report.failed) == sorted(ADDRESSES)
+        assert {reply for _, reply in report.failed} == {"550 sender not allowed here"}
+        rows = Ledger(store).of_day(day)
+        assert {d.reason for d in rows.values()} == {"the server refused our sender (MAIL FROM)"}
+    assert store.db.execute("SELECT count(*) FROM bounces").fetchone()[0] == 0
+    assert bouncing_addresses(store, 1) == set()
+    # The same reply to RCPT is about the reader's address: it counts.
+    with SmtpServer(pipelining=pipelining) as server:
+        server.rcpt_replies[ADDRESSES[0]] = "550 sender not allowed here"
+        send_day(make_config(server.port), store, date(2024, 8, 5))
+    assert bouncing_addresses(store, 1) == {address_key(ADDRESSES[0])}
 
 
 def _server_process(port: int, log: Path) -> subprocess.Popen[str]:

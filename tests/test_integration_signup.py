@@ -206,6 +206,42 @@ def test_a_forged_sign_up_does_not_change_a_bouncing_readers_topics(
     assert rows(config)[reader] == before
 
 
+@pytest.mark.parametrize("bouncing", [False, True], ids=["new-reader", "bouncing-reader"])
+def test_a_second_sign_up_before_confirming_is_what_the_link_confirms(
+    weekly_site: tuple[Config, str], smtp: SmtpServer, bouncing: bool
+) -> None:
+    """The reader changes their mind before confirming: the limits send no second mail,
+    and the first mail's link confirms what they typed last (before, the second choice
+    was dropped without a word)."""
+    config, site = weekly_site
+    reader = "changes-mind@example.org"
+    if bouncing:
+        store = Store.open(config.store.database)
+        try:
+            add_subscriber(config, store, reader, ("agents",), "daily")
+        finally:
+            store.close()
+        bounce(config, reader)
+    before = rows(config).get(reader)
+    with httpx.Client() as client:
+        for topics, frequency in ((["agents"], "daily"), (["vision"], "weekly")):
+            data = {
+                "csrf": form_token(client, site),
+                "email": reader,
+                "topics": topics,
+                "frequency": frequency,
+            }
+            assert client.post(f"{site}/subscribe", data=data).status_code == 200
+            wait_mail_queue(config)
+    [mail] = mail_to(smtp, reader)  # one mail for the two posts
+    if bouncing:
+        assert rows(config)[reader] == before  # nothing changes before the link is used
+    else:
+        assert rows(config)[reader][0] == "pending"
+    httpx.post(site + path_of(link_in(mail, "confirm")))
+    assert rows(config)[reader] == ("active", "weekly", ("vision",))
+
+
 def test_a_web_mails_table_of_before_gets_the_choice_column(tmp_path: Path) -> None:
     """web_mails is made on first use, so the migration must add its column to a table
     made by the code of before, and leave a database without one alone."""

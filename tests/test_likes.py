@@ -196,6 +196,43 @@ def test_a_like_topic_feed_carries_its_papers_with_the_why(archive: Path, tmp_pa
     store.close()
 
 
+def test_the_web_pages_and_the_api_carry_a_like_topics_papers(
+    archive: Path, tmp_path: Path
+) -> None:
+    # /topics/<name>, /?topic=, and /api/papers?topic= show what the feeds and the email
+    # show: a like-only topic's papers, each chip with its why; never a seed.
+    import html
+    import re
+
+    import httpx
+
+    from digest.config import StoreConfig
+    from digest.web.app import create_app
+    from tests.support.webserver import serving
+
+    store = copy_of(archive, tmp_path)
+    config = Config(
+        store=StoreConfig(database=str(store.path)),
+        topics=[SPEECH],
+        feeds=FeedsConfig(dir=str(tmp_path / "feeds"), base_url="https://papers.example.org"),
+    )
+    papers = [sp.paper for sp in store.papers()]
+    likes = like_matches_for(config, store, papers)
+    store.close()
+    assert likes and not set(likes) & set(SPEECH_SEEDS)
+    with serving(create_app(config)) as site:
+        topic_page = httpx.get(f"{site}/topics/speech").text
+        api = httpx.get(f"{site}/api/papers", params={"topic": "speech", "limit": 100}).json()
+    shown = set(re.findall(r'href="https://huggingface.co/papers/([0-9.]+)"', topic_page))
+    assert shown == set(likes)
+    api_ids = {p["id"] for p in api["papers"]}
+    assert api_ids == set(likes)
+    assert all(p["topics"] == ["speech"] for p in api["papers"])
+    # The chip's title says why: the nearest seed and how alike.
+    some = next(iter(likes))
+    assert f'title="matched: {likes[some][0].terms[0]}"' in html.unescape(topic_page)
+
+
 # -- seeds not in the archive: fetched once, never at send time -------------------------
 
 

@@ -20,9 +20,11 @@ from digest.store.readers import (
     Ledger,
     activate_subscriber,
     active_subscribers,
+    add_subscriber,
     bounce_kind,
     list_subscribers,
     record_bounce,
+    remove_subscriber,
 )
 from digest.store.schema import MIGRATIONS
 from digest.web.app import health
@@ -115,6 +117,24 @@ def test_the_ledger_counts_a_5xx_about_the_address_only(tmp_path: Path) -> None:
         assert body["bouncing"] == 1
     finally:
         store.close()
+
+
+def test_healthz_counts_bouncing_readers_only(tmp_path: Path) -> None:
+    # As `subscribers list` counts them: a config reader, an active database reader; not
+    # one who left the config file, nor one who unsubscribed.
+    config = make_config(tmp_path)
+    store = Store.open(config.store.database)
+    try:
+        add_subscriber(config, store, "db@example.org")
+        add_subscriber(config, store, "left@example.org")
+        remove_subscriber(config, store, "left@example.org")
+        for address in (READER, "db@example.org", "left@example.org", "gone@example.org"):
+            record_bounce(store, address, hard=True, reply="550 5.1.1 no such user", source="smtp")
+        listed = sum(r.status == SubscriberStatus.BOUNCING for r in list_subscribers(config, store))
+    finally:
+        store.close()
+    _code, body = health(config)
+    assert listed == 2 and body["bouncing"] == 2  # READER and db@; gone@ left the config
 
 
 def test_activate_refuses_who_is_not_bouncing_or_unsubscribed(tmp_path: Path) -> None:

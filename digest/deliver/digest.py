@@ -383,7 +383,17 @@ class _Loop:
                 self.note(sub.email, "taken")
             return
         except PermanentFailure as e:
-            ledger.failed(day, sub.email, e.reply, e.attempts, "refused by the server")
+            if e.sender_refused:  # our MAIL FROM refused: the reader's address is not at fault
+                ledger.failed(
+                    day,
+                    sub.email,
+                    e.reply,
+                    e.attempts,
+                    "the server refused our sender (MAIL FROM)",
+                    about_reader=False,
+                )
+            else:
+                ledger.failed(day, sub.email, e.reply, e.attempts, "refused by the server")
             with self.lock:
                 report.failed.append((sub.email, e.reply))
                 self.note(sub.email, "failed")

@@ -424,18 +424,19 @@ class Mailer:
         )
         return text.encode("utf-8" if out.utf8 else "ascii")
 
-    def _envelope_replies(self, conn: smtplib.SMTP) -> tuple[int, bytes]:
+    def _envelope_replies(self, conn: smtplib.SMTP) -> tuple[int, bytes, bool]:
         """Read the replies to a pipelined MAIL, RCPT, DATA, in order; return the one that
-        decides (the first refusal, else DATA's). A 354 after a refusal (a server that
-        should have refused DATA) leaves the session in the body: it is hung up."""
+        decides (the first refusal, else DATA's) and whether it was MAIL's. A 354 after a
+        refusal (a server that should have refused DATA) leaves the session in the body:
+        it is hung up."""
         replies = [conn.getreply() for _ in range(3)]
         (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = replies
         if mail != 250:
-            decided = (mail, mail_text)
+            decided = (mail, mail_text, True)
         elif rcpt not in (250, 251):
-            decided = (rcpt, rcpt_text)
+            decided = (rcpt, rcpt_text, False)
         else:
-            return data, data_text
+            return data, data_text, False
         if data == 354:
             self._drop()
         return decided
@@ -452,15 +453,17 @@ class Mailer:
         options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
         pipelining = conn.has_extn("pipelining")
         text: bytes | str
+        at_mail = False  # the deciding reply was MAIL FROM's: about our sender, not the reader
         try:
             if self._pending is out:  # sent with the previous message's final "."
                 self._pending = None
-                code, text = self._envelope_replies(conn)
+                code, text, at_mail = self._envelope_replies(conn)
             elif pipelining:
                 conn.send(self._envelope(conn, out))
-                code, text = self._envelope_replies(conn)
+                code, text, at_mail = self._envelope_replies(conn)
             else:
                 code, text = conn.mail(out.envelope_from or self.smtp.sender, options)
+                at_mail = code != 250
                 if code == 250:
                     code, text = conn.rcpt(address)
                 if code in (250, 251):
@@ -492,7 +495,7 @@ class Mailer:
         if 400 <= code < 500:
             raise TemporaryFailure(reply, self.where)
         if 500 <= code < 600:
-            raise PermanentFailure(reply, self.where)
+            raise PermanentFailure(reply, self.where, sender_refused=at_mail)
         raise TemporaryFailure(f"unexpected reply: {reply}", self.where)
 
     def _data(

@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
@@ -177,16 +177,20 @@ def _insert(conn: Any, row: SubscriberRow, stamp: str) -> None:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What `import_subscribers` did: the rows added, each refused row with why, and how
-    many of the added were bouncing (their bounces cleared, as `add_subscriber` does)."""
+    """What `import_subscribers` did: the rows added, each refused row with why, how many
+    of the added were bouncing (their bounces cleared, as `add_subscriber` does), and the
+    rows of readers who had unsubscribed, left unsubscribed (line, address, since when)."""
 
     added: list[SubscriberRow]
     refused: list[tuple[int, str, str]]  # (line number, the address as written, why)
     reactivated: int = 0
+    kept_unsubscribed: list[tuple[int, str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         again = f", {self.reactivated} bouncing made active" if self.reactivated else ""
-        return f"imported {len(self.added)}, refused {len(self.refused)}{again}"
+        kept = len(self.kept_unsubscribed)
+        left = f", {kept} kept unsubscribed" if kept else ""
+        return f"imported {len(self.added)}, refused {len(self.refused)}{again}{left}"
 
 
 def import_subscribers(
@@ -198,10 +202,21 @@ def import_subscribers(
     `rows`: (line number, {"email", "topics" (comma- or space-separated), "frequency"}).
     A row whose address comes twice is refused the second time. Nothing is written when
     every row is refused; the good rows go in even when some are refused.
+
+    A reader who unsubscribed stays unsubscribed: a list (an old export, a CRM's) is no
+    consent to mail them again. `add_subscriber`, one address typed on purpose, is the
+    way back.
     """
     added: list[SubscriberRow] = []
     refused: list[tuple[int, str, str]] = []
+    kept: list[tuple[int, str, str]] = []
     seen: set[str] = set()
+    gone = {
+        address_key(email): (email, str(updated or "")[:10])
+        for email, updated in store.db.execute(
+            "SELECT email, updated FROM subscribers WHERE status = 'unsubscribed'"
+        ).fetchall()
+    }
     for line, fields in rows:
         address = (fields.get("email") or "").strip()
         try:
@@ -215,6 +230,9 @@ def import_subscribers(
             refused.append((line, address, str(e)))
             continue
         seen.add(address_key(row.email))
+        if address_key(row.email) in gone:
+            kept.append((line, *gone[address_key(row.email)]))  # as they are stored
+            continue
         added.append(row)
     reactivated = 0
     if added:
@@ -224,7 +242,7 @@ def import_subscribers(
             reactivated = sum(address_key(r.email) in was for r in added)
             for row in added:
                 _insert(conn, row, stamp)
-    return ImportReport(added, refused, reactivated)
+    return ImportReport(added, refused, reactivated, kept)
 
 
 def set_frequency(config: Config, store: Store, address: str, frequency: str) -> None:
@@ -726,11 +744,20 @@ class Ledger:
         )
 
     def failed(
-        self, day: date, address: str, reply: str | None, attempts: int, reason: str
+        self,
+        day: date,
+        address: str,
+        reply: str | None,
+        attempts: int,
+        reason: str,
+        *,
+        about_reader: bool = True,
     ) -> None:
         """Record that the message was refused (with the server's reply) or could not be
-        made or sent (`reply` None, `reason` says why); the next run tries again."""
-        counts, hard = bounce_kind(reply)
+        made or sent (`reply` None, `reason` says why); the next run tries again.
+        `about_reader` False (the server refused our MAIL FROM): the reply is not counted
+        as the reader's bounce, whatever its code says."""
+        counts, hard = bounce_kind(reply) if about_reader else (False, False)
         with self._lock:  # the sessions share one connection: one writer at a time
             self._finish(
                 day, address, DeliveryState.FAILED, attempts=attempts, reply=reply, reason=reason

@@ -8,12 +8,13 @@ bookkeeping, created on first use, and safe to drop. Every call opens the file f
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from digest.addresses import address_key
 from digest.errors import DigestError
 from digest.models import DeliveryState, JobStatus, RunStatus
 from digest.store import Store
@@ -121,8 +122,12 @@ class HealthFacts:
     bouncing: int = 0  # readers not mailed because their mail bounces (smtp.max_bounces)
 
 
-def health_facts(database: str, max_bounces: int = 3) -> HealthFacts:
-    """Read what /healthz needs, without writing. Raises DigestError naming the file."""
+def health_facts(
+    database: str, max_bounces: int = 3, config_readers: Collection[str] = ()
+) -> HealthFacts:
+    """Read what /healthz needs, without writing. `config_readers`: the address_key of
+    each subscriber of the config file (a bouncing address counts when it is one of them
+    or an active database reader). Raises DigestError naming the file."""
     store = Store.open(database, read_only=True)
     try:
         conn = store.db.conn
@@ -145,14 +150,19 @@ def health_facts(database: str, max_bounces: int = 3) -> HealthFacts:
         uncertain = conn.execute(
             "SELECT count(*) FROM deliveries WHERE status = ?", [DeliveryState.UNCERTAIN]
         ).fetchone()[0]
-        # Bouncing readers the database has not seen unsubscribe (an approximation of
-        # readers.list_subscribers that needs no config: a removed config reader counts).
+        # Bouncing readers as readers.list_subscribers counts them: an active database
+        # row, or a config reader the database has no row for (one who left the config
+        # file is nobody's reader any more, and not counted). Bouncing rows are few.
         try:
-            bouncing = conn.execute(
-                f"SELECT count(*) FROM ({BOUNCING_SQL}) b WHERE b.email NOT IN "
-                "(SELECT email FROM subscribers WHERE status != 'active')",
-                [max_bounces],
-            ).fetchone()[0]
+            bouncing = sum(
+                1
+                for email, status in conn.execute(
+                    f"SELECT b.email, s.status FROM ({BOUNCING_SQL}) b "
+                    "LEFT JOIN subscribers s ON s.email = b.email",
+                    [max_bounces],
+                )
+                if status == "active" or (status is None and address_key(email) in config_readers)
+            )
         except sqlite3.OperationalError:
             bouncing = 0  # a file from before the bounces table, opened read-only
         try:

@@ -107,6 +107,28 @@ def has_outstanding_mail(conn: Conn, address: str, since: str) -> bool:
     return row is not None
 
 
+def hold_latest_choice(
+    conn: Conn, address: str, since: str, choice: tuple[Sequence[str], str, str]
+) -> None:
+    """A second sign-up of `address` while its confirmation mail (queued since `since`)
+    is outstanding: the link stays the same, and what they typed last is what confirming
+    applies. The choice held with that mail (a bouncing reader's) is replaced, or, for a
+    reader not yet active, the pending row's; an active reader's row is never touched."""
+    topics, keywords, frequency = choice
+    conn.execute(
+        "UPDATE web_mails SET choice = ? WHERE email = ? AND kind = 'confirm' "
+        "AND queued >= ? AND used IS NULL AND status != 'failed' AND choice IS NOT NULL",
+        (json.dumps([list(topics), keywords, frequency]), address, since),
+    )
+    conn.execute(
+        "UPDATE subscribers SET topics = ?, keywords = ?, frequency = ? "
+        "WHERE email = ? AND status IN ('pending', 'unsubscribed') AND EXISTS ("
+        " SELECT 1 FROM web_mails WHERE web_mails.email = subscribers.email"
+        " AND kind = 'confirm' AND queued >= ? AND used IS NULL AND status != 'failed')",
+        (json.dumps(list(topics)), keywords, frequency, address, since),
+    )
+
+
 def queue_mail(
     conn: Conn,
     address: str,

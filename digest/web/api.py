@@ -142,9 +142,10 @@ class Api:
                 )
                 scanned += len(rows)
                 exhausted = len(rows) < want
+                of = self.browse.topic_matches(store, [sp for _, sp in rows])
                 for i, (position, sp) in enumerate(rows):
                     before = position  # the last paper looked at: the next page starts below
-                    matches = self.browse.matcher.match(sp.paper) if self.browse.topics else []
+                    matches = list(of[sp.paper.id])
                     if topic and topic not in {m.topic for m in matches}:
                         continue
                     out.append(paper_json(sp, matches))
@@ -175,7 +176,7 @@ class Api:
             sp = browse.paper(store, paper_id)
             if sp is None:
                 return ""
-            matches = self.browse.matcher.match(sp.paper) if self.browse.topics else []
+            matches = list(self.browse.topic_matches(store, [sp])[sp.paper.id])
             return json.dumps(paper_json(sp, matches), ensure_ascii=False)
 
         body = await run_in_threadpool(self.browse.part, f"api/paper/{paper_id}", build)

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.addresses import address_key
 from digest.config import Config
 from digest.errors import DigestError
 from digest.models import JobStatus, RunStatus
@@ -200,7 +201,8 @@ def health(config: Config, next_runs: NextRuns | None = None) -> tuple[int, dict
     if next_runs is not None:
         body["next_runs"] = {k: v.isoformat() if v else None for k, v in next_runs().items()}
     try:
-        facts = health_facts(database, config.smtp.max_bounces)
+        readers = frozenset(address_key(s.email) for s in config.subscribers)
+        facts = health_facts(database, config.smtp.max_bounces, readers)
     except DigestError as e:
         return 503, body | {"status": "failing", "problems": [str(e)]}
     last, ok, send = facts.last_run, facts.last_success, facts.last_send

@@ -29,8 +29,10 @@ from starlette.routing import Route
 
 from digest.clock import today_utc
 from digest.config import Config, TopicConfig
+from digest.deliver.likes import like_matches_for
 from digest.errors import DigestError
 from digest.models import StoredPaper, TopicMatch
+from digest.relevance import merge_matches
 from digest.render.templates import environment
 from digest.store import Store, browse
 from digest.store.fts import BadQuery
@@ -196,14 +198,29 @@ class Browse:
             "web/message.html", 404, heading=heading, lines=[line], links=links, button=None
         )
 
-    def cards(self, papers: Sequence[StoredPaper], topic: str = "") -> list[Card]:
+    def topic_matches(
+        self, store: Store, papers: Sequence[StoredPaper]
+    ) -> dict[str, tuple[TopicMatch, ...]]:
+        """Paper id -> the topics it is in: the keyword topics' matches and the
+        like-topics' (from the vectors kept in the store, with their why), as the feeds
+        and the email have them."""
+        if not self.topics:
+            return {sp.paper.id: () for sp in papers}
+        liked = like_matches_for(self.config, store, [sp.paper for sp in papers])
+        return {
+            sp.paper.id: tuple(merge_matches(self.matcher.match(sp.paper), liked.get(sp.paper.id)))
+            for sp in papers
+        }
+
+    def cards(self, store: Store, papers: Sequence[StoredPaper], topic: str = "") -> list[Card]:
         """Cards of `papers` (only those in `topic` when given), best first."""
         out = []
+        matches = self.topic_matches(store, papers)
         for sp in papers:
-            matches = tuple(self.matcher.match(sp.paper)) if self.topics else ()
-            if topic and topic not in {m.topic for m in matches}:
+            mine = matches[sp.paper.id]
+            if topic and topic not in {m.topic for m in mine}:
                 continue
-            out.append(Card(sp, matches))
+            out.append(Card(sp, mine))
         out.sort(key=lambda c: (-c.score, c.sp.paper.id))
         return out
 
@@ -228,14 +245,13 @@ class Browse:
         def build(store: Store) -> str:
             today = today_utc()
             day, papers = browse.latest_edition(store, today)
-            rising = [
-                Card(r.paper, tuple(self.matcher.match(r.paper.paper)), r.gain)
-                for r in browse.rising(store, limit=RISING_SHOWN)
-            ]
+            climbing = browse.rising(store, limit=RISING_SHOWN)
+            matches = self.topic_matches(store, [r.paper for r in climbing])
+            rising = [Card(r.paper, matches[r.paper.paper.id], r.gain) for r in climbing]
             return self.render(
                 "web/home_papers.html",
                 day=day,
-                cards=self.cards(papers, topic),
+                cards=self.cards(store, papers, topic),
                 total=len(papers),
                 topic=topic,
                 topic_title=self.topics[topic].display_title if topic else "",
@@ -260,7 +276,7 @@ class Browse:
         def build(store: Store) -> str:
             since = today_utc() - timedelta(days=TOPIC_DAYS - 1)
             by_day: dict[date, list[Card]] = {}
-            for card in self.cards(store.papers(since=since), name):
+            for card in self.cards(store, store.papers(since=since), name):
                 p = card.sp.paper
                 day = p.daily_date or card.sp.first_seen.date()
                 by_day.setdefault(day, []).append(card)
@@ -301,7 +317,7 @@ class Browse:
                 day=day,
                 before=before,
                 after=after,
-                cards=self.cards(papers, topic),
+                cards=self.cards(store, papers, topic),
                 total=len(papers),
                 topic=topic,
                 topic_title=self.topics[topic].display_title if topic else "",
@@ -331,10 +347,8 @@ class Browse:
                 results = search(store, q, page=page, per_page=PER_PAGE)
             except BadQuery as e:
                 return "\x00" + str(e)  # an error, not a page: kept apart below
-            cards = [
-                (hit, Card(hit.paper, tuple(self.matcher.match(hit.paper.paper))))
-                for hit in results.hits
-            ]
+            matches = self.topic_matches(store, [hit.paper for hit in results.hits])
+            cards = [(hit, Card(hit.paper, matches[hit.paper.paper.id])) for hit in results.hits]
             return self.render("web/search_results.html", results=results, cards=cards, q=q)
 
         part = await run_in_threadpool(self.part, f"search?{q}&{page}", build)

@@ -51,6 +51,7 @@ from digest.store.signups import (
     finish_mail,
     first_mail_since,
     has_outstanding_mail,
+    hold_latest_choice,
     is_active,
     keep_row,
     mails_since,
@@ -320,6 +321,10 @@ def request_subscription(
                 retry_after=wait,
             )
         if has_outstanding_mail(conn, address, _stamp(now - max_age)):
+            # No second mail (the limits), but not a lost choice either: the first
+            # mail's link confirms what was typed last.
+            choice_now = (choice.topics, choice.keywords, choice.frequency)
+            hold_latest_choice(conn, address, _stamp(now - max_age), choice_now)
             return address
         rows = list_subscribers(config, store)
         active = {address_key(r.email) for r in rows if r.status == SubscriberStatus.ACTIVE}
