@@ -215,6 +215,32 @@ def test_the_index_scores_every_topic_as_its_centroid_does() -> None:
         assert index.keep(v) == [(lk.topic, lk.similarity) for lk in index.match(v)]
 
 
+def test_the_index_orders_ties_by_name_and_names_the_nearest_seed_of_each_topic() -> None:
+    # Shared seeds, topics equal but for their names, and thresholds that differ: what a
+    # server of many like-topics has, and what the index's shortcuts must get right.
+    papers, _ = corpus()
+    ids = list(papers)[:60]
+    topics = []
+    for i in range(30):
+        seeds = [(papers[j], vec(j)) for j in ids[i : i + 5]]  # neighbours share 4 seeds
+        topics.append(like_topic(f"t{i:02}", seeds, 0.02 * (i % 4)))
+        topics.append(like_topic(f"twin{i:02}", seeds, 0.02 * (i % 4)))
+    index = SimilarityIndex(topics)
+    for pid in list(papers)[-20:]:
+        v = vec(pid)
+        want = []
+        for t in topics:
+            s = similarity(v, centroid(seed.vector for seed in t.seeds))
+            if s >= t.min_similarity and s > 0:
+                near = max(t.seeds, key=lambda seed: similarity(v, seed.vector))
+                want.append((round(s, 4), t.name, near.id))
+        want.sort(key=lambda w: (-w[0], w[1]))
+        got = index.match(v)
+        assert [(lk.topic, lk.seed_id) for lk in got] == [(n, near) for _, n, near in want]
+        assert [lk.similarity for lk in got] == pytest.approx([s for s, _, _ in want], abs=1e-4)
+        assert index.keep(v) == [(lk.topic, lk.similarity) for lk in got]
+
+
 def test_min_similarity_is_the_threshold() -> None:
     p = corpus()[0]["2404.00656"]
     strict = like_topic("strict", [(p, vec(p.id))], min_similarity=0.999)
