@@ -116,21 +116,29 @@ class Vector:
     @classmethod
     def from_bytes(cls, data: bytes) -> Vector:
         """Return the vector `to_bytes` made. Raises ValueError for bytes of another shape."""
-        if len(data) < 5 or data[0] != _FORMAT:
-            raise ValueError(f"not a relevance vector (format byte {data[:1]!r}, want {_FORMAT})")
-        (n,) = struct.unpack_from("<I", data, 1)
-        if len(data) != 5 + 8 * n:
-            raise ValueError(
-                f"relevance vector of {n} terms needs {5 + 8 * n} bytes, got {len(data)}"
-            )
-        ids = array("I")
-        ids.frombytes(data[5 : 5 + 4 * n])
-        ws = array("f")
-        ws.frombytes(data[5 + 4 * n :])
-        if struct.pack("=I", 1) != struct.pack("<I", 1):
-            ids.byteswap()
-            ws.byteswap()
+        ids, ws = _arrays(data)
         return cls(tuple(ids), tuple(ws))
+
+
+def _arrays(data: bytes, at: int = 0) -> tuple[array[int], array[float]]:
+    """Return the ids and weights of the vector `Vector.to_bytes` made, from data[at:]."""
+    if len(data) < at + 5 or data[at] != _FORMAT:
+        found = data[at : at + 1]
+        raise ValueError(f"not a relevance vector (format byte {found!r}, want {_FORMAT})")
+    (n,) = struct.unpack_from("<I", data, at + 1)
+    start = at + 5
+    if len(data) != start + 8 * n:
+        raise ValueError(
+            f"relevance vector of {n} terms needs {5 + 8 * n} bytes, got {len(data) - at}"
+        )
+    ids = array("I")
+    ids.frombytes(data[start : start + 4 * n])
+    ws = array("f")
+    ws.frombytes(data[start + 4 * n :])
+    if struct.pack("=I", 1) != struct.pack("<I", 1):
+        ids.byteswap()
+        ws.byteswap()
+    return ids, ws
 
 
 def similarity(a: Vector, b: Vector) -> float:
@@ -528,8 +536,10 @@ class ReaderModel:
         if len(data) < 8:
             raise ValueError(f"not a reader model ({len(data)} bytes)")
         (bias,) = struct.unpack_from("<d", data)
-        v = Vector.from_bytes(data[8:])
-        return cls(v.as_dict(), bias)
+        # Straight from the arrays, with no Vector between: a send reads one model per
+        # choosing reader, of some thousands of terms each (bench/README.md).
+        ids, ws = _arrays(data, 8)
+        return cls(dict(zip(ids.tolist(), ws.tolist(), strict=True)), bias)
 
 
 _ZEROS = itertools.repeat(0.0)  # dict.get's default for every term: map stops at the ids

@@ -300,6 +300,11 @@ def test_learning_is_deterministic_and_the_model_round_trips() -> None:
         assert again.score(vec(pid)) == pytest.approx(model.score(vec(pid)), abs=1e-5)
     with pytest.raises(ValueError, match="not a reader model"):
         ReaderModel.from_bytes(b"\x00")
+    data = model.to_bytes()
+    with pytest.raises(ValueError, match="format byte"):  # a later layout: learned again
+        ReaderModel.from_bytes(data[:8] + b"\x09" + data[9:])
+    with pytest.raises(ValueError, match=r"needs \d+ bytes, got \d+"):
+        ReaderModel.from_bytes(data[:-1])
 
 
 # --- empty inputs ---------------------------------------------------------------------------
