@@ -301,6 +301,16 @@ def test_learning_is_deterministic_and_the_model_round_trips() -> None:
     with pytest.raises(ValueError, match="not a reader model"):
         ReaderModel.from_bytes(b"\x00")
     data = model.to_bytes()
+    assert again.to_bytes() == data  # read back packed, written again the same
+    assert len(again.weights) == len(model.weights) and list(again.weights) == sorted(model.weights)
+    some = sorted(model.weights)[::7]
+    assert [again.weights[t] for t in some] == pytest.approx([model.weights[t] for t in some])
+    for missing in (max(model.weights) + 1, 0xFFFFFFFF):
+        assert missing not in again.weights and again.weights.get(missing) is None
+    # Scores as a dict of the same float32 weights gives them, to the last bit.
+    same = ReaderModel(dict(again.weights.items()), again.bias)
+    for pid in list(corpus()[0])[:100]:
+        assert again.score(vec(pid)) == same.score(vec(pid))
     with pytest.raises(ValueError, match="format byte"):  # a later layout: learned again
         ReaderModel.from_bytes(data[:8] + b"\x09" + data[9:])
     with pytest.raises(ValueError, match=r"needs \d+ bytes, got \d+"):
