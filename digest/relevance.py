@@ -36,10 +36,12 @@ import json
 import math
 import struct
 from array import array
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import mul
+from itertools import compress, repeat
+from operator import eq, ge, itemgetter, mul
 from typing import NamedTuple, TypeVar
 
 from digest.config import TopicConfig
@@ -115,21 +117,29 @@ class Vector:
     @classmethod
     def from_bytes(cls, data: bytes) -> Vector:
         """Return the vector `to_bytes` made. Raises ValueError for bytes of another shape."""
-        if len(data) < 5 or data[0] != _FORMAT:
-            raise ValueError(f"not a relevance vector (format byte {data[:1]!r}, want {_FORMAT})")
-        (n,) = struct.unpack_from("<I", data, 1)
-        if len(data) != 5 + 8 * n:
-            raise ValueError(
-                f"relevance vector of {n} terms needs {5 + 8 * n} bytes, got {len(data)}"
-            )
-        ids = array("I")
-        ids.frombytes(data[5 : 5 + 4 * n])
-        ws = array("f")
-        ws.frombytes(data[5 + 4 * n :])
-        if struct.pack("=I", 1) != struct.pack("<I", 1):
-            ids.byteswap()
-            ws.byteswap()
+        ids, ws = _arrays(data)
         return cls(tuple(ids), tuple(ws))
+
+
+def _arrays(data: bytes, at: int = 0) -> tuple[array[int], array[float]]:
+    """Return the ids and weights of the vector `Vector.to_bytes` made, from data[at:]."""
+    if len(data) < at + 5 or data[at] != _FORMAT:
+        found = data[at : at + 1]
+        raise ValueError(f"not a relevance vector (format byte {found!r}, want {_FORMAT})")
+    (n,) = struct.unpack_from("<I", data, at + 1)
+    start = at + 5
+    if len(data) != start + 8 * n:
+        raise ValueError(
+            f"relevance vector of {n} terms needs {5 + 8 * n} bytes, got {len(data) - at}"
+        )
+    ids = array("I")
+    ids.frombytes(data[start : start + 4 * n])
+    ws = array("f")
+    ws.frombytes(data[start + 4 * n :])
+    if struct.pack("=I", 1) != struct.pack("<I", 1):
+        ids.byteswap()
+        ws.byteswap()
+    return ids, ws
 
 
 def similarity(a: Vector, b: Vector) -> float:
@@ -276,6 +286,27 @@ def centroid(vectors: Iterable[Vector], terms: int | None = None) -> Vector:
     return Vector(tuple(t for t, _ in top), tuple(w / norm for _, w in top))
 
 
+_Postings = dict[int, tuple[list[int], list[float]]]
+
+
+def _split(postings: dict[int, list[tuple[int, float]]]) -> _Postings:
+    """Return term -> (indexes, weights) from term -> [(index, weight)]."""
+    return {t: ([i for i, _ in ps], [w for _, w in ps]) for t, ps in postings.items()}
+
+
+def _scatter(postings: _Postings, vector: Vector, n: int) -> list[float]:
+    """Return the dot product of `vector` with each of the `n` indexed vectors."""
+    acc = [0.0] * n  # a list, not a dict: the hot loop is this add
+    get = postings.get
+    for t, w in zip(vector.ids, vector.weights):  # noqa: B905 (one vector's two halves)
+        p = get(t)
+        if p is not None:
+            idx, ws = p
+            for i, x in zip(idx, ws):  # noqa: B905 (built together by _split)
+                acc[i] += w * x
+    return acc
+
+
 class SimilarityIndex:
     """Every like-topic's centroid compiled once into one inverted index (term -> topics).
 
@@ -312,19 +343,19 @@ class SimilarityIndex:
                         seed_postings.setdefault(t, []).append((si, w))
                 seed_ids.append(si)
             self._seeds_of.append(seed_ids)
-        self._postings = postings
-        self._seed_postings = seed_postings
+        # Each posting list as two parallel lists (topic indexes, weights): zip over two
+        # lists is the cheapest inner loop CPython has for this scatter-add (bench/README.md).
+        self._postings = _split(postings)
+        self._seed_postings = _split(seed_postings)
         self._min = [t.min_similarity for t in self.topics]
         self._one_min = self._min[0] if len(set(self._min)) == 1 else None
+        self._range = range(len(self.topics))
+        self._names = [t.name for t in self.topics]
+        self._why = [(seed.id, seed.title) for seed in self._seeds]
 
     def _scores(self, vector: Vector) -> list[float]:
         """Cosine of `vector` with every topic's centroid, by topic index."""
-        acc = [0.0] * len(self.topics)  # a list, not a dict: the hot loop is this add
-        postings = self._postings
-        for t, w in zip(vector.ids, vector.weights, strict=True):
-            for ti, cw in postings.get(t, ()):
-                acc[ti] += w * cw
-        return acc
+        return _scatter(self._postings, vector, len(self.topics))
 
     def scores(self, vector: Vector) -> dict[int, float]:
         """Return topic index -> cosine of `vector` with the topic's centroid (when > 0)."""
@@ -332,12 +363,7 @@ class SimilarityIndex:
 
     def _seed_scores(self, vector: Vector) -> list[float]:
         """Cosine of `vector` with every distinct seed, by seed index."""
-        acc = [0.0] * len(self._seeds)
-        postings = self._seed_postings
-        for t, w in zip(vector.ids, vector.weights, strict=True):
-            for si, sw in postings.get(t, ()):
-                acc[si] += w * sw
-        return acc
+        return _scatter(self._seed_postings, vector, len(self._seeds))
 
     def _likeness(self, ti: int, score: float, seeds: list[float]) -> Likeness:
         best = max(self._seeds_of[ti], key=seeds.__getitem__)
@@ -357,17 +383,19 @@ class SimilarityIndex:
 
     def _kept(self, vector: Vector) -> list[tuple[int, float]]:
         acc = self._scores(vector)
-        if self._one_min is not None:  # the usual case: one threshold, a C-speed scan
+        if self._one_min is not None:  # the usual case: one threshold, a scan in C
             m = max(self._one_min, 1e-12)
-            return [(ti, s) for ti, s in enumerate(acc) if s >= m]
+            return [(ti, acc[ti]) for ti in compress(self._range, map(ge, acc, repeat(m)))]
         mins = self._min
         return [(ti, s) for ti, s in enumerate(acc) if s >= mins[ti] and s > 0.0]
 
     def keep(self, vector: Vector) -> list[tuple[str, float]]:
         """Return (topic, similarity) for the topics keeping a paper, best first, without the
         why: what a send needs to pick papers, before it shows any."""
-        out = [(self.topics[ti].name, round(s, 4)) for ti, s in self._kept(vector)]
-        out.sort(key=lambda ns: (-ns[1], ns[0]))
+        names = self._names
+        out = [(names[ti], round(s, 4)) for ti, s in self._kept(vector)]
+        out.sort(key=itemgetter(0))
+        out.sort(key=itemgetter(1), reverse=True)
         return out
 
     def match(self, vector: Vector) -> list[Likeness]:
@@ -377,8 +405,16 @@ class SimilarityIndex:
         if not kept:
             return []
         seeds = self._seed_scores(vector)  # only now: most papers are kept by few topics
-        hits = [self._likeness(ti, s, seeds) for ti, s in kept]
-        hits.sort(key=lambda lk: (-lk.similarity, lk.topic))
+        at = seeds.__getitem__
+        names, seeds_of, why = self._names, self._seeds_of, self._why
+        hits = []
+        for ti, s in kept:
+            best = max(seeds_of[ti], key=at)
+            sid, title = why[best]
+            hits.append(Likeness(round(s, 4), names[ti], sid, title, round(at(best), 4)))
+        # Best first, ties by name: two stable sorts with keys in C, not one lambda a hit.
+        hits.sort(key=itemgetter(1))
+        hits.sort(key=itemgetter(0), reverse=True)
         return hits
 
 
@@ -474,18 +510,62 @@ class Choice:
     more: bool
 
 
+_END = 0xFFFFFFFF  # past every term id: the sentinel that ends a packed model's ids
+
+
+class _Packed(Mapping[int, float]):
+    """A stored model's weights as they are stored: term ids ascending and their float32
+    weights, in two arrays, looked up by bisection.
+
+    A send reads one model per choosing reader, each of some thousands of terms (the 200
+    background papers' words); as a dict of Python ints and floats that is about 650 KB a
+    reader, 8.5 GB for 10,000, and the send spent its time in the allocator. Packed it is
+    the stored size (8 bytes a term), and scoring a paper is one bisection a term, in C.
+    """
+
+    __slots__ = ("_ids", "_ws")
+
+    def __init__(self, ids: array[int], ws: array[float]) -> None:
+        ids.append(_END)  # so a bisection never runs off the end
+        ws.append(0.0)
+        self._ids = ids
+        self._ws = ws
+
+    def dot(self, vector: Vector) -> float:
+        """Return the dot product with a vector (ids ascending, none of them _END)."""
+        ids = self._ids
+        at = list(map(bisect_left, repeat(ids), vector.ids))
+        found = map(eq, map(ids.__getitem__, at), vector.ids)  # True/False: times 1 or 0
+        return sum(map(mul, map(mul, vector.weights, map(self._ws.__getitem__, at)), found))
+
+    def __getitem__(self, term: int) -> float:
+        i = bisect_left(self._ids, term)
+        if term == _END or self._ids[i] != term:
+            raise KeyError(term)
+        return self._ws[i]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids[:-1])
+
+    def __len__(self) -> int:
+        return len(self._ids) - 1
+
+
 @dataclass(frozen=True)
 class ReaderModel:
     """A linear model over paper vectors: score = w . x + bias (higher = more wanted)."""
 
-    weights: dict[int, float]
+    weights: Mapping[int, float]  # a dict when learned, packed when read back
     bias: float = 0.0
 
     def score(self, vector: Vector) -> float:
         """Return the model's score of a paper's vector."""
+        w = self.weights
+        if isinstance(w, _Packed):
+            return self.bias + w.dot(vector)
         # map() in C, not a generator: a send scores every candidate paper of every
         # reader who has a model.
-        return self.bias + sum(map(mul, vector.weights, map(self.weights.get, vector.ids, _ZEROS)))
+        return self.bias + sum(map(mul, vector.weights, map(w.get, vector.ids, _ZEROS)))
 
     def to_bytes(self) -> bytes:
         """Return the stored form: the bias as a float64, then the weights as a Vector's."""
@@ -501,8 +581,9 @@ class ReaderModel:
         if len(data) < 8:
             raise ValueError(f"not a reader model ({len(data)} bytes)")
         (bias,) = struct.unpack_from("<d", data)
-        v = Vector.from_bytes(data[8:])
-        return cls(v.as_dict(), bias)
+        # Kept packed, with no Vector or dict between: a send reads one model per choosing
+        # reader, of some thousands of terms each (bench/README.md).
+        return cls(_Packed(*_arrays(data, 8)), bias)
 
 
 _ZEROS = itertools.repeat(0.0)  # dict.get's default for every term: map stops at the ids

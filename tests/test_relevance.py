@@ -215,6 +215,32 @@ def test_the_index_scores_every_topic_as_its_centroid_does() -> None:
         assert index.keep(v) == [(lk.topic, lk.similarity) for lk in index.match(v)]
 
 
+def test_the_index_orders_ties_by_name_and_names_the_nearest_seed_of_each_topic() -> None:
+    # Shared seeds, topics equal but for their names, and thresholds that differ: what a
+    # server of many like-topics has, and what the index's shortcuts must get right.
+    papers, _ = corpus()
+    ids = list(papers)[:60]
+    topics = []
+    for i in range(30):
+        seeds = [(papers[j], vec(j)) for j in ids[i : i + 5]]  # neighbours share 4 seeds
+        topics.append(like_topic(f"t{i:02}", seeds, 0.02 * (i % 4)))
+        topics.append(like_topic(f"twin{i:02}", seeds, 0.02 * (i % 4)))
+    index = SimilarityIndex(topics)
+    for pid in list(papers)[-20:]:
+        v = vec(pid)
+        want = []
+        for t in topics:
+            s = similarity(v, centroid(seed.vector for seed in t.seeds))
+            if s >= t.min_similarity and s > 0:
+                near = max(t.seeds, key=lambda seed: similarity(v, seed.vector))
+                want.append((round(s, 4), t.name, near.id))
+        want.sort(key=lambda w: (-w[0], w[1]))
+        got = index.match(v)
+        assert [(lk.topic, lk.seed_id) for lk in got] == [(n, near) for _, n, near in want]
+        assert [lk.similarity for lk in got] == pytest.approx([s for s, _, _ in want], abs=1e-4)
+        assert index.keep(v) == [(lk.topic, lk.similarity) for lk in got]
+
+
 def test_min_similarity_is_the_threshold() -> None:
     p = corpus()[0]["2404.00656"]
     strict = like_topic("strict", [(p, vec(p.id))], min_similarity=0.999)
@@ -274,6 +300,21 @@ def test_learning_is_deterministic_and_the_model_round_trips() -> None:
         assert again.score(vec(pid)) == pytest.approx(model.score(vec(pid)), abs=1e-5)
     with pytest.raises(ValueError, match="not a reader model"):
         ReaderModel.from_bytes(b"\x00")
+    data = model.to_bytes()
+    assert again.to_bytes() == data  # read back packed, written again the same
+    assert len(again.weights) == len(model.weights) and list(again.weights) == sorted(model.weights)
+    some = sorted(model.weights)[::7]
+    assert [again.weights[t] for t in some] == pytest.approx([model.weights[t] for t in some])
+    for missing in (max(model.weights) + 1, 0xFFFFFFFF):
+        assert missing not in again.weights and again.weights.get(missing) is None
+    # Scores as a dict of the same float32 weights gives them, to the last bit.
+    same = ReaderModel(dict(again.weights.items()), again.bias)
+    for pid in list(corpus()[0])[:100]:
+        assert again.score(vec(pid)) == same.score(vec(pid))
+    with pytest.raises(ValueError, match="format byte"):  # a later layout: learned again
+        ReaderModel.from_bytes(data[:8] + b"\x09" + data[9:])
+    with pytest.raises(ValueError, match=r"needs \d+ bytes, got \d+"):
+        ReaderModel.from_bytes(data[:-1])
 
 
 # --- empty inputs ---------------------------------------------------------------------------
