@@ -104,7 +104,9 @@ def main() -> None:
     seeds = {p.id: (p, vectors[p.id]) for p in others}
     index = SimilarityIndex(like_topics(on_cfg.topics, seeds))
     liked = like_matches(index, [sp.paper for sp in papers], vectors, on_cfg.topics)
-    models = {r: ReaderModel.from_bytes(b) for r, b in kept.items()}
+    # As deliver.likes.learned_for reads them: each model cut to the send's papers' terms.
+    terms = {t for pid in pool_ids for t in vectors[pid].ids}
+    models = {r: ReaderModel.from_bytes(b).restricted(terms) for r, b in kept.items()}
     on = DigestRenderer(
         on_cfg,
         papers,
@@ -131,6 +133,12 @@ def main() -> None:
         f"like-topics + learned models (every reader) + feedback links: {with_relevance:.1f} s, "
         f"{with_relevance * 1000 / n:.2f} ms a reader: "
         f"{with_relevance / baseline:.2f}x the baseline"
+    )
+    full = sum(len(b) - 13 for b in kept.values()) / 1e6  # 8 bytes a term as stored
+    held = sum(8 * len(m.weights) for m in models.values()) / 1e6
+    print(
+        f"models held during the send: {held:.1f} MB of weights (8 bytes a term), "
+        f"{full:.1f} MB uncut ({len(terms)} terms in the send's papers)"
     )
     print(
         f"not in the send: vocabulary + {len(vectors)} vectors {made:.1f} s (when stored); "

@@ -39,6 +39,7 @@ from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import eq, ge, itemgetter, mul
@@ -547,6 +548,16 @@ class _Packed(Mapping[int, float]):
     def __iter__(self) -> Iterator[int]:
         return iter(self._ids[:-1])
 
+    @property
+    def term_ids(self) -> array[int]:
+        """The term ids, ascending (without the sentinel)."""
+        return self._ids[:-1]
+
+    @property
+    def term_weights(self) -> array[float]:
+        """The weights, in the order of `term_ids`."""
+        return self._ws[:-1]
+
     def __len__(self) -> int:
         return len(self._ids) - 1
 
@@ -566,6 +577,24 @@ class ReaderModel:
         # map() in C, not a generator: a send scores every candidate paper of every
         # reader who has a model.
         return self.bias + sum(map(mul, vector.weights, map(w.get, vector.ids, _ZEROS)))
+
+    def restricted(self, terms: AbstractSet[int]) -> ReaderModel:
+        """Return the model with only the weights of `terms`, packed (float32, as stored):
+        the same score for every vector of those terms, in a fraction of the memory.
+
+        A send keeps one model per choosing reader while it renders; a model holds a
+        weight for every word of the reader's choices and background papers (thousands),
+        and the send's papers use a few hundred of them (bench/README.md).
+        """
+        w = self.weights
+        if isinstance(w, _Packed):
+            keep = list(map(terms.__contains__, w.term_ids))
+            ids = array("I", compress(w.term_ids, keep))
+            ws = array("f", compress(w.term_weights, keep))
+        else:
+            ids = array("I", sorted(t for t in w if t in terms))
+            ws = array("f", map(w.__getitem__, ids))
+        return ReaderModel(_Packed(ids, ws), self.bias)
 
     def to_bytes(self) -> bytes:
         """Return the stored form: the bias as a float64, then the weights as a Vector's."""

@@ -212,3 +212,35 @@ def test_a_reader_who_chose_gets_their_papers_ranked_by_it(archive: Store, tmp_p
         assert stored.undo_choice(store, address_key("chose@example.org"), pid)
     assert email_order(config, store, tmp_path / "e", "chose@example.org") == untouched
     store.close()
+
+
+def test_a_send_holds_each_model_cut_to_its_papers(
+    archive: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # learned_for reads readers a batch at a time (2 here, so 5 readers cross batches),
+    # learns the stale ones and keeps each model cut to the send's papers' terms: the same
+    # scores as the whole model, a fraction of the weights.
+    from digest.deliver import likes
+    from digest.relevance import Vector
+
+    store = archive
+    monkeypatch.setattr(likes, "MODEL_BATCH", 2)
+    readers = [address_key(f"r{i}@example.org") for i in range(5)]
+    now = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    for i, reader in enumerate(readers):
+        stored.record_choice(store, reader, SPEECH[i % 3], True, now)
+    send = [sp.paper.id for sp in store.papers(limit=40)]
+    first = likes.learned_for(store, readers, send)  # every model learned now, and kept
+    again = likes.learned_for(store, readers, send)  # every model read back
+    assert first is not None and again is not None
+    kept = stored.reader_models(store, readers)
+    assert set(first.models) == set(again.models) == set(kept) == set(readers)
+    terms = {t for v in again.vectors.values() for t in v.ids}
+    for reader in readers:
+        whole = ReaderModel.from_bytes(kept[reader][0])
+        for got in (first.models[reader], again.models[reader]):
+            assert set(got.weights) <= terms and len(got.weights) < len(whole.weights)
+            for pid in send:
+                vector: Vector = again.vectors[pid]
+                assert got.score(vector) == whole.score(vector)
+    store.close()

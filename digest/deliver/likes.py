@@ -170,6 +170,7 @@ def _index(
 # -- readers' learned models (issue 15 item 3) -----------------------------------------
 
 BACKGROUND_PAPERS = 200  # newest stored papers a reader did not choose: weak negatives
+MODEL_BATCH = 500  # readers whose stored models are read (and cut) at a time
 
 
 @dataclass(frozen=True)
@@ -184,39 +185,58 @@ class Learned:
 def learned_for(store: Store, readers: Iterable[str], paper_ids: Iterable[str]) -> Learned | None:
     """Return the models of `readers` (address keys) who made choices, re-learned only for
     those who chose since their model was kept (then kept again), with the vectors of
-    `paper_ids`; None when no reader chose (every reader gets today's ranking)."""
+    `paper_ids`; None when no reader chose (every reader gets today's ranking).
+
+    Each model is cut to the terms of `paper_ids`' vectors as soon as it is read or
+    learned (ReaderModel.restricted: the same scores for those papers), and readers are
+    read a batch at a time, so a send of 10,000 choosing readers holds tens of MB of
+    models, not the GBs their full weights are (bench/README.md)."""
     choices = stored.choices_of(store, readers)
     kept = current_vocabulary(store)
     if not choices or kept is None:
         return None
     version, _vocab = kept
-    cached = stored.reader_models(store, choices)
+    raw = stored.vectors_of(store, version, paper_ids)
+    vectors = {pid: Vector.from_bytes(b) for pid, b in raw.items()}
+    terms = {t for v in vectors.values() for t in v.ids}
     models: dict[str, ReaderModel] = {}
-    stale = {r: cs for r, cs in choices.items() if cached.get(r, (b"", ""))[1] != cs[-1][2]}
-    for reader in choices.keys() - stale.keys():
-        try:
-            models[reader] = ReaderModel.from_bytes(cached[reader][0])
-        except ValueError:  # a model of another layout: learn it again
-            stale[reader] = choices[reader]
-    if stale:
-        chosen = {pid for cs in stale.values() for pid, _, _ in cs}
-        newest = [sp.paper.id for sp in store.papers(limit=BACKGROUND_PAPERS + len(chosen))]
-        raw = stored.vectors_of(store, version, chosen | set(newest))
-        vectors = {pid: Vector.from_bytes(b) for pid, b in raw.items()}
+    background: list[tuple[str, Vector]] | None = None  # read once, when a model is stale
+    readers_chose = list(choices)
+    for i in range(0, len(readers_chose), MODEL_BATCH):
+        batch = readers_chose[i : i + MODEL_BATCH]
+        cached = stored.reader_models(store, batch)
+        stale = []
+        for reader in batch:
+            row = cached.pop(reader, None)
+            if row is None or row[1] != choices[reader][-1][2]:
+                stale.append(reader)
+                continue
+            try:
+                models[reader] = ReaderModel.from_bytes(row[0]).restricted(terms)
+            except ValueError:  # a model of another layout: learn it again
+                stale.append(reader)
+        if not stale:
+            continue
+        if background is None:  # enough that each reader has 200 once theirs are left out
+            most = max(len(cs) for cs in choices.values())
+            newest = [sp.paper.id for sp in store.papers(limit=BACKGROUND_PAPERS + most)]
+            got = stored.vectors_of(store, version, newest)
+            background = [(pid, Vector.from_bytes(got[pid])) for pid in newest if pid in got]
+        chosen = {pid for r in stale for pid, _, _ in choices[r]}
+        got = stored.vectors_of(store, version, chosen)
+        chosen_vectors = {pid: Vector.from_bytes(b) for pid, b in got.items()}
         fresh: dict[str, tuple[bytes, str]] = {}
-        for reader, cs in stale.items():
+        for reader in stale:
+            cs = choices[reader]
             mine = {pid for pid, _, _ in cs}
             model = learn(
-                [Choice(vectors[pid], more) for pid, more, _ in cs if pid in vectors],
-                [vectors[pid] for pid in newest if pid not in mine and pid in vectors][
-                    :BACKGROUND_PAPERS
-                ],
+                [Choice(chosen_vectors[pid], more) for pid, more, _ in cs if pid in chosen_vectors],
+                [v for pid, v in background if pid not in mine][:BACKGROUND_PAPERS],
             )
             if model is not None:
-                models[reader] = model
                 fresh[reader] = (model.to_bytes(), cs[-1][2])
+                models[reader] = model.restricted(terms)
         stored.save_reader_models(store, fresh)
     if not models:
         return None
-    raw = stored.vectors_of(store, version, paper_ids)
-    return Learned(models, {pid: Vector.from_bytes(b) for pid, b in raw.items()})
+    return Learned(models, vectors)
