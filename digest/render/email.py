@@ -191,6 +191,34 @@ class _Frame:
     parts: dict[str, tuple[str, str]]  # mark -> (text fragment, HTML fragment)
 
 
+@dataclass(frozen=True)
+class _Fragment:
+    """One paper's card or line, rendered and inlined once per send: its mark in a frame,
+    both bodies (a card's holding the marks of the reader's "why" line and feedback
+    links), and each body quoted-printable with the line end after its mark, as
+    (constant, raw line) pieces: constant pieces are encoded once, a raw line (one with a
+    reader's mark) is filled in and encoded per reader."""
+
+    mark: str
+    text: str
+    page: str
+    encoded: tuple[tuple[tuple[bool, str], ...], tuple[tuple[bool, str], ...]]
+
+
+@dataclass(frozen=True)
+class _Chip:
+    """One paper's "why" line for one set of a reader's topics: text (its lines, or ""),
+    inlined HTML, and both quoted-printable as they stand in place of the chip mark's
+    line (the HTML one with that line's end)."""
+
+    text: str
+    page: str
+    encoded: tuple[str, str]
+
+
+_NO_CHIP = _Chip("", "", ("", "\n"))
+
+
 @dataclass
 class _Skeleton:
     """A send's message bytes around what differs per reader (its headers and bodies),
@@ -272,10 +300,16 @@ class DigestRenderer:
             mark = "pdx" + secrets.token_hex(12)
         self._mark = mark
         self._marks = re.compile(re.escape(mark) + r"f[0-9]+x")  # a fragment's mark in a frame
+        self._split = re.compile(f"({self._marks.pattern})")
+        # A frame's line -> its quoted-printable (with the line end), for `_encode`.
+        self._qp_lines: dict[str, str] = {}
+        # True: every body encoded whole, the way before the pieces (tests and benchmarks
+        # compare the two; the bytes are the same).
+        self.reference = False
         # (paper id, full?) -> (mark, text, inlined HTML); (paper id, the reader's topics
         # it is in) -> its "why" line (text, inlined HTML), the least recent dropped first.
-        self._fragments: dict[tuple[str, bool], tuple[str, str, str]] = {}
-        self._chips: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, str]] = OrderedDict()
+        self._fragments: dict[tuple[str, bool], _Fragment] = {}
+        self._chips: OrderedDict[tuple[str, tuple[str, ...]], _Chip] = OrderedDict()
         self._chip_mark = mark + "w"
         self._contexts: dict[tuple[str, str], str] = {}
         self._css = self._stylesheet()
@@ -310,15 +344,65 @@ class DigestRenderer:
         email = self.config.email
         if not key and email.no_topics_gets == "nothing":
             return None
-        frame = self._frame(subscriber, key, edition)
+        frame = self._frame(subscriber, key, edition, encoded=not self.reference)
         if frame is None:
             return None
+        if self.reference:
+            return self.assemble(subscriber, frame.subject, *self._whole(frame))
+        # Each fragment is kept quoted-printable already (`_Fragment`); only the frame and
+        # the reader's own lines are encoded here (see `_encode`).
+        text = self._encode(frame.text, frame.parts, 0)
+        page = self._encode(frame.page, frame.parts, 1)
+        if text is None or page is None:  # a mark not on a line of its own
+            frame = self._frame(subscriber, key, edition)
+            assert frame is not None
+            return self.assemble(subscriber, frame.subject, *self._whole(frame))
+        return self.assemble(subscriber, frame.subject, text, page)
+
+    def _whole(self, frame: _Frame) -> tuple[str, str]:
+        """Return both bodies quoted-printable, the fragments put in and each body encoded
+        whole: the reference way (`reference`), which the pieces of `_encode` must equal."""
         # One pass over each body for all its fragments (a replace per fragment copied the
         # whole body each time: about 50 of them, 50 KB each).
         parts = frame.parts
         text = self._marks.sub(lambda m: parts[m.group()][0], frame.text)
         page = self._marks.sub(lambda m: parts[m.group()][1], frame.page)
-        return self.assemble(subscriber, frame.subject, _qp(text), _qp(page))
+        return _qp(text), _qp(page)
+
+    def _encode(self, body: str, parts: Mapping[str, tuple[str, str]], which: int) -> str | None:
+        """Return `body` quoted-printable with its fragments put in, or None when a mark
+        is not alone on its line (a custom template): then the caller encodes it whole.
+
+        Quoted-printable works line by line: a soft break never crosses a line end and only
+        the end of a line changes how a space or a dot is written. So the encoding of text
+        cut after line ends is the encodings of the pieces, joined; the fragments come
+        encoded (each ending with the line end after its mark) and the frame's lines go
+        through a cache (most are the same for every reader)."""
+        pieces = self._split.split(body)
+        out: list[str] = []
+        lines = self._qp_lines
+        for n, piece in enumerate(pieces):
+            if n % 2:  # a mark: the fragment, with the line end that follows the mark
+                if not (pieces[n - 1].endswith("\n") or (n == 1 and not pieces[0])):
+                    return None
+                if not pieces[n + 1].startswith("\n"):
+                    return None
+                out.append(parts[piece][which])
+                continue
+            if n:
+                piece = piece[1:]  # its line end went with the fragment
+            chunk = piece.split("\n")
+            tail = chunk.pop()  # after the last line end: "" but at the end of some bodies
+            for line in chunk:
+                found = lines.get(line)
+                if found is None:
+                    if len(lines) >= QP_LINES:
+                        lines.clear()  # bounded: per-reader lines (addresses, links) pass
+                    found = lines[line] = _qp(line + "\n")
+                out.append(found)
+            if tail:  # only the body's last piece (a mark after it was refused above)
+                out.append(_qp(tail))
+        return "".join(out)
 
     def assemble(self, subscriber: Subscriber, subject: str, text: str, page: str) -> EmailMessage:
         """Return the reader's message from its quoted-printable bodies: headers set raw
@@ -527,6 +611,7 @@ class DigestRenderer:
         *,
         budget: tuple[int, int] | None = None,
         reader: str = "",
+        encoded: bool = False,
     ) -> tuple[list[Group], dict[str, tuple[str, str]], str]:
         """Return the reader's groups (each paper once, under its best topic; no topics:
         one group of every paper), the fragments their marks stand for, and the title of
@@ -535,7 +620,8 @@ class DigestRenderer:
         `budget` (full, listed), default `[email] max_full, max_listed`: the best `full`
         papers get a card, the next `listed` a line, the rest are counted in `more`.
         `reader`: the address whose email this is (their learned ranking and feedback
-        links; "" for none, as the archive page).
+        links; "" for none, as the archive page). `encoded`: the fragments are given
+        quoted-printable, each with the line end after its mark (see `_encode`).
         """
         full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
         model = self._models.get(address_key(reader)) if reader and self._models else None
@@ -555,14 +641,17 @@ class DigestRenderer:
                 continue
             if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
                 group.top.append((paper.id, one_line(paper.title) or paper.id))
-            mark, text, page = self._fragment(paper, full=n < full)
-            if n < full:
-                chip_text, chip_html = self._chip(paper, mine)
-                text = text.replace(self._chip_mark + "\n", chip_text, 1)
-                page = page.replace(self._chip_mark, chip_html, 1)
-                text, page = self._feedback_links(text, page, reader, paper.id)
-            parts[mark] = (text, page)
-            (group.cards if n < full else group.lines).append(mark)
+            frag = self._fragment(paper, full=n < full)
+            if encoded:
+                parts[frag.mark] = self._encoded_card(frag, paper, mine, reader, n < full)
+            elif n < full:
+                chip = self._chip(paper, mine)
+                text = frag.text.replace(self._chip_mark + "\n", chip.text, 1)
+                page = frag.page.replace(self._chip_mark, chip.page, 1)
+                parts[frag.mark] = self._feedback_links(text, page, reader, paper.id)
+            else:
+                parts[frag.mark] = (frag.text, frag.page)
+            (group.cards if n < full else group.lines).append(frag.mark)
         order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
         best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
         return [by_topic[n] for n in order], parts, best
@@ -594,6 +683,55 @@ class DigestRenderer:
             for r, x in zip(scored, raw, strict=True)
         ]
 
+    def _encoded_card(
+        self, frag: _Fragment, paper: Paper, mine: list[TopicMatch], reader: str, card: bool
+    ) -> tuple[str, str]:
+        """Return the fragment's two bodies quoted-printable for this reader: its constant
+        pieces as kept, the chip line and the feedback lines filled in and encoded."""
+        if not card:  # a one-line entry: nothing of the reader's in it
+            return frag.encoded[0][0][1], frag.encoded[1][0][1]
+        chip = self._chip(paper, mine)
+        token = None
+        out: list[str] = []
+        for which, pieces in enumerate(frag.encoded):
+            chip_line = self._chip_mark + "\n"
+            body: list[str] = []
+            for constant, piece in pieces:
+                if constant:
+                    body.append(piece)
+                elif piece == chip_line:
+                    body.append(chip.encoded[which])
+                else:
+                    if which == 0:
+                        piece = piece.replace(chip_line, chip.text, 1)
+                    else:
+                        piece = piece.replace(self._chip_mark, chip.page, 1)
+                    if self._feedback_mark in piece:
+                        if token is None:
+                            token = self._feedback_token(reader, paper.id)
+                        if token:
+                            piece = piece.replace(self._feedback_mark, token)
+                        else:  # a page for nobody: the old way drops those lines
+                            return self._whole_card(frag, paper, mine, reader)
+                    body.append(_qp(piece))
+            out.append("".join(body))
+        return out[0], out[1]
+
+    def _whole_card(
+        self, frag: _Fragment, paper: Paper, mine: list[TopicMatch], reader: str
+    ) -> tuple[str, str]:
+        chip = self._chip(paper, mine)
+        text = frag.text.replace(self._chip_mark + "\n", chip.text, 1)
+        page = frag.page.replace(self._chip_mark, chip.page, 1)
+        text, page = self._feedback_links(text, page, reader, paper.id)
+        return _qp(text + "\n"), _qp(page + "\n")
+
+    def _feedback_token(self, reader: str, paper_id: str) -> str:
+        """The reader's signed token for this paper, as it goes in a link ("" for none)."""
+        if not self._feedback_key or not reader:
+            return ""
+        return quote(make_feedback_token(self._feedback_key, reader, paper_id), safe="")
+
     def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
         """Put the reader's signed token for this paper into a card's feedback links."""
         if not self._feedback_key or self._feedback_mark not in page:
@@ -616,7 +754,7 @@ class DigestRenderer:
             url += f"?topic={quote(topic, safe='')}"
         return url
 
-    def _fragment(self, paper: Paper, *, full: bool) -> tuple[str, str, str]:
+    def _fragment(self, paper: Paper, *, full: bool) -> _Fragment:
         """Return (mark, text, HTML with the CSS inlined) of the paper's card or line,
         rendered the first time the paper is shown and kept for the send. A card holds
         the chip mark where its reader's "why" line goes (see `_chip`)."""
@@ -635,16 +773,18 @@ class DigestRenderer:
         text = _wrap_text(text, (self._chip_mark, self._feedback_mark)).rstrip("\n")
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         mark = f"{self._mark}f{len(self._fragments)}x"
-        found = self._fragments[key] = (mark, text, page)
+        marks = (self._chip_mark, self._feedback_mark)
+        encoded = (_pieces(text + "\n", marks), _pieces(page + "\n", marks))
+        found = self._fragments[key] = _Fragment(mark, text, page, encoded)
         return found
 
-    def _chip(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str]:
+    def _chip(self, paper: Paper, matches: list[TopicMatch]) -> _Chip:
         """Return (text, inlined HTML) of the paper's "why" line for a reader with these
         matches: their topics as tags, the terms that hit, each in its context on hover.
         Small, and one per (paper, reader's topics): kept in a bounded cache, so a send
         of many distinct topic sets holds a few thousand, not one per reader."""
         if not matches:
-            return "", ""
+            return _NO_CHIP
         key = (paper.id, tuple(m.topic for m in matches))
         found = self._chips.get(key)
         if found is not None:
@@ -658,7 +798,8 @@ class DigestRenderer:
         }
         text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
-        found = self._chips[key] = (text + "\n", page)
+        text += "\n"
+        found = self._chips[key] = _Chip(text, page, (_qp(text), _qp(page + "\n")))
         if len(self._chips) > CHIP_CACHE:
             self._chips.popitem(last=False)
         return found
@@ -785,9 +926,14 @@ class DigestRenderer:
         return f"{day.day} {day:%b}"
 
     def _frame(
-        self, subscriber: Subscriber, topics: tuple[str, ...], edition: Edition | None
+        self,
+        subscriber: Subscriber,
+        topics: tuple[str, ...],
+        edition: Edition | None,
+        *,
+        encoded: bool = False,
     ) -> _Frame | None:
-        groups, parts, best = self.groups(topics, edition, reader=subscriber.email)
+        groups, parts, best = self.groups(topics, edition, reader=subscriber.email, encoded=encoded)
         count = sum(g.count for g in groups)
         if not count and not self.config.email.send_when_empty:
             return None
@@ -816,6 +962,7 @@ OVERVIEW_TITLES = 3  # top titles per topic in the overview
 _FEEDBACK_HTML = re.compile(r'<p [^>]*class="feedback"[^>]*>.*?</p>\s*', re.S)
 LEARNED_WEIGHT = 1.5  # ranking points per deviation of a reader's model score
 CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
+QP_LINES = 20_000  # a frame's lines kept quoted-printable (emptied when full)
 
 
 def _shown(chosen: Sequence[tuple[Paper, list[TopicMatch]]], full: int, listed: int) -> set[int]:
@@ -885,6 +1032,25 @@ def _qp(body: str) -> str:
     """Return `body` as quoted-printable, lines kept (binascii: C speed, RFC 2045 soft
     breaks at 76)."""
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+
+
+def _pieces(body: str, marks: Sequence[str]) -> tuple[tuple[bool, str], ...]:
+    """Return `body` (ending with a line end) as (constant, text) pieces cut at line ends:
+    runs of lines without any of `marks`, quoted-printable (True), and each line with one,
+    raw with its line end (False), to be filled in and encoded per reader."""
+    out: list[tuple[bool, str]] = []
+    run: list[str] = []
+    for line in body.split("\n")[:-1]:
+        if any(m in line for m in marks):
+            if run:
+                out.append((True, _qp("".join(run))))
+                run = []
+            out.append((False, line + "\n"))
+        else:
+            run.append(line + "\n")
+    if run:
+        out.append((True, _qp("".join(run))))
+    return tuple(out)
 
 
 def _paper_text(p: Paper) -> str:

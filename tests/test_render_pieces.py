@@ -1,0 +1,146 @@
+"""The renderer's shortcuts (issue 17's CPU target) against the reference way.
+
+A reader's bodies are put together from pieces kept quoted-printable (the fragments
+encoded once per send, the frame line by line), not encoded whole per reader; the bytes
+of every message must be those of the reference way (`DigestRenderer.reference`: the
+fragments put in, each body encoded whole), for every mix of topics, with feedback links,
+personal keywords, several days' editions and a restyled template."""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import itertools
+import random
+import shutil
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import time_machine
+
+from digest.config import TemplatesConfig
+from digest.models import Subscriber
+from digest.render.email import DigestRenderer, Edition
+from digest.render.mailheaders import WireMessage
+from digest.render.templates import builtin_folder
+from digest.store import Store
+from tests.support.mail import TOPICS, make_config, real_day
+
+NOW = "2026-12-02 01:00:00Z"
+KEY = b"feedback-key-of-the-test-service"
+
+
+def qp(text: str) -> str:
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii")
+
+
+def test_quoted_printable_of_pieces_cut_at_line_ends_is_the_whole() -> None:
+    # The property the pieces rest on: cut after any line end, the encodings joined are
+    # the encoding of the whole. Lines long enough for soft breaks, trailing spaces and
+    # tabs, a dot alone, "=" and non-ASCII, at every cut.
+    rng = random.Random(5)
+    alphabet = ["a", "b", " ", "\t", ".", "=", "é", "→", "x" * 40, '<p style="a: b">']
+    for _ in range(400):
+        lines = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+            for _ in range(rng.randint(1, 8))
+        ]
+        lines += [".", " ", ""]
+        rng.shuffle(lines)
+        text = "\n".join(lines) + rng.choice(["", "\n", " ", "."])
+        whole = qp(text)
+        ends = [i + 1 for i, c in enumerate(text) if c == "\n"]
+        for cuts in (ends, rng.sample(ends, len(ends) // 2)):
+            bounds = [0, *sorted(cuts), len(text)]
+            pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+            assert "".join(qp(p) for p in pieces) == whole, text
+
+
+def readers() -> list[Subscriber]:
+    names = [t.name for t in TOPICS]
+    mixes = [c for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
+    subs = [
+        Subscriber(
+            f"reader.{i}@example.net",
+            mix,
+            token=f"tok{i}" * (1 + i % 9),
+            preferences_token=f"pref{i}",
+            unsubscribe_mailto=f"unsubscribe+x{i}@papers.example.org" if i % 2 else "",
+        )
+        for i, mix in enumerate(mixes)
+    ]
+    subs.append(Subscriber("kw@example.net", keywords="humanoid robot*", token="k"))
+    subs.append(Subscriber("both@example.net", ("video",), keywords="diffusion", token="b"))
+    subs.append(Subscriber(f"{'long' * 30}@example.net", ("video", "robots"), token="l" * 90))
+    return subs
+
+
+def same_bytes(
+    renderer: DigestRenderer, subs: list[Subscriber], edition: Edition | None = None
+) -> int:
+    """Render each reader both ways in one renderer (one boundary, one clock second);
+    assert the bytes are the same; return how many got an email."""
+    checked = 0
+    with time_machine.travel(NOW, tick=False):
+        for sub in subs:
+            fast = renderer.render(sub, edition)
+            renderer.reference = True
+            try:
+                slow = renderer.render(sub, edition)
+            finally:
+                renderer.reference = False
+            assert (fast is None) == (slow is None), sub
+            if fast is None:
+                continue
+            assert isinstance(fast, WireMessage) and isinstance(slow, WireMessage)
+            assert fast.wire() is not None and fast.wire() == slow.wire(), sub
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_every_mix_of_topics_gets_the_reference_bytes(store: Store, feedback: bool) -> None:
+    papers, day = real_day(store)
+    renderer = DigestRenderer(make_config(), papers, day, feedback_key=KEY if feedback else None)
+    assert same_bytes(renderer, readers()) >= 15
+
+
+def test_budgets_and_editions_get_the_reference_bytes(store: Store) -> None:
+    # Small budgets (lines and "more on the web"), no budget for lines, and a reader of
+    # several days (an edition of part of the pool).
+    papers, day = real_day(store)
+    for full, listed in ((1, 2), (3, 0), (0, 5), (20, 20)):
+        config = make_config(max_full=full, max_listed=listed)
+        renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+        assert same_bytes(renderer, readers()) >= 15
+    renderer = DigestRenderer(make_config(), papers, day, feedback_key=KEY)
+    some = frozenset(sp.paper.id for sp in papers[::2])
+    edition = Edition(some, first_day=day - timedelta(days=6), weekly=True)
+    assert same_bytes(renderer, readers(), edition) >= 10
+
+
+def test_a_restyled_template_with_marks_mid_line_is_encoded_whole(
+    store: Store, tmp_path: Path
+) -> None:
+    # A copy of the templates whose cards share a line with other text: the pieces
+    # cannot be cut there, so the body is encoded whole, and the bytes are still right.
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    html = folder / "email" / "digest.html"
+    source = html.read_text()
+    assert "{{ card }}\n" in source
+    html.write_text(source.replace("{{ card }}\n", "<span>card:</span> {{ card }} <b>end</b>\n"))
+    text = folder / "email" / "digest.txt"
+    text.write_text(text.read_text().replace("{{ line }}\n", "> {{ line }}\n"))
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()[:12]) >= 5
+    small = dataclasses.replace(config, email=dataclasses.replace(config.email, max_full=1))
+    msg = DigestRenderer(small, papers, day).render(Subscriber("r@example.net", ("video",)))
+    assert isinstance(msg, EmailMessage)
+    text, page = (part.get_content() for part in msg.get_payload())
+    assert "card:</span> <div" in page and "</div> <b>end</b>" in page
+    assert "\n> - " in text
