@@ -144,3 +144,58 @@ def test_a_restyled_template_with_marks_mid_line_is_encoded_whole(
     text, page = (part.get_content() for part in msg.get_payload())
     assert "card:</span> <div" in page and "</div> <b>end</b>" in page
     assert "\n> - " in text
+
+
+def test_chips_from_forms_escape_as_the_inliner_does(store: Store) -> None:
+    # Topic titles with the characters HTML escapes differently in text and attributes,
+    # and a non-breaking space: the filled-in chip is the one the templates and the
+    # inliner make.
+    odd = [
+        dataclasses.replace(TOPICS[0], title='Video & "film" <clips>'),
+        dataclasses.replace(TOPICS[1], title="Diffusion\xa0models 'n' more > less"),
+        *TOPICS[2:],
+    ]
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), topics=odd)
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()) >= 15
+    page = renderer.render(Subscriber("r@example.net", ("video", "diffusion"), token="t"))
+    assert page is not None
+    html = page.get_payload()[1].get_content()
+    assert 'class="tag" style="' in html and 'Video &amp; "film" &lt;clips&gt;' in html
+    # (and the chips did come from forms, one per shape, not one per paper)
+    forms = renderer._chip_forms
+    assert all(len(k) == 3 for k in forms) and all(f is not None for f in forms.values())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # the chip shows something of the paper's: a form per paper
+        ('<p class="why">', '<p class="why"><b>{{ p.title }}</b> '),
+        # a value changed by a filter: no form gives it, rendered each time
+        ("{{ tag }}</span>", "{{ tag | upper }}</span>"),
+    ],
+)
+def test_a_restyled_chip_is_still_the_templates(
+    store: Store, tmp_path: Path, change: tuple[str, str]
+) -> None:
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    card = folder / "email" / "paper.html"
+    source = card.read_text()
+    assert change[0] in source
+    card.write_text(source.replace(change[0], change[1]))
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day)
+    assert same_bytes(renderer, readers()) >= 15
+    msg = renderer.render(Subscriber("r@example.net", ("video", "robots"), token="t"))
+    assert msg is not None
+    html = msg.get_payload()[1].get_content()
+    assert ("VIDEO</span>" in html) if "upper" in change[1] else ("<b>The Llama 3 Herd" in html)
+    per_paper = [f for k, f in renderer._chip_forms.items() if len(k) == 4]
+    if "upper" in change[1]:
+        assert not any(renderer._chip_forms.values())
+    else:
+        assert per_paper and all(f is not None for f in per_paper)

@@ -309,8 +309,15 @@ class DigestRenderer:
         # (paper id, full?) -> (mark, text, inlined HTML); (paper id, the reader's topics
         # it is in) -> its "why" line (text, inlined HTML), the least recent dropped first.
         self._fragments: dict[tuple[str, bool], _Fragment] = {}
-        self._chips: OrderedDict[tuple[str, tuple[str, ...]], _Chip] = OrderedDict()
+        self._chips: OrderedDict[tuple[str, tuple[str, ...], bool], _Chip] = OrderedDict()
         self._chip_mark = mark + "w"
+        # A chip's form (see `_chip_filled`): its slots, and (tags, terms, has a context),
+        # or (paper id, ...) when the form depends on the paper -> the form's (text,
+        # HTML), or None when no form gives the templates' chip.
+        self._slot = mark + "v"
+        self._slots = re.compile(f"{re.escape(self._slot)}([0-9]+)x")
+        self._chip_forms: dict[tuple[Any, ...], tuple[_Form, _Form] | None] = {}
+        self._checked: set[tuple[_Form, _Form]] = set()  # forms that gave the templates' chip
         self._contexts: dict[tuple[str, str], str] = {}
         self._css = self._stylesheet()
         # Personal topics (keywords typed on the subscribe form): topic name -> paper id
@@ -785,24 +792,80 @@ class DigestRenderer:
         of many distinct topic sets holds a few thousand, not one per reader."""
         if not matches:
             return _NO_CHIP
-        key = (paper.id, tuple(m.topic for m in matches))
+        key = (paper.id, tuple(m.topic for m in matches), self.reference)
         found = self._chips.get(key)
         if found is not None:
             self._chips.move_to_end(key)
             return found
-        context = {
-            "p": self._view(paper, matches, why=True),
-            "part": "why",
-            "chip": "",
-            "feedback": "",
-        }
-        text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
-        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        filled = None if self.reference else self._chip_filled(paper, matches)
+        text, page = filled or self._chip_rendered(paper, matches)
         text += "\n"
         found = self._chips[key] = _Chip(text, page, (_qp(text), _qp(page + "\n")))
         if len(self._chips) > CHIP_CACHE:
             self._chips.popitem(last=False)
         return found
+
+    def _chip_rendered(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str]:
+        """The chip's (wrapped text, inlined HTML), rendered by the templates and inlined:
+        the reference way, and each form's check (`_chip_filled`)."""
+        return self._chip_pair(self._view(paper, matches, why=True))
+
+    def _chip_pair(self, view: PaperView) -> tuple[str, str]:
+        context = {"p": view, "part": "why", "chip": "", "feedback": ""}
+        text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        return text, page
+
+    def _chip_filled(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str] | None:
+        """The chip as `_chip_rendered` makes it, from a form: the templates rendered and
+        inlined once per (number of tags, of terms, a context or not) with slots for
+        those values, which are filled in here, escaped as the inliner writes text and
+        attributes. None when no form gives what the templates give (a restyled template
+        that changes a value; checked on each form's first use)."""
+        tags = [self.topics[m.topic][1].display_title for m in matches]
+        terms = _terms(matches)
+        why = self._why(paper, terms)
+        values = [*tags, *terms, why]
+        shape = (len(tags), len(terms), bool(why))
+        form = self._chip_forms.get(shape)
+        if form is None and shape not in self._chip_forms:
+            # Made from two made-up papers: the same form from both shows the template
+            # uses nothing of the paper's in the chip (else a form per paper).
+            form = self._chip_form(_BLANK, shape)
+            if form != self._chip_form(_OTHER, shape):
+                form = None
+            self._chip_forms[shape] = form
+        paper_shape = (paper.id, *shape)
+        if form is None:
+            form = self._chip_forms.get(paper_shape)
+            if form is None and paper_shape not in self._chip_forms:
+                form = self._chip_forms[paper_shape] = self._chip_form(self._view(paper, []), shape)
+        if form is None:
+            return None
+        text_form, page_form = form
+        made = _wrap_text(_fill(text_form, values).rstrip("\n")), _fill(page_form, values)
+        if form not in self._checked:
+            if made != self._chip_rendered(paper, matches):
+                self._chip_forms[shape] = self._chip_forms[paper_shape] = None
+                return None
+            self._checked.add(form)
+        return made
+
+    def _chip_form(self, base: PaperView, shape: tuple[int, int, bool]) -> tuple[_Form, _Form]:
+        """The chip's (text, HTML) forms for `shape` over the paper `base`."""
+        tags, terms, why = shape
+        slots = [f"{self._slot}{i}x" for i in range(tags + terms + 1)]
+        view = dataclasses.replace(
+            base, tags=slots[:tags], terms=slots[tags:-1], why=slots[-1] if why else ""
+        )
+        context = {"p": view, "part": "why", "chip": "", "feedback": ""}
+        text = self._render(EMAIL_PAPER_TEXT, context).rstrip("\n")
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        return _form(text, self._slots, html=False), _form(page, self._slots, html=True)
+
+    def _why(self, paper: Paper, terms: list[str]) -> str:
+        # Each term in its context, for the chip's hover text.
+        return "; ".join(f"{t}: {ctx}" if (ctx := self._context_of(paper, t)) else t for t in terms)
 
     def _context_of(self, paper: Paper, term: str) -> str:
         # One search per (paper, term) and send: many readers' chips share them.
@@ -823,14 +886,8 @@ class DigestRenderer:
         ai = bool(email.use_ai_summary and paper.ai_summary and paper.ai_summary.strip())
         source = (paper.ai_summary or "") if ai else paper.abstract
         blurb, trimmed = trim_sentences(source, email.abstract_chars)
-        terms: list[str] = []
-        for m in matches:
-            terms += [t for t in m.terms if t not in terms]
-        shown_why = ""
-        if why and terms:
-            shown_why = "; ".join(
-                f"{t}: {ctx}" if (ctx := self._context_of(paper, t)) else t for t in terms
-            )
+        terms = _terms(matches)
+        shown_why = self._why(paper, terms) if why and terms else ""
         return PaperView(
             id=paper.id,
             title=one_line(paper.title) or paper.id,
@@ -1032,6 +1089,61 @@ def _qp(body: str) -> str:
     """Return `body` as quoted-printable, lines kept (binascii: C speed, RFC 2045 soft
     breaks at 76)."""
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+
+
+def _terms(matches: Sequence[TopicMatch]) -> list[str]:
+    """The terms that hit, across the matches, each once, in order."""
+    terms: list[str] = []
+    for m in matches:
+        terms += [t for t in m.terms if t not in terms]
+    return terms
+
+
+_BLANK = PaperView("", "", "", "", "", None, None, "", None, 0, "", False, False, [], [], "")
+_OTHER = PaperView("0", "t", "h", "a", "p", "g", "w", "n", "o", 1, "b", True, True, [], [], "")
+
+# A form: literal text, and slots (value index, escaped as an attribute?) to fill in.
+_Form = tuple[str | tuple[int, bool | None], ...]
+
+
+def _form(rendered: str, slots: re.Pattern[str], *, html: bool) -> _Form:
+    """Return `rendered` (holding slot marks, whose group 1 is the value's index) as a
+    form. In HTML a slot inside a tag is an attribute value, else text; text (html=False)
+    is filled in as it is."""
+    out: list[str | tuple[int, bool | None]] = []
+    at = 0
+    for m in slots.finditer(rendered):
+        if m.start() > at:
+            out.append(rendered[at : m.start()])
+        attr = rendered.rfind("<", 0, m.start()) > rendered.rfind(">", 0, m.start())
+        out.append((int(m.group(1)), attr if html else None))
+        at = m.end()
+    if at < len(rendered):
+        out.append(rendered[at:])
+    return tuple(out)
+
+
+def _fill(form: _Form, values: Sequence[str]) -> str:
+    """Return the form with its slots filled in, escaped as html5ever (the inliner's
+    serializer) writes text and attribute values."""
+    out: list[str] = []
+    for item in form:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        value = values[item[0]]
+        if item[1] is None:
+            out.append(value)
+        elif item[1]:
+            out.append(value.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace('"', "&quot;"))
+        else:
+            out.append(
+                value.replace("&", "&amp;")
+                .replace("\xa0", "&nbsp;")
+                .replace("<", "&lt;")
+                .replace(">", "&gt;")
+            )
+    return "".join(out)
 
 
 def _pieces(body: str, marks: Sequence[str]) -> tuple[tuple[bool, str], ...]:
