@@ -17,6 +17,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import jinja2
 import pytest
 import time_machine
 
@@ -74,6 +75,7 @@ def readers() -> list[Subscriber]:
     subs.append(Subscriber("kw@example.net", keywords="humanoid robot*", token="k"))
     subs.append(Subscriber("both@example.net", ("video",), keywords="diffusion", token="b"))
     subs.append(Subscriber(f"{'long' * 30}@example.net", ("video", "robots"), token="l" * 90))
+    subs.append(Subscriber("\"odd <local> & 'x'\"@example.net", ("video",), token="o&<>"))
     return subs
 
 
@@ -105,6 +107,8 @@ def test_every_mix_of_topics_gets_the_reference_bytes(store: Store, feedback: bo
     papers, day = real_day(store)
     renderer = DigestRenderer(make_config(), papers, day, feedback_key=KEY if feedback else None)
     assert same_bytes(renderer, readers()) >= 15
+    # the frame came from the template inlined once, not inlined per reader
+    assert isinstance(renderer._inlined, jinja2.Template)
 
 
 def test_budgets_and_editions_get_the_reference_bytes(store: Store) -> None:
@@ -199,3 +203,24 @@ def test_a_restyled_chip_is_still_the_templates(
         assert not any(renderer._chip_forms.values())
     else:
         assert per_paper and all(f is not None for f in per_paper)
+
+
+def test_a_frame_template_that_cannot_be_inlined_ahead_is_inlined_per_reader(
+    store: Store, tmp_path: Path
+) -> None:
+    # A class chosen by an expression: inlining the template's source cannot see it, the
+    # first frame of the send shows it, and every frame is then inlined as before.
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    html = folder / "email" / "digest.html"
+    source = html.read_text()
+    assert '<p class="date">' in source
+    html.write_text(source.replace('<p class="date">', "<p class=\"{{ 'date' }}\">"))
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()) >= 15
+    assert renderer._inlined is False
+    msg = renderer.render(Subscriber("r@example.net", ("video",), token="t"))
+    assert msg is not None
+    assert '<p class="date" style="margin: 4px 0 0 0;' in msg.get_payload()[1].get_content()

@@ -30,11 +30,12 @@ from datetime import UTC, date, datetime
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime, formatdate
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import css_inline
 import jinja2
+import markupsafe
 
 from digest.addresses import address_key
 from digest.config import Config, TopicConfig
@@ -331,6 +332,11 @@ class DigestRenderer:
         self._feedback_mark = mark + "k"
         self._wire: _Skeleton | None = None
         self._templates: dict[str, jinja2.Template] = {}
+        # The frame's HTML template with the CSS inlined (None: not made yet; False: the
+        # template cannot be inlined ahead), checked against the reference once a send.
+        self._inlined: jinja2.Template | Literal[False] | None = None
+        self._inlined_checked = False
+        self._wrapped: dict[str, list[str]] = {}  # the frame's long lines, wrapped
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -982,6 +988,31 @@ class DigestRenderer:
             return f"{day.strftime('%A')}, {day.day} {day:%B %Y}"
         return f"{day.day} {day:%b}"
 
+    def _frame_page(self, context: dict[str, Any]) -> str:
+        """Return the frame's HTML with the CSS inlined, as `_inliner.inline` makes it of
+        the rendered template, from the template inlined once per send (`_inlined_html`).
+        The first frame is also made the reference way and compared: a restyled template
+        this cannot do (see `_inlined_html`) is inlined per reader, as before."""
+        template = self._inlined
+        if template is None:
+            template = self._inlined = _inlined_template(
+                environment(self.config.templates.dir), EMAIL_HTML, EMAIL_STYLE, self._css
+            )
+        if template is False:
+            return _inliner.inline(self._render(EMAIL_HTML, context))
+        try:
+            page = template.render(context)
+        except jinja2.TemplateError as e:
+            env = environment(self.config.templates.dir)
+            raise RenderError(f"{template_origin(env, EMAIL_HTML)}: email template: {e}") from e
+        if not self._inlined_checked:
+            self._inlined_checked = True
+            slow = _inliner.inline(self._render(EMAIL_HTML, context))
+            if slow != page:
+                self._inlined = False
+                return slow
+        return page
+
     def _frame(
         self,
         subscriber: Subscriber,
@@ -1001,8 +1032,12 @@ class DigestRenderer:
             "preferences_url": f"{self.base_url}/preferences/{prefs}",
             "address": subscriber.email,
         }
-        text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,))
-        page = _inliner.inline(self._render(EMAIL_HTML, context))
+        if self.reference:
+            text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,))
+            page = _inliner.inline(self._render(EMAIL_HTML, context))
+        else:
+            text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,), self._wrapped)
+            page = self._frame_page(context)
         subject = subject_line(
             _header_text(self.config.email.subject_prefix),
             self._edition_label(edition, long=False),
@@ -1020,6 +1055,7 @@ _FEEDBACK_HTML = re.compile(r'<p [^>]*class="feedback"[^>]*>.*?</p>\s*', re.S)
 LEARNED_WEIGHT = 1.5  # ranking points per deviation of a reader's model score
 CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
 QP_LINES = 20_000  # a frame's lines kept quoted-printable (emptied when full)
+WRAPPED_LINES = 5_000  # a frame's long text lines kept wrapped (emptied when full)
 
 
 def _shown(chosen: Sequence[tuple[Paper, list[TopicMatch]]], full: int, listed: int) -> set[int]:
@@ -1089,6 +1125,78 @@ def _qp(body: str) -> str:
     """Return `body` as quoted-printable, lines kept (binascii: C speed, RFC 2045 soft
     breaks at 76)."""
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+
+
+_JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_JINJA_EXPR = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}", re.S)
+
+
+def _html_text(value: object) -> str:
+    """`value` escaped as html5ever (the inliner's serializer) writes text."""
+    if hasattr(value, "__html__"):
+        return markupsafe.Markup(value)
+    text = str(value)
+    text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;")
+    return markupsafe.Markup(text.replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def _html_attr(value: object) -> str:
+    """`value` escaped as html5ever writes an attribute's value (in double quotes)."""
+    if hasattr(value, "__html__"):
+        return markupsafe.Markup(value)
+    text = str(value).replace("&", "&amp;").replace("\xa0", "&nbsp;")
+    return markupsafe.Markup(text.replace('"', "&quot;"))
+
+
+def _inlined_template(
+    env: jinja2.Environment, name: str, style: str, css: str
+) -> jinja2.Template | Literal[False]:
+    """Return the template `name` with the stylesheet inlined into its source, once: its
+    Jinja tags are set aside, the HTML around them inlined, the tags put back, each
+    `{{ value }}` escaped as the inliner would write it in that place (text or an
+    attribute); or False when that cannot be done (a tag lost or moved by the HTML
+    parser, a template that does not compile). Rendering it gives what inlining the
+    rendered template gives, as long as the stylesheet's selectors see only the
+    template's own elements and classes (the caller checks the first frame)."""
+    try:
+        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+    except jinja2.TemplateError:
+        return False
+    include = re.compile(r"\{%-?\s*include\s+[\"']" + re.escape(style) + r"[\"']\s*-?%\}")
+    source = include.sub(lambda _: css, source)  # the stylesheet, as the include puts it
+    tags: list[str] = []
+    mark = "pdt" + secrets.token_hex(8)
+
+    def aside(m: re.Match[str]) -> str:
+        tags.append(m.group())
+        return f"{mark}{len(tags) - 1}x"
+
+    try:
+        inlined = _inliner.inline(_JINJA_TAG.sub(aside, source))
+    except ValueError:
+        return False
+    spots = list(re.finditer(re.escape(mark) + r"([0-9]+)x", inlined))
+    if [int(m.group(1)) for m in spots] != list(range(len(tags))):
+        return False
+    out: list[str] = []
+    at = 0
+    for m in spots:
+        out.append(inlined[at : m.start()])
+        tag = tags[int(m.group(1))]
+        expr = _JINJA_EXPR.fullmatch(tag)
+        if expr:
+            attr = inlined.rfind("<", 0, m.start()) > inlined.rfind(">", 0, m.start())
+            escape = "_html_attr" if attr else "_html_text"
+            tag = f"{{{{{expr.group(1)} {escape}(({expr.group(2)})) {expr.group(3)}}}}}"
+        out.append(tag)
+        at = m.end()
+    out.append(inlined[at:])
+    try:
+        return env.from_string(
+            "".join(out), globals={"_html_text": _html_text, "_html_attr": _html_attr}
+        )
+    except jinja2.TemplateError:
+        return False
 
 
 def _terms(matches: Sequence[TopicMatch]) -> list[str]:
@@ -1182,11 +1290,14 @@ def _web_link(url: str | None) -> str | None:
     return None
 
 
-def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
+def _wrap_text(
+    text: str, keep: Sequence[str] = (), cache: dict[str, list[str]] | None = None
+) -> str:
     """Wrap the text body's long lines at TEXT_WIDTH, keeping each line's indent.
 
     URLs are never broken (a word longer than the width stays whole on its line); lines
-    holding a `keep` placeholder stay whole (their length is not known yet).
+    holding a `keep` placeholder stay whole (their length is not known yet). `cache`:
+    long line -> its lines, kept across calls (a send's frames share most of them).
     """
     out: list[str] = []
     for line in text.splitlines():
@@ -1196,13 +1307,25 @@ def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
         if len(line) <= TEXT_WIDTH or any(k in line for k in keep):
             out.append(line.rstrip())
             continue
-        indent = line[: len(line) - len(line.lstrip())]
-        out += textwrap.wrap(
-            line.strip(),
-            TEXT_WIDTH,
-            initial_indent=indent,
-            subsequent_indent=indent,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
+        if cache is not None:
+            found = cache.get(line)
+            if found is None:
+                if len(cache) >= WRAPPED_LINES:
+                    cache.clear()  # bounded
+                found = cache[line] = _wrap_line(line)
+            out += found
+            continue
+        out += _wrap_line(line)
     return "\n".join(out) + "\n"
+
+
+def _wrap_line(line: str) -> list[str]:
+    indent = line[: len(line) - len(line.lstrip())]
+    return textwrap.wrap(
+        line.strip(),
+        TEXT_WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
