@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import dataclasses
+import functools
 import hashlib
 import io
 import math
@@ -406,13 +407,14 @@ class DigestRenderer:
                 piece = piece[1:]  # its line end went with the fragment
             chunk = piece.split("\n")
             tail = chunk.pop()  # after the last line end: "" but at the end of some bodies
-            for line in chunk:
-                found = lines.get(line)
-                if found is None:
-                    if len(lines) >= QP_LINES:
-                        lines.clear()  # bounded: per-reader lines (addresses, links) pass
-                    found = lines[line] = _qp(line + "\n")
-                out.append(found)
+            found = [lines.get(line) for line in chunk]
+            if None in found:
+                if len(lines) >= QP_LINES:
+                    lines.clear()  # bounded: per-reader lines (addresses, links) pass
+                for i, line in enumerate(chunk):
+                    if found[i] is None:
+                        found[i] = lines[line] = _qp(line + "\n")
+            out += found  # type: ignore[arg-type]
             if tail:  # only the body's last piece (a mark after it was refused above)
                 out.append(_qp(tail))
         return "".join(out)
@@ -1131,21 +1133,29 @@ _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _JINJA_EXPR = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}", re.S)
 
 
+# Markup of a str, without markupsafe's checks (a frame makes about 60).
+_markup = functools.partial(str.__new__, markupsafe.Markup)
+
+
 def _html_text(value: object) -> str:
     """`value` escaped as html5ever (the inliner's serializer) writes text."""
     if hasattr(value, "__html__"):
         return markupsafe.Markup(value)
     text = str(value)
-    text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;")
-    return markupsafe.Markup(text.replace("<", "&lt;").replace(">", "&gt;"))
+    if "&" in text or "<" in text or ">" in text or "\xa0" in text:
+        text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;")
+        text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return _markup(text)
 
 
 def _html_attr(value: object) -> str:
     """`value` escaped as html5ever writes an attribute's value (in double quotes)."""
     if hasattr(value, "__html__"):
         return markupsafe.Markup(value)
-    text = str(value).replace("&", "&amp;").replace("\xa0", "&nbsp;")
-    return markupsafe.Markup(text.replace('"', "&quot;"))
+    text = str(value)
+    if "&" in text or '"' in text or "\xa0" in text:
+        text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace('"', "&quot;")
+    return _markup(text)
 
 
 def _inlined_template(
@@ -1186,15 +1196,17 @@ def _inlined_template(
         expr = _JINJA_EXPR.fullmatch(tag)
         if expr:
             attr = inlined.rfind("<", 0, m.start()) > inlined.rfind(">", 0, m.start())
-            escape = "_html_attr" if attr else "_html_text"
-            tag = f"{{{{{expr.group(1)} {escape}(({expr.group(2)})) {expr.group(3)}}}}}"
+            escape = "_pd_html_attr" if attr else "_pd_html_text"
+            tag = f"{{{{{expr.group(1)} ({expr.group(2)}) | {escape} {expr.group(3)}}}}}"
         out.append(tag)
         at = m.end()
     out.append(inlined[at:])
+    # Filters, not globals: Jinja calls a filter directly, a global through Context.call.
+    # On an overlay with filters of its own, so the shared environment is left as it is.
+    overlay = env.overlay()
+    overlay.filters = {**env.filters, "_pd_html_text": _html_text, "_pd_html_attr": _html_attr}
     try:
-        return env.from_string(
-            "".join(out), globals={"_html_text": _html_text, "_html_attr": _html_attr}
-        )
+        return overlay.from_string("".join(out))
     except jinja2.TemplateError:
         return False
 
