@@ -194,7 +194,9 @@ def make_feedback_token(key: bytes, address: str, paper_id: str) -> str:
     link's path: the page shows one button for it, and either is the reader's to make."""
     reader = _b64(address_key(address).encode())
     payload = f"{reader}.{paper_id}"
-    mac = hmac.new(_feedback_key(key), payload.encode(), hashlib.sha256).digest()
+    # hmac.digest: the same MAC as hmac.new(...).digest(), in one C call (a send makes
+    # one per card of every reader's email).
+    mac = hmac.digest(_feedback_key(key), payload.encode(), "sha256")
     return f"{payload}.{_b64(mac)}"
 
 

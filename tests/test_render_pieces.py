@@ -23,6 +23,7 @@ import time_machine
 
 from digest.config import TemplatesConfig
 from digest.models import Subscriber
+from digest.ranking import match_strength
 from digest.render.email import DigestRenderer, Edition
 from digest.render.mailheaders import WireMessage
 from digest.render.templates import builtin_folder
@@ -224,3 +225,33 @@ def test_a_frame_template_that_cannot_be_inlined_ahead_is_inlined_per_reader(
     msg = renderer.render(Subscriber("r@example.net", ("video",), token="t"))
     assert msg is not None
     assert '<p class="date" style="margin: 4px 0 0 0;' in msg.get_payload()[1].get_content()
+
+
+def test_a_readers_papers_from_the_topic_index_are_the_scan_of_every_paper(
+    store: Store,
+) -> None:
+    # `selected` looks only at the papers of the reader's topics; the order and the
+    # matches must be those of going over every paper of the pool (the way before).
+    papers, day = real_day(store)
+    renderer = DigestRenderer(make_config(), papers, day)
+    some = frozenset(sp.paper.id for sp in papers[1::2])
+    for sub in readers():
+        personal = renderer._personal_topic(sub.keywords)
+        key = tuple(sorted(set(sub.topics) | ({personal} if personal else set())))
+        for edition in (None, Edition(some)):
+            want = []
+            for paper, matches in renderer.papers:
+                if edition is not None and paper.id not in edition.paper_ids:
+                    continue
+                mine = [m for m in matches if m.topic in key]
+                mine += [
+                    f[paper.id] for n in key if paper.id in (f := renderer._personal.get(n, {}))
+                ]
+                if key and not mine:
+                    continue
+                mine.sort(key=lambda m: (-len(m.terms), renderer.topics[m.topic][0]))
+                score = renderer._base_total[paper.id] + (match_strength(mine) if mine else 0.0)
+                want.append((-score, -paper.upvotes, paper.id, mine))
+            want.sort(key=lambda r: r[:3])
+            got = renderer.selected(key, edition)
+            assert [(p.id, m) for p, m in got] == [(r[2], r[3]) for r in want], sub

@@ -280,6 +280,12 @@ class DigestRenderer:
             (sp.paper, merge_matches(matcher.match(sp.paper), liked.get(sp.paper.id)))
             for sp in ordered
         ]
+        # topic name -> (position in self.papers, of the match in the paper's, match)
+        self._by_topic: dict[str, list[tuple[int, int, TopicMatch]]] = {}
+        for i, (_, matches) in enumerate(self.papers):
+            for j, m in enumerate(matches):
+                self._by_topic.setdefault(m.topic, []).append((i, j, m))
+        self._position = {p.id: i for i, (p, _) in enumerate(self.papers)}
         self._days: dict[str, date] = {
             sp.paper.id: sp.paper.daily_date or sp.first_seen.date() for sp in ordered
         }
@@ -338,6 +344,7 @@ class DigestRenderer:
         self._inlined: jinja2.Template | Literal[False] | None = None
         self._inlined_checked = False
         self._wrapped: dict[str, list[str]] = {}  # the frame's long lines, wrapped
+        self._titles: dict[str, str] = {}
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -591,18 +598,32 @@ class DigestRenderer:
         topic first: most terms hit, then config order), in rank order. No topics: every
         paper of the edition, with no matches. `model`: the reader's learned model, whose
         scores over these papers are added (`_add_learned`)."""
-        wanted = set(topics)
         personal = [self._personal[n] for n in topics if n in self._personal]
         order = self.topics
-        # digest.ranking's score, inlined: this loop runs for every reader of a send over
-        # every paper of the pool, so it makes no objects for the papers it passes over.
+        # digest.ranking's score, inlined: this runs for every reader of a send, so it
+        # looks only at the papers of the reader's topics (from the index by topic) and
+        # makes no objects for the others.
         scored: list[tuple[float, int, str, Paper, list[TopicMatch]]] = []
         base = self._base_total
-        for paper, matches in self.papers:
+        hits: dict[int, list[tuple[int, TopicMatch]]] = {}
+        if topics:
+            index = self._by_topic
+            for name in set(topics):
+                for i, j, m in index.get(name, ()):
+                    hits.setdefault(i, []).append((j, m))
+            for found in personal:
+                for pid in found:
+                    hits.setdefault(self._position[pid], [])
+        papers = self.papers
+        for i in sorted(hits) if topics else range(len(papers)):
+            paper = papers[i][0]
             if edition is not None and paper.id not in edition.paper_ids:
                 continue
             if topics:
-                mine = [m for m in matches if m.topic in wanted]
+                pairs = hits[i]
+                if len(pairs) > 1:
+                    pairs.sort(key=_first)  # the paper's own order of its matches
+                mine = [m for _, m in pairs]
                 if personal:
                     mine += [found[paper.id] for found in personal if paper.id in found]
                 if not mine:
@@ -655,7 +676,7 @@ class DigestRenderer:
                 group.more += 1
                 continue
             if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
-                group.top.append((paper.id, one_line(paper.title) or paper.id))
+                group.top.append((paper.id, self._title(paper)))
             frag = self._fragment(paper, full=n < full)
             if encoded:
                 parts[frag.mark] = self._encoded_card(frag, paper, mine, reader, n < full)
@@ -668,8 +689,15 @@ class DigestRenderer:
                 parts[frag.mark] = (frag.text, frag.page)
             (group.cards if n < full else group.lines).append(frag.mark)
         order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
-        best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
+        best = self._title(chosen[0][0]) if chosen else ""
         return [by_topic[n] for n in order], parts, best
+
+    def _title(self, paper: Paper) -> str:
+        # The title as shown (one line), once per paper and send.
+        found = self._titles.get(paper.id)
+        if found is None:
+            found = self._titles[paper.id] = one_line(paper.title) or paper.id
+        return found
 
     def _add_learned(
         self, scored: list[tuple[float, int, str, Paper, list[TopicMatch]]], model: ReaderModel
@@ -800,7 +828,7 @@ class DigestRenderer:
         of many distinct topic sets holds a few thousand, not one per reader."""
         if not matches:
             return _NO_CHIP
-        key = (paper.id, tuple(m.topic for m in matches), self.reference)
+        key = (paper.id, tuple([m.topic for m in matches]), self.reference)
         found = self._chips.get(key)
         if found is not None:
             self._chips.move_to_end(key)
@@ -1209,6 +1237,10 @@ def _inlined_template(
         return overlay.from_string("".join(out))
     except jinja2.TemplateError:
         return False
+
+
+def _first(pair: tuple[int, TopicMatch]) -> int:
+    return pair[0]
 
 
 def _terms(matches: Sequence[TopicMatch]) -> list[str]:
