@@ -879,7 +879,8 @@ class DigestRenderer:
         if form is None:
             return None
         text_form, page_form = form
-        made = _wrap_text(_fill(text_form, values).rstrip("\n")), _fill(page_form, values)
+        text = _wrap_text(_fill(text_form, values).rstrip("\n"), (), self._wrapped)
+        made = text, _fill(page_form, values)
         if form not in self._checked:
             if made != self._chip_rendered(paper, matches):
                 self._chip_forms[shape] = self._chip_forms[paper_shape] = None
@@ -1230,8 +1231,11 @@ def _inlined_template(
         at = m.end()
     out.append(inlined[at:])
     # Filters, not globals: Jinja calls a filter directly, a global through Context.call.
-    # On an overlay with filters of its own, so the shared environment is left as it is.
-    overlay = env.overlay()
+    # On an overlay with filters of its own, so the shared environment is left as it is;
+    # every value is escaped by them, so autoescaping would only escape their Markup
+    # again, unless the template pulls in others (whose values it must still escape).
+    pulls = re.search(r"\{%-?\s*(include|extends|import|from)\b", "".join(out))
+    overlay = env.overlay(autoescape=bool(pulls))
     overlay.filters = {**env.filters, "_pd_html_text": _html_text, "_pd_html_attr": _html_attr}
     try:
         return overlay.from_string("".join(out))
