@@ -25,7 +25,7 @@ import re
 import secrets
 import textwrap
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.generator import BytesGenerator
@@ -70,7 +70,7 @@ from digest.render.templates import (
     environment,
     template_origin,
 )
-from digest.tokens import make_feedback_token
+from digest.tokens import feedback_signer, make_feedback_token
 from digest.topics import Matcher, parse_keywords, term_context
 
 ALL_PAPERS = "All new papers"
@@ -204,7 +204,7 @@ class _Fragment:
     mark: str
     text: str
     page: str
-    encoded: tuple[tuple[tuple[bool, str], ...], tuple[tuple[bool, str], ...]]
+    encoded: tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -345,6 +345,7 @@ class DigestRenderer:
         self._inlined_checked = False
         self._wrapped: dict[str, list[str]] = {}  # the frame's long lines, wrapped
         self._titles: dict[str, str] = {}
+        self._signer: tuple[str, Callable[[str], str]] = ("", str)
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -737,25 +738,24 @@ class DigestRenderer:
         token = None
         out: list[str] = []
         for which, pieces in enumerate(frag.encoded):
-            chip_line = self._chip_mark + "\n"
             body: list[str] = []
-            for constant, piece in pieces:
-                if constant:
+            for kind, piece in pieces:
+                if kind == _CONSTANT:
                     body.append(piece)
-                elif piece == chip_line:
+                elif kind == _CHIP_LINE:
                     body.append(chip.encoded[which])
                 else:
-                    if which == 0:
-                        piece = piece.replace(chip_line, chip.text, 1)
-                    else:
-                        piece = piece.replace(self._chip_mark, chip.page, 1)
+                    if kind == _OTHER_LINE:
+                        if which == 0:
+                            piece = piece.replace(self._chip_mark + "\n", chip.text, 1)
+                        else:
+                            piece = piece.replace(self._chip_mark, chip.page, 1)
                     if self._feedback_mark in piece:
                         if token is None:
                             token = self._feedback_token(reader, paper.id)
-                        if token:
-                            piece = piece.replace(self._feedback_mark, token)
-                        else:  # a page for nobody: the old way drops those lines
+                        if not token:  # a page for nobody: the old way drops those lines
                             return self._whole_card(frag, paper, mine, reader)
+                        piece = piece.replace(self._feedback_mark, token)
                     body.append(_qp(piece))
             out.append("".join(body))
         return out[0], out[1]
@@ -773,7 +773,9 @@ class DigestRenderer:
         """The reader's signed token for this paper, as it goes in a link ("" for none)."""
         if not self._feedback_key or not reader:
             return ""
-        return quote(make_feedback_token(self._feedback_key, reader, paper_id), safe="")
+        if self._signer[0] != reader:  # the reader's part of their tokens, once
+            self._signer = (reader, feedback_signer(self._feedback_key, reader))
+        return quote(self._signer[1](paper_id), safe="")
 
     def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
         """Put the reader's signed token for this paper into a card's feedback links."""
@@ -817,7 +819,7 @@ class DigestRenderer:
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         mark = f"{self._mark}f{len(self._fragments)}x"
         marks = (self._chip_mark, self._feedback_mark)
-        encoded = (_pieces(text + "\n", marks), _pieces(page + "\n", marks))
+        encoded = (_pieces(text + "\n", *marks), _pieces(page + "\n", *marks))
         found = self._fragments[key] = _Fragment(mark, text, page, encoded)
         return found
 
@@ -1302,22 +1304,37 @@ def _fill(form: _Form, values: Sequence[str]) -> str:
     return "".join(out)
 
 
-def _pieces(body: str, marks: Sequence[str]) -> tuple[tuple[bool, str], ...]:
-    """Return `body` (ending with a line end) as (constant, text) pieces cut at line ends:
-    runs of lines without any of `marks`, quoted-printable (True), and each line with one,
-    raw with its line end (False), to be filled in and encoded per reader."""
-    out: list[tuple[bool, str]] = []
+# The kinds of a fragment's pieces (see `_pieces`).
+_CONSTANT, _CHIP_LINE, _FEEDBACK_LINES, _OTHER_LINE = range(4)
+
+
+def _pieces(body: str, chip: str, feedback: str) -> tuple[tuple[int, str], ...]:
+    """Return `body` (ending with a line end) as (kind, text) pieces cut at line ends:
+    runs of lines with no mark, quoted-printable (_CONSTANT); the line that is the chip
+    mark alone (_CHIP_LINE); runs of lines with the feedback mark only, raw
+    (_FEEDBACK_LINES); any other line with a mark, raw (_OTHER_LINE). The raw ones are
+    filled in and encoded per reader."""
+    out: list[tuple[int, str]] = []
     run: list[str] = []
+    kind = _CONSTANT
     for line in body.split("\n")[:-1]:
-        if any(m in line for m in marks):
-            if run:
-                out.append((True, _qp("".join(run))))
-                run = []
-            out.append((False, line + "\n"))
+        if line == chip:
+            now = _CHIP_LINE
+        elif chip in line:
+            now = _OTHER_LINE
+        elif feedback in line:
+            now = _FEEDBACK_LINES
         else:
-            run.append(line + "\n")
+            now = _CONSTANT
+        if run and (now != kind or now in (_CHIP_LINE, _OTHER_LINE)):
+            text = "".join(run)
+            out.append((kind, _qp(text) if kind == _CONSTANT else text))
+            run = []
+        kind = now
+        run.append(line + "\n")
     if run:
-        out.append((True, _qp("".join(run))))
+        text = "".join(run)
+        out.append((kind, _qp(text) if kind == _CONSTANT else text))
     return tuple(out)
 
 
