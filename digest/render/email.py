@@ -7,10 +7,18 @@ edition), ranks them (digest.ranking), shows the top `[email] max_full` in full,
 multipart/alternative EmailMessage (a text part, then an HTML part).
 
 Memory and speed: each paper's fragment (its full card or its one line, HTML with the
-CSS inlined, and text) is rendered once per send and kept; a reader's email is the small
-per-reader frame (header, overview, headings, footer: rendered and inlined per email)
-with the fragments spliced in. Nothing per distinct set of topics is kept, so a send of
+CSS inlined, and text) is rendered once per send and kept, quoted-printable already; a
+reader's email is the small per-reader frame (header, overview, headings, footer) with
+the fragments spliced in. Nothing per distinct set of topics is kept, so a send of
 thousands of readers holds the day's fragments, not thousands of finished bodies.
+
+Per reader, nothing is CSS-inlined and nothing big is encoded (issue 17: CPU a message):
+the frame's HTML template is inlined once per send (`_inlined_template`), a card's "why"
+chip is filled into a form inlined once per shape (`_chip_filled`), and a body is the
+fragments' quoted-printable joined with the frame's, line by line (`_encode`). Each
+shortcut is checked against the templates on first use and falls back to the plain way
+for a restyled template it cannot follow; `reference = True` renders the plain way
+throughout (tests/test_render_pieces.py holds the two to the same bytes).
 """
 
 from __future__ import annotations
