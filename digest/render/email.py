@@ -205,9 +205,9 @@ class _Frame:
 class _Fragment:
     """One paper's card or line, rendered and inlined once per send: its mark in a frame,
     both bodies (a card's holding the marks of the reader's "why" line and feedback
-    links), and each body quoted-printable with the line end after its mark, as
-    (constant, raw line) pieces: constant pieces are encoded once, a raw line (one with a
-    reader's mark) is filled in and encoded per reader."""
+    links), and each body with the line end after its mark as (kind, text) pieces (see
+    `_pieces`): runs of constant lines encoded once, lines with a reader's mark raw, to
+    be filled in and encoded per reader."""
 
     mark: str
     text: str
