@@ -16,7 +16,10 @@ Each variant runs in a fresh child process, so its peak memory (max RSS) is its 
   sending; the ledger and MIME savings of this branch are in both);
 - stock assembly: as new, but each reader's message is built header by header by the
   email package and flattened by the sender (`DigestRenderer.stock_message`, the way
-  before the message carried its own SMTP bytes): the same-run baseline of that change.
+  before the message carried its own SMTP bytes): the same-run baseline of that change;
+- plain render: as new, but each email rendered the plain way (`DigestRenderer.reference`:
+  the frame and the "why" chips rendered and CSS-inlined per email, each body encoded
+  whole; the same bytes): the same-run baseline of issue 17's rendering shortcuts.
 
 Prints messages/s, the sender's CPU per message (all threads, render included) and peak
 memory, with the RSS before the send (store, readers, topics loaded). Targets: peak under
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from topics import load_papers, make_topics  # bench/topics.py
 
@@ -76,6 +80,16 @@ def child(variant: str, port: int, readers: int, n_topics: int, folder: Path) ->
         from digest.render.email import DigestRenderer
 
         DigestRenderer.assemble = DigestRenderer.stock_message  # type: ignore[method-assign]
+    if variant == "plain-render":
+        from digest.render.email import DigestRenderer
+
+        made = DigestRenderer.__init__
+
+        def plain(self: DigestRenderer, *args: Any, **kwargs: Any) -> None:
+            made(self, *args, **kwargs)
+            self.reference = True
+
+        DigestRenderer.__init__ = plain  # type: ignore[method-assign]
     config = Config(
         topics=topics,
         smtp=SmtpConfig(
@@ -153,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readers", type=int, default=10_000)
     parser.add_argument("--topics", type=int, default=100)
-    parser.add_argument("--variants", default="new,stock-assembly,one-session")
+    parser.add_argument("--variants", default="new,plain-render,stock-assembly,one-session")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "PORT", "FOLDER"))
     args = parser.parse_args()
     if args.child:

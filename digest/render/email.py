@@ -7,16 +7,25 @@ edition), ranks them (digest.ranking), shows the top `[email] max_full` in full,
 multipart/alternative EmailMessage (a text part, then an HTML part).
 
 Memory and speed: each paper's fragment (its full card or its one line, HTML with the
-CSS inlined, and text) is rendered once per send and kept; a reader's email is the small
-per-reader frame (header, overview, headings, footer: rendered and inlined per email)
-with the fragments spliced in. Nothing per distinct set of topics is kept, so a send of
+CSS inlined, and text) is rendered once per send and kept, quoted-printable already; a
+reader's email is the small per-reader frame (header, overview, headings, footer) with
+the fragments spliced in. Nothing per distinct set of topics is kept, so a send of
 thousands of readers holds the day's fragments, not thousands of finished bodies.
+
+Per reader, nothing is CSS-inlined and nothing big is encoded (issue 17: CPU a message):
+the frame's HTML template is inlined once per send (`_inlined_template`), a card's "why"
+chip is filled into a form inlined once per shape (`_chip_filled`), and a body is the
+fragments' quoted-printable joined with the frame's, line by line (`_encode`). Each
+shortcut is checked against the templates on first use and falls back to the plain way
+for a restyled template it cannot follow; `reference = True` renders the plain way
+throughout (tests/test_render_pieces.py holds the two to the same bytes).
 """
 
 from __future__ import annotations
 
 import binascii
 import dataclasses
+import functools
 import hashlib
 import io
 import math
@@ -24,17 +33,18 @@ import re
 import secrets
 import textwrap
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime, formatdate
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import css_inline
 import jinja2
+import markupsafe
 
 from digest.addresses import address_key
 from digest.config import Config, TopicConfig
@@ -68,7 +78,7 @@ from digest.render.templates import (
     environment,
     template_origin,
 )
-from digest.tokens import make_feedback_token
+from digest.tokens import feedback_signer, make_feedback_token
 from digest.topics import Matcher, parse_keywords, term_context
 
 ALL_PAPERS = "All new papers"
@@ -191,6 +201,34 @@ class _Frame:
     parts: dict[str, tuple[str, str]]  # mark -> (text fragment, HTML fragment)
 
 
+@dataclass(frozen=True)
+class _Fragment:
+    """One paper's card or line, rendered and inlined once per send: its mark in a frame,
+    both bodies (a card's holding the marks of the reader's "why" line and feedback
+    links), and each body with the line end after its mark as (kind, text) pieces (see
+    `_pieces`): runs of constant lines encoded once, lines with a reader's mark raw, to
+    be filled in and encoded per reader."""
+
+    mark: str
+    text: str
+    page: str
+    encoded: tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]
+
+
+@dataclass(frozen=True)
+class _Chip:
+    """One paper's "why" line for one set of a reader's topics: text (its lines, or ""),
+    inlined HTML, and both quoted-printable as they stand in place of the chip mark's
+    line (the HTML one with that line's end)."""
+
+    text: str
+    page: str
+    encoded: tuple[str, str]
+
+
+_NO_CHIP = _Chip("", "", ("", "\n"))
+
+
 @dataclass
 class _Skeleton:
     """A send's message bytes around what differs per reader (its headers and bodies),
@@ -250,6 +288,12 @@ class DigestRenderer:
             (sp.paper, merge_matches(matcher.match(sp.paper), liked.get(sp.paper.id)))
             for sp in ordered
         ]
+        # topic name -> (position in self.papers, of the match in the paper's, match)
+        self._by_topic: dict[str, list[tuple[int, int, TopicMatch]]] = {}
+        for i, (_, matches) in enumerate(self.papers):
+            for j, m in enumerate(matches):
+                self._by_topic.setdefault(m.topic, []).append((i, j, m))
+        self._position = {p.id: i for i, (p, _) in enumerate(self.papers)}
         self._days: dict[str, date] = {
             sp.paper.id: sp.paper.daily_date or sp.first_seen.date() for sp in ordered
         }
@@ -272,11 +316,24 @@ class DigestRenderer:
             mark = "pdx" + secrets.token_hex(12)
         self._mark = mark
         self._marks = re.compile(re.escape(mark) + r"f[0-9]+x")  # a fragment's mark in a frame
+        self._split = re.compile(f"({self._marks.pattern})")
+        # A frame's line -> its quoted-printable (with the line end), for `_encode`.
+        self._qp_lines: dict[str, str] = {}
+        # True: every body encoded whole, the way before the pieces (tests and benchmarks
+        # compare the two; the bytes are the same).
+        self.reference = False
         # (paper id, full?) -> (mark, text, inlined HTML); (paper id, the reader's topics
         # it is in) -> its "why" line (text, inlined HTML), the least recent dropped first.
-        self._fragments: dict[tuple[str, bool], tuple[str, str, str]] = {}
-        self._chips: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, str]] = OrderedDict()
+        self._fragments: dict[tuple[str, bool], _Fragment] = {}
+        self._chips: OrderedDict[tuple[str, tuple[str, ...], bool], _Chip] = OrderedDict()
         self._chip_mark = mark + "w"
+        # A chip's form (see `_chip_filled`): its slots, and (tags, terms, has a context),
+        # or (paper id, ...) when the form depends on the paper -> the form's (text,
+        # HTML), or None when no form gives the templates' chip.
+        self._slot = mark + "v"
+        self._slots = re.compile(f"{re.escape(self._slot)}([0-9]+)x")
+        self._chip_forms: dict[tuple[Any, ...], tuple[_Form, _Form] | None] = {}
+        self._checked: set[tuple[_Form, _Form]] = set()  # forms that gave the templates' chip
         self._contexts: dict[tuple[str, str], str] = {}
         self._css = self._stylesheet()
         # Personal topics (keywords typed on the subscribe form): topic name -> paper id
@@ -290,6 +347,13 @@ class DigestRenderer:
         self._feedback_mark = mark + "k"
         self._wire: _Skeleton | None = None
         self._templates: dict[str, jinja2.Template] = {}
+        # The frame's HTML template with the CSS inlined (None: not made yet; False: the
+        # template cannot be inlined ahead), checked against the reference once a send.
+        self._inlined: jinja2.Template | Literal[False] | None = None
+        self._inlined_checked = False
+        self._wrapped: dict[str, list[str]] = {}  # the frame's long lines, wrapped
+        self._titles: dict[str, str] = {}
+        self._signer: tuple[str, Callable[[str], str]] = ("", str)
 
     # -- per subscriber ---------------------------------------------------------------
 
@@ -310,15 +374,66 @@ class DigestRenderer:
         email = self.config.email
         if not key and email.no_topics_gets == "nothing":
             return None
-        frame = self._frame(subscriber, key, edition)
+        frame = self._frame(subscriber, key, edition, encoded=not self.reference)
         if frame is None:
             return None
+        if self.reference:
+            return self.assemble(subscriber, frame.subject, *self._whole(frame))
+        # Each fragment is kept quoted-printable already (`_Fragment`); only the frame and
+        # the reader's own lines are encoded here (see `_encode`).
+        text = self._encode(frame.text, frame.parts, 0)
+        page = self._encode(frame.page, frame.parts, 1)
+        if text is None or page is None:  # a mark not on a line of its own
+            frame = self._frame(subscriber, key, edition)
+            assert frame is not None
+            return self.assemble(subscriber, frame.subject, *self._whole(frame))
+        return self.assemble(subscriber, frame.subject, text, page)
+
+    def _whole(self, frame: _Frame) -> tuple[str, str]:
+        """Return both bodies quoted-printable, the fragments put in and each body encoded
+        whole: the reference way (`reference`), which the pieces of `_encode` must equal."""
         # One pass over each body for all its fragments (a replace per fragment copied the
         # whole body each time: about 50 of them, 50 KB each).
         parts = frame.parts
         text = self._marks.sub(lambda m: parts[m.group()][0], frame.text)
         page = self._marks.sub(lambda m: parts[m.group()][1], frame.page)
-        return self.assemble(subscriber, frame.subject, _qp(text), _qp(page))
+        return _qp(text), _qp(page)
+
+    def _encode(self, body: str, parts: Mapping[str, tuple[str, str]], which: int) -> str | None:
+        """Return `body` quoted-printable with its fragments put in, or None when a mark
+        is not alone on its line (a custom template): then the caller encodes it whole.
+
+        Quoted-printable works line by line: a soft break never crosses a line end and only
+        the end of a line changes how a space or a dot is written. So the encoding of text
+        cut after line ends is the encodings of the pieces, joined; the fragments come
+        encoded (each ending with the line end after its mark) and the frame's lines go
+        through a cache (most are the same for every reader)."""
+        pieces = self._split.split(body)
+        out: list[str] = []
+        lines = self._qp_lines
+        for n, piece in enumerate(pieces):
+            if n % 2:  # a mark: the fragment, with the line end that follows the mark
+                if not (pieces[n - 1].endswith("\n") or (n == 1 and not pieces[0])):
+                    return None
+                if not pieces[n + 1].startswith("\n"):
+                    return None
+                out.append(parts[piece][which])
+                continue
+            if n:
+                piece = piece[1:]  # its line end went with the fragment
+            chunk = piece.split("\n")
+            tail = chunk.pop()  # after the last line end: "" but at the end of some bodies
+            found = [lines.get(line) for line in chunk]
+            if None in found:
+                if len(lines) >= QP_LINES:
+                    lines.clear()  # bounded: per-reader lines (addresses, links) pass
+                for i, line in enumerate(chunk):
+                    if found[i] is None:
+                        found[i] = lines[line] = _qp(line + "\n")
+            out += found  # type: ignore[arg-type]
+            if tail:  # only the body's last piece (a mark after it was refused above)
+                out.append(_qp(tail))
+        return "".join(out)
 
     def assemble(self, subscriber: Subscriber, subject: str, text: str, page: str) -> EmailMessage:
         """Return the reader's message from its quoted-printable bodies: headers set raw
@@ -492,18 +607,32 @@ class DigestRenderer:
         topic first: most terms hit, then config order), in rank order. No topics: every
         paper of the edition, with no matches. `model`: the reader's learned model, whose
         scores over these papers are added (`_add_learned`)."""
-        wanted = set(topics)
         personal = [self._personal[n] for n in topics if n in self._personal]
         order = self.topics
-        # digest.ranking's score, inlined: this loop runs for every reader of a send over
-        # every paper of the pool, so it makes no objects for the papers it passes over.
+        # digest.ranking's score, inlined: this runs for every reader of a send, so it
+        # looks only at the papers of the reader's topics (from the index by topic) and
+        # makes no objects for the others.
         scored: list[tuple[float, int, str, Paper, list[TopicMatch]]] = []
         base = self._base_total
-        for paper, matches in self.papers:
+        hits: dict[int, list[tuple[int, TopicMatch]]] = {}
+        if topics:
+            index = self._by_topic
+            for name in set(topics):
+                for i, j, m in index.get(name, ()):
+                    hits.setdefault(i, []).append((j, m))
+            for found in personal:
+                for pid in found:
+                    hits.setdefault(self._position[pid], [])
+        papers = self.papers
+        for i in sorted(hits) if topics else range(len(papers)):
+            paper = papers[i][0]
             if edition is not None and paper.id not in edition.paper_ids:
                 continue
             if topics:
-                mine = [m for m in matches if m.topic in wanted]
+                pairs = hits[i]
+                if len(pairs) > 1:
+                    pairs.sort(key=_first)  # the paper's own order of its matches
+                mine = [m for _, m in pairs]
                 if personal:
                     mine += [found[paper.id] for found in personal if paper.id in found]
                 if not mine:
@@ -527,6 +656,7 @@ class DigestRenderer:
         *,
         budget: tuple[int, int] | None = None,
         reader: str = "",
+        encoded: bool = False,
     ) -> tuple[list[Group], dict[str, tuple[str, str]], str]:
         """Return the reader's groups (each paper once, under its best topic; no topics:
         one group of every paper), the fragments their marks stand for, and the title of
@@ -535,7 +665,8 @@ class DigestRenderer:
         `budget` (full, listed), default `[email] max_full, max_listed`: the best `full`
         papers get a card, the next `listed` a line, the rest are counted in `more`.
         `reader`: the address whose email this is (their learned ranking and feedback
-        links; "" for none, as the archive page).
+        links; "" for none, as the archive page). `encoded`: the fragments are given
+        quoted-printable, each with the line end after its mark (see `_encode`).
         """
         full, listed = budget or (self.config.email.max_full, self.config.email.max_listed)
         model = self._models.get(address_key(reader)) if reader and self._models else None
@@ -554,18 +685,28 @@ class DigestRenderer:
                 group.more += 1
                 continue
             if len(group.top) < OVERVIEW_TITLES:  # only papers in the email: in-page links
-                group.top.append((paper.id, one_line(paper.title) or paper.id))
-            mark, text, page = self._fragment(paper, full=n < full)
-            if n < full:
-                chip_text, chip_html = self._chip(paper, mine)
-                text = text.replace(self._chip_mark + "\n", chip_text, 1)
-                page = page.replace(self._chip_mark, chip_html, 1)
-                text, page = self._feedback_links(text, page, reader, paper.id)
-            parts[mark] = (text, page)
-            (group.cards if n < full else group.lines).append(mark)
+                group.top.append((paper.id, self._title(paper)))
+            frag = self._fragment(paper, full=n < full)
+            if encoded:
+                parts[frag.mark] = self._encoded_card(frag, paper, mine, reader, n < full)
+            elif n < full:
+                chip = self._chip(paper, mine)
+                text = frag.text.replace(self._chip_mark + "\n", chip.text, 1)
+                page = frag.page.replace(self._chip_mark, chip.page, 1)
+                parts[frag.mark] = self._feedback_links(text, page, reader, paper.id)
+            else:
+                parts[frag.mark] = (frag.text, frag.page)
+            (group.cards if n < full else group.lines).append(frag.mark)
         order = sorted(by_topic, key=lambda n: self.topics[n][0] if n else -1)
-        best = one_line(chosen[0][0].title) or chosen[0][0].id if chosen else ""
+        best = self._title(chosen[0][0]) if chosen else ""
         return [by_topic[n] for n in order], parts, best
+
+    def _title(self, paper: Paper) -> str:
+        # The title as shown (one line), once per paper and send.
+        found = self._titles.get(paper.id)
+        if found is None:
+            found = self._titles[paper.id] = one_line(paper.title) or paper.id
+        return found
 
     def _add_learned(
         self, scored: list[tuple[float, int, str, Paper, list[TopicMatch]]], model: ReaderModel
@@ -594,6 +735,56 @@ class DigestRenderer:
             for r, x in zip(scored, raw, strict=True)
         ]
 
+    def _encoded_card(
+        self, frag: _Fragment, paper: Paper, mine: list[TopicMatch], reader: str, card: bool
+    ) -> tuple[str, str]:
+        """Return the fragment's two bodies quoted-printable for this reader: its constant
+        pieces as kept, the chip line and the feedback lines filled in and encoded."""
+        if not card:  # a one-line entry: nothing of the reader's in it
+            return frag.encoded[0][0][1], frag.encoded[1][0][1]
+        chip = self._chip(paper, mine)
+        token = None
+        out: list[str] = []
+        for which, pieces in enumerate(frag.encoded):
+            body: list[str] = []
+            for kind, piece in pieces:
+                if kind == _CONSTANT:
+                    body.append(piece)
+                elif kind == _CHIP_LINE:
+                    body.append(chip.encoded[which])
+                else:
+                    if kind == _OTHER_LINE:
+                        if which == 0:
+                            piece = piece.replace(self._chip_mark + "\n", chip.text, 1)
+                        else:
+                            piece = piece.replace(self._chip_mark, chip.page, 1)
+                    if self._feedback_mark in piece:
+                        if token is None:
+                            token = self._feedback_token(reader, paper.id)
+                        if not token:  # a page for nobody: the old way drops those lines
+                            return self._whole_card(frag, paper, mine, reader)
+                        piece = piece.replace(self._feedback_mark, token)
+                    body.append(_qp(piece))
+            out.append("".join(body))
+        return out[0], out[1]
+
+    def _whole_card(
+        self, frag: _Fragment, paper: Paper, mine: list[TopicMatch], reader: str
+    ) -> tuple[str, str]:
+        chip = self._chip(paper, mine)
+        text = frag.text.replace(self._chip_mark + "\n", chip.text, 1)
+        page = frag.page.replace(self._chip_mark, chip.page, 1)
+        text, page = self._feedback_links(text, page, reader, paper.id)
+        return _qp(text + "\n"), _qp(page + "\n")
+
+    def _feedback_token(self, reader: str, paper_id: str) -> str:
+        """The reader's signed token for this paper, as it goes in a link ("" for none)."""
+        if not self._feedback_key or not reader:
+            return ""
+        if self._signer[0] != reader:  # the reader's part of their tokens, once
+            self._signer = (reader, feedback_signer(self._feedback_key, reader))
+        return quote(self._signer[1](paper_id), safe="")
+
     def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
         """Put the reader's signed token for this paper into a card's feedback links."""
         if not self._feedback_key or self._feedback_mark not in page:
@@ -616,7 +807,7 @@ class DigestRenderer:
             url += f"?topic={quote(topic, safe='')}"
         return url
 
-    def _fragment(self, paper: Paper, *, full: bool) -> tuple[str, str, str]:
+    def _fragment(self, paper: Paper, *, full: bool) -> _Fragment:
         """Return (mark, text, HTML with the CSS inlined) of the paper's card or line,
         rendered the first time the paper is shown and kept for the send. A card holds
         the chip mark where its reader's "why" line goes (see `_chip`)."""
@@ -635,33 +826,93 @@ class DigestRenderer:
         text = _wrap_text(text, (self._chip_mark, self._feedback_mark)).rstrip("\n")
         page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
         mark = f"{self._mark}f{len(self._fragments)}x"
-        found = self._fragments[key] = (mark, text, page)
+        marks = (self._chip_mark, self._feedback_mark)
+        encoded = (_pieces(text + "\n", *marks), _pieces(page + "\n", *marks))
+        found = self._fragments[key] = _Fragment(mark, text, page, encoded)
         return found
 
-    def _chip(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str]:
+    def _chip(self, paper: Paper, matches: list[TopicMatch]) -> _Chip:
         """Return (text, inlined HTML) of the paper's "why" line for a reader with these
         matches: their topics as tags, the terms that hit, each in its context on hover.
         Small, and one per (paper, reader's topics): kept in a bounded cache, so a send
         of many distinct topic sets holds a few thousand, not one per reader."""
         if not matches:
-            return "", ""
-        key = (paper.id, tuple(m.topic for m in matches))
+            return _NO_CHIP
+        key = (paper.id, tuple([m.topic for m in matches]), self.reference)
         found = self._chips.get(key)
         if found is not None:
             self._chips.move_to_end(key)
             return found
-        context = {
-            "p": self._view(paper, matches, why=True),
-            "part": "why",
-            "chip": "",
-            "feedback": "",
-        }
-        text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
-        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
-        found = self._chips[key] = (text + "\n", page)
+        filled = None if self.reference else self._chip_filled(paper, matches)
+        text, page = filled or self._chip_rendered(paper, matches)
+        text += "\n"
+        found = self._chips[key] = _Chip(text, page, (_qp(text), _qp(page + "\n")))
         if len(self._chips) > CHIP_CACHE:
             self._chips.popitem(last=False)
         return found
+
+    def _chip_rendered(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str]:
+        """The chip's (wrapped text, inlined HTML), rendered by the templates and inlined:
+        the reference way, and each form's check (`_chip_filled`)."""
+        return self._chip_pair(self._view(paper, matches, why=True))
+
+    def _chip_pair(self, view: PaperView) -> tuple[str, str]:
+        context = {"p": view, "part": "why", "chip": "", "feedback": ""}
+        text = _wrap_text(self._render(EMAIL_PAPER_TEXT, context).rstrip("\n"))
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        return text, page
+
+    def _chip_filled(self, paper: Paper, matches: list[TopicMatch]) -> tuple[str, str] | None:
+        """The chip as `_chip_rendered` makes it, from a form: the templates rendered and
+        inlined once per (number of tags, of terms, a context or not) with slots for
+        those values, which are filled in here, escaped as the inliner writes text and
+        attributes. None when no form gives what the templates give (a restyled template
+        that changes a value; checked on each form's first use)."""
+        tags = [self.topics[m.topic][1].display_title for m in matches]
+        terms = _terms(matches)
+        why = self._why(paper, terms)
+        values = [*tags, *terms, why]
+        shape = (len(tags), len(terms), bool(why))
+        form = self._chip_forms.get(shape)
+        if form is None and shape not in self._chip_forms:
+            # Made from two made-up papers: the same form from both shows the template
+            # uses nothing of the paper's in the chip (else a form per paper).
+            form = self._chip_form(_BLANK, shape)
+            if form != self._chip_form(_OTHER, shape):
+                form = None
+            self._chip_forms[shape] = form
+        paper_shape = (paper.id, *shape)
+        if form is None:
+            form = self._chip_forms.get(paper_shape)
+            if form is None and paper_shape not in self._chip_forms:
+                form = self._chip_forms[paper_shape] = self._chip_form(self._view(paper, []), shape)
+        if form is None:
+            return None
+        text_form, page_form = form
+        text = _wrap_text(_fill(text_form, values).rstrip("\n"), (), self._wrapped)
+        made = text, _fill(page_form, values)
+        if form not in self._checked:
+            if made != self._chip_rendered(paper, matches):
+                self._chip_forms[shape] = self._chip_forms[paper_shape] = None
+                return None
+            self._checked.add(form)
+        return made
+
+    def _chip_form(self, base: PaperView, shape: tuple[int, int, bool]) -> tuple[_Form, _Form]:
+        """The chip's (text, HTML) forms for `shape` over the paper `base`."""
+        tags, terms, why = shape
+        slots = [f"{self._slot}{i}x" for i in range(tags + terms + 1)]
+        view = dataclasses.replace(
+            base, tags=slots[:tags], terms=slots[tags:-1], why=slots[-1] if why else ""
+        )
+        context = {"p": view, "part": "why", "chip": "", "feedback": ""}
+        text = self._render(EMAIL_PAPER_TEXT, context).rstrip("\n")
+        page = self._inline(self._render(EMAIL_PAPER_HTML, context).strip())
+        return _form(text, self._slots, html=False), _form(page, self._slots, html=True)
+
+    def _why(self, paper: Paper, terms: list[str]) -> str:
+        # Each term in its context, for the chip's hover text.
+        return "; ".join(f"{t}: {ctx}" if (ctx := self._context_of(paper, t)) else t for t in terms)
 
     def _context_of(self, paper: Paper, term: str) -> str:
         # One search per (paper, term) and send: many readers' chips share them.
@@ -682,14 +933,8 @@ class DigestRenderer:
         ai = bool(email.use_ai_summary and paper.ai_summary and paper.ai_summary.strip())
         source = (paper.ai_summary or "") if ai else paper.abstract
         blurb, trimmed = trim_sentences(source, email.abstract_chars)
-        terms: list[str] = []
-        for m in matches:
-            terms += [t for t in m.terms if t not in terms]
-        shown_why = ""
-        if why and terms:
-            shown_why = "; ".join(
-                f"{t}: {ctx}" if (ctx := self._context_of(paper, t)) else t for t in terms
-            )
+        terms = _terms(matches)
+        shown_why = self._why(paper, terms) if why and terms else ""
         return PaperView(
             id=paper.id,
             title=one_line(paper.title) or paper.id,
@@ -784,10 +1029,40 @@ class DigestRenderer:
             return f"{day.strftime('%A')}, {day.day} {day:%B %Y}"
         return f"{day.day} {day:%b}"
 
+    def _frame_page(self, context: dict[str, Any]) -> str:
+        """Return the frame's HTML with the CSS inlined, as `_inliner.inline` makes it of
+        the rendered template, from the template inlined once per send (`_inlined_html`).
+        The first frame is also made the reference way and compared: a restyled template
+        this cannot do (see `_inlined_html`) is inlined per reader, as before."""
+        template = self._inlined
+        if template is None:
+            template = self._inlined = _inlined_template(
+                environment(self.config.templates.dir), EMAIL_HTML, EMAIL_STYLE, self._css
+            )
+        if template is False:
+            return _inliner.inline(self._render(EMAIL_HTML, context))
+        try:
+            page = template.render(context)
+        except jinja2.TemplateError as e:
+            env = environment(self.config.templates.dir)
+            raise RenderError(f"{template_origin(env, EMAIL_HTML)}: email template: {e}") from e
+        if not self._inlined_checked:
+            self._inlined_checked = True
+            slow = _inliner.inline(self._render(EMAIL_HTML, context))
+            if slow != page:
+                self._inlined = False
+                return slow
+        return page
+
     def _frame(
-        self, subscriber: Subscriber, topics: tuple[str, ...], edition: Edition | None
+        self,
+        subscriber: Subscriber,
+        topics: tuple[str, ...],
+        edition: Edition | None,
+        *,
+        encoded: bool = False,
     ) -> _Frame | None:
-        groups, parts, best = self.groups(topics, edition, reader=subscriber.email)
+        groups, parts, best = self.groups(topics, edition, reader=subscriber.email, encoded=encoded)
         count = sum(g.count for g in groups)
         if not count and not self.config.email.send_when_empty:
             return None
@@ -798,8 +1073,12 @@ class DigestRenderer:
             "preferences_url": f"{self.base_url}/preferences/{prefs}",
             "address": subscriber.email,
         }
-        text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,))
-        page = _inliner.inline(self._render(EMAIL_HTML, context))
+        if self.reference:
+            text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,))
+            page = _inliner.inline(self._render(EMAIL_HTML, context))
+        else:
+            text = _wrap_text(self._render(EMAIL_TEXT, context), (self._mark,), self._wrapped)
+            page = self._frame_page(context)
         subject = subject_line(
             _header_text(self.config.email.subject_prefix),
             self._edition_label(edition, long=False),
@@ -816,6 +1095,8 @@ OVERVIEW_TITLES = 3  # top titles per topic in the overview
 _FEEDBACK_HTML = re.compile(r'<p [^>]*class="feedback"[^>]*>.*?</p>\s*', re.S)
 LEARNED_WEIGHT = 1.5  # ranking points per deviation of a reader's model score
 CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
+QP_LINES = 20_000  # a frame's lines kept quoted-printable (emptied when full)
+WRAPPED_LINES = 5_000  # a frame's long text lines kept wrapped (emptied when full)
 
 
 def _shown(chosen: Sequence[tuple[Paper, list[TopicMatch]]], full: int, listed: int) -> set[int]:
@@ -887,6 +1168,184 @@ def _qp(body: str) -> str:
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
 
 
+_JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_JINJA_EXPR = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}", re.S)
+
+
+# Markup of a str, without markupsafe's checks (a frame makes about 60).
+_markup = functools.partial(str.__new__, markupsafe.Markup)
+
+
+def _html_text(value: object) -> str:
+    """`value` escaped as html5ever (the inliner's serializer) writes text."""
+    if hasattr(value, "__html__"):
+        return markupsafe.Markup(value)
+    text = str(value)
+    if "&" in text or "<" in text or ">" in text or "\xa0" in text:
+        text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;")
+        text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return _markup(text)
+
+
+def _html_attr(value: object) -> str:
+    """`value` escaped as html5ever writes an attribute's value (in double quotes)."""
+    if hasattr(value, "__html__"):
+        return markupsafe.Markup(value)
+    text = str(value)
+    if "&" in text or '"' in text or "\xa0" in text:
+        text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace('"', "&quot;")
+    return _markup(text)
+
+
+def _inlined_template(
+    env: jinja2.Environment, name: str, style: str, css: str
+) -> jinja2.Template | Literal[False]:
+    """Return the template `name` with the stylesheet inlined into its source, once: its
+    Jinja tags are set aside, the HTML around them inlined, the tags put back, each
+    `{{ value }}` escaped as the inliner would write it in that place (text or an
+    attribute); or False when that cannot be done (a tag lost or moved by the HTML
+    parser, a template that does not compile). Rendering it gives what inlining the
+    rendered template gives, as long as the stylesheet's selectors see only the
+    template's own elements and classes (the caller checks the first frame)."""
+    try:
+        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+    except jinja2.TemplateError:
+        return False
+    include = re.compile(r"\{%-?\s*include\s+[\"']" + re.escape(style) + r"[\"']\s*-?%\}")
+    source = include.sub(lambda _: css, source)  # the stylesheet, as the include puts it
+    tags: list[str] = []
+    mark = "pdt" + secrets.token_hex(8)
+
+    def aside(m: re.Match[str]) -> str:
+        tags.append(m.group())
+        return f"{mark}{len(tags) - 1}x"
+
+    try:
+        inlined = _inliner.inline(_JINJA_TAG.sub(aside, source))
+    except ValueError:
+        return False
+    spots = list(re.finditer(re.escape(mark) + r"([0-9]+)x", inlined))
+    if [int(m.group(1)) for m in spots] != list(range(len(tags))):
+        return False
+    out: list[str] = []
+    at = 0
+    for m in spots:
+        out.append(inlined[at : m.start()])
+        tag = tags[int(m.group(1))]
+        expr = _JINJA_EXPR.fullmatch(tag)
+        if expr:
+            attr = inlined.rfind("<", 0, m.start()) > inlined.rfind(">", 0, m.start())
+            escape = "_pd_html_attr" if attr else "_pd_html_text"
+            tag = f"{{{{{expr.group(1)} ({expr.group(2)}) | {escape} {expr.group(3)}}}}}"
+        out.append(tag)
+        at = m.end()
+    out.append(inlined[at:])
+    # Filters, not globals: Jinja calls a filter directly, a global through Context.call.
+    # On an overlay with filters of its own, so the shared environment is left as it is;
+    # every value is escaped by them, so autoescaping would only escape their Markup
+    # again, unless the template pulls in others (whose values it must still escape).
+    pulls = re.search(r"\{%-?\s*(include|extends|import|from)\b", "".join(out))
+    overlay = env.overlay(autoescape=bool(pulls))
+    overlay.filters = {**env.filters, "_pd_html_text": _html_text, "_pd_html_attr": _html_attr}
+    try:
+        return overlay.from_string("".join(out))
+    except jinja2.TemplateError:
+        return False
+
+
+def _first(pair: tuple[int, TopicMatch]) -> int:
+    return pair[0]
+
+
+def _terms(matches: Sequence[TopicMatch]) -> list[str]:
+    """The terms that hit, across the matches, each once, in order."""
+    terms: list[str] = []
+    for m in matches:
+        terms += [t for t in m.terms if t not in terms]
+    return terms
+
+
+_BLANK = PaperView("", "", "", "", "", None, None, "", None, 0, "", False, False, [], [], "")
+_OTHER = PaperView("0", "t", "h", "a", "p", "g", "w", "n", "o", 1, "b", True, True, [], [], "")
+
+# A form: literal text, and slots (value index, escaped as an attribute?) to fill in.
+_Form = tuple[str | tuple[int, bool | None], ...]
+
+
+def _form(rendered: str, slots: re.Pattern[str], *, html: bool) -> _Form:
+    """Return `rendered` (holding slot marks, whose group 1 is the value's index) as a
+    form. In HTML a slot inside a tag is an attribute value, else text; text (html=False)
+    is filled in as it is."""
+    out: list[str | tuple[int, bool | None]] = []
+    at = 0
+    for m in slots.finditer(rendered):
+        if m.start() > at:
+            out.append(rendered[at : m.start()])
+        attr = rendered.rfind("<", 0, m.start()) > rendered.rfind(">", 0, m.start())
+        out.append((int(m.group(1)), attr if html else None))
+        at = m.end()
+    if at < len(rendered):
+        out.append(rendered[at:])
+    return tuple(out)
+
+
+def _fill(form: _Form, values: Sequence[str]) -> str:
+    """Return the form with its slots filled in, escaped as html5ever (the inliner's
+    serializer) writes text and attribute values."""
+    out: list[str] = []
+    for item in form:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        value = values[item[0]]
+        if item[1] is None:
+            out.append(value)
+        elif item[1]:
+            out.append(value.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace('"', "&quot;"))
+        else:
+            out.append(
+                value.replace("&", "&amp;")
+                .replace("\xa0", "&nbsp;")
+                .replace("<", "&lt;")
+                .replace(">", "&gt;")
+            )
+    return "".join(out)
+
+
+# The kinds of a fragment's pieces (see `_pieces`).
+_CONSTANT, _CHIP_LINE, _FEEDBACK_LINES, _OTHER_LINE = range(4)
+
+
+def _pieces(body: str, chip: str, feedback: str) -> tuple[tuple[int, str], ...]:
+    """Return `body` (ending with a line end) as (kind, text) pieces cut at line ends:
+    runs of lines with no mark, quoted-printable (_CONSTANT); the line that is the chip
+    mark alone (_CHIP_LINE); runs of lines with the feedback mark only, raw
+    (_FEEDBACK_LINES); any other line with a mark, raw (_OTHER_LINE). The raw ones are
+    filled in and encoded per reader."""
+    out: list[tuple[int, str]] = []
+    run: list[str] = []
+    kind = _CONSTANT
+    for line in body.split("\n")[:-1]:
+        if line == chip:
+            now = _CHIP_LINE
+        elif chip in line:
+            now = _OTHER_LINE
+        elif feedback in line:
+            now = _FEEDBACK_LINES
+        else:
+            now = _CONSTANT
+        if run and (now != kind or now in (_CHIP_LINE, _OTHER_LINE)):
+            text = "".join(run)
+            out.append((kind, _qp(text) if kind == _CONSTANT else text))
+            run = []
+        kind = now
+        run.append(line + "\n")
+    if run:
+        text = "".join(run)
+        out.append((kind, _qp(text) if kind == _CONSTANT else text))
+    return tuple(out)
+
+
 def _paper_text(p: Paper) -> str:
     fields = [p.title, p.abstract, p.ai_summary, p.organization, p.github_repo, p.project_page]
     return " ".join([*(f or "" for f in fields), *p.authors])
@@ -904,11 +1363,14 @@ def _web_link(url: str | None) -> str | None:
     return None
 
 
-def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
+def _wrap_text(
+    text: str, keep: Sequence[str] = (), cache: dict[str, list[str]] | None = None
+) -> str:
     """Wrap the text body's long lines at TEXT_WIDTH, keeping each line's indent.
 
     URLs are never broken (a word longer than the width stays whole on its line); lines
-    holding a `keep` placeholder stay whole (their length is not known yet).
+    holding a `keep` placeholder stay whole (their length is not known yet). `cache`:
+    long line -> its lines, kept across calls (a send's frames share most of them).
     """
     out: list[str] = []
     for line in text.splitlines():
@@ -918,13 +1380,25 @@ def _wrap_text(text: str, keep: Sequence[str] = ()) -> str:
         if len(line) <= TEXT_WIDTH or any(k in line for k in keep):
             out.append(line.rstrip())
             continue
-        indent = line[: len(line) - len(line.lstrip())]
-        out += textwrap.wrap(
-            line.strip(),
-            TEXT_WIDTH,
-            initial_indent=indent,
-            subsequent_indent=indent,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
+        if cache is not None:
+            found = cache.get(line)
+            if found is None:
+                if len(cache) >= WRAPPED_LINES:
+                    cache.clear()  # bounded
+                found = cache[line] = _wrap_line(line)
+            out += found
+            continue
+        out += _wrap_line(line)
     return "\n".join(out) + "\n"
+
+
+def _wrap_line(line: str) -> list[str]:
+    indent = line[: len(line) - len(line.lstrip())]
+    return textwrap.wrap(
+        line.strip(),
+        TEXT_WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )

@@ -618,13 +618,14 @@ class Ledger:
     def get(self, day: date, address: str) -> Delivery | None:
         """Return the row of (`address`, `day`), or None."""
         with self._lock:
-            rows = list(
-                self.store.db.query(
-                    "SELECT * FROM deliveries WHERE email = ? AND day = ?",
-                    [address, day.isoformat()],
-                )
+            # On the connection itself: once per message of a send, and sqlite-utils'
+            # query() parses each statement for its first keyword.
+            cur = self.store.db.conn.execute(
+                "SELECT * FROM deliveries WHERE email = ? AND day = ?", (address, day.isoformat())
             )
-        return _delivery(rows[0]) if rows else None
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+        return _delivery(dict(zip(names, row, strict=True))) if row else None
 
     def rows(self, statuses: Iterable[DeliveryState], day: date | None = None) -> list[Delivery]:
         """Return the rows in `statuses` (of `day`, or of every day), newest day first."""

@@ -1,0 +1,257 @@
+"""The renderer's shortcuts (issue 17's CPU target) against the reference way.
+
+A reader's bodies are put together from pieces kept quoted-printable (the fragments
+encoded once per send, the frame line by line), not encoded whole per reader; the bytes
+of every message must be those of the reference way (`DigestRenderer.reference`: the
+fragments put in, each body encoded whole), for every mix of topics, with feedback links,
+personal keywords, several days' editions and a restyled template."""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import itertools
+import random
+import shutil
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import jinja2
+import pytest
+import time_machine
+
+from digest.config import TemplatesConfig
+from digest.models import Subscriber
+from digest.ranking import match_strength
+from digest.render.email import DigestRenderer, Edition
+from digest.render.mailheaders import WireMessage
+from digest.render.templates import builtin_folder
+from digest.store import Store
+from tests.support.mail import TOPICS, make_config, real_day
+
+NOW = "2026-12-02 01:00:00Z"
+KEY = b"feedback-key-of-the-test-service"
+
+
+def qp(text: str) -> str:
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii")
+
+
+def test_quoted_printable_of_pieces_cut_at_line_ends_is_the_whole() -> None:
+    # The property the pieces rest on: cut after any line end, the encodings joined are
+    # the encoding of the whole. Lines long enough for soft breaks, trailing spaces and
+    # tabs, a dot alone, "=" and non-ASCII, at every cut.
+    rng = random.Random(5)
+    alphabet = ["a", "b", " ", "\t", ".", "=", "é", "→", "x" * 40, '<p style="a: b">']
+    for _ in range(400):
+        lines = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+            for _ in range(rng.randint(1, 8))
+        ]
+        lines += [".", " ", ""]
+        rng.shuffle(lines)
+        text = "\n".join(lines) + rng.choice(["", "\n", " ", "."])
+        whole = qp(text)
+        ends = [i + 1 for i, c in enumerate(text) if c == "\n"]
+        for cuts in (ends, rng.sample(ends, len(ends) // 2)):
+            bounds = [0, *sorted(cuts), len(text)]
+            pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+            assert "".join(qp(p) for p in pieces) == whole, text
+
+
+def readers() -> list[Subscriber]:
+    names = [t.name for t in TOPICS]
+    mixes = [c for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
+    subs = [
+        Subscriber(
+            f"reader.{i}@example.net",
+            mix,
+            token=f"tok{i}" * (1 + i % 9),
+            preferences_token=f"pref{i}",
+            unsubscribe_mailto=f"unsubscribe+x{i}@papers.example.org" if i % 2 else "",
+        )
+        for i, mix in enumerate(mixes)
+    ]
+    subs.append(Subscriber("kw@example.net", keywords="humanoid robot*", token="k"))
+    subs.append(Subscriber("both@example.net", ("video",), keywords="diffusion", token="b"))
+    subs.append(Subscriber(f"{'long' * 30}@example.net", ("video", "robots"), token="l" * 90))
+    subs.append(Subscriber("\"odd <local> & 'x'\"@example.net", ("video",), token="o&<>"))
+    return subs
+
+
+def same_bytes(
+    renderer: DigestRenderer, subs: list[Subscriber], edition: Edition | None = None
+) -> int:
+    """Render each reader both ways in one renderer (one boundary, one clock second);
+    assert the bytes are the same; return how many got an email."""
+    checked = 0
+    with time_machine.travel(NOW, tick=False):
+        for sub in subs:
+            fast = renderer.render(sub, edition)
+            renderer.reference = True
+            try:
+                slow = renderer.render(sub, edition)
+            finally:
+                renderer.reference = False
+            assert (fast is None) == (slow is None), sub
+            if fast is None:
+                continue
+            assert isinstance(fast, WireMessage) and isinstance(slow, WireMessage)
+            assert fast.wire() is not None and fast.wire() == slow.wire(), sub
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_every_mix_of_topics_gets_the_reference_bytes(store: Store, feedback: bool) -> None:
+    papers, day = real_day(store)
+    renderer = DigestRenderer(make_config(), papers, day, feedback_key=KEY if feedback else None)
+    assert same_bytes(renderer, readers()) >= 15
+    # the frame came from the template inlined once, not inlined per reader
+    assert isinstance(renderer._inlined, jinja2.Template)
+
+
+def test_budgets_and_editions_get_the_reference_bytes(store: Store) -> None:
+    # Small budgets (lines and "more on the web"), no budget for lines, and a reader of
+    # several days (an edition of part of the pool).
+    papers, day = real_day(store)
+    for full, listed in ((1, 2), (3, 0), (0, 5), (20, 20)):
+        config = make_config(max_full=full, max_listed=listed)
+        renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+        assert same_bytes(renderer, readers()) >= 15
+    renderer = DigestRenderer(make_config(), papers, day, feedback_key=KEY)
+    some = frozenset(sp.paper.id for sp in papers[::2])
+    edition = Edition(some, first_day=day - timedelta(days=6), weekly=True)
+    assert same_bytes(renderer, readers(), edition) >= 10
+
+
+def test_a_restyled_template_with_marks_mid_line_is_encoded_whole(
+    store: Store, tmp_path: Path
+) -> None:
+    # A copy of the templates whose cards share a line with other text: the pieces
+    # cannot be cut there, so the body is encoded whole, and the bytes are still right.
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    html = folder / "email" / "digest.html"
+    source = html.read_text()
+    assert "{{ card }}\n" in source
+    html.write_text(source.replace("{{ card }}\n", "<span>card:</span> {{ card }} <b>end</b>\n"))
+    text = folder / "email" / "digest.txt"
+    text.write_text(text.read_text().replace("{{ line }}\n", "> {{ line }}\n"))
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()[:12]) >= 5
+    small = dataclasses.replace(config, email=dataclasses.replace(config.email, max_full=1))
+    msg = DigestRenderer(small, papers, day).render(Subscriber("r@example.net", ("video",)))
+    assert isinstance(msg, EmailMessage)
+    text, page = (part.get_content() for part in msg.get_payload())
+    assert "card:</span> <div" in page and "</div> <b>end</b>" in page
+    assert "\n> - " in text
+
+
+def test_chips_from_forms_escape_as_the_inliner_does(store: Store) -> None:
+    # Topic titles with the characters HTML escapes differently in text and attributes,
+    # and a non-breaking space: the filled-in chip is the one the templates and the
+    # inliner make.
+    odd = [
+        dataclasses.replace(TOPICS[0], title='Video & "film" <clips>'),
+        dataclasses.replace(TOPICS[1], title="Diffusion\xa0models 'n' more > less"),
+        *TOPICS[2:],
+    ]
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), topics=odd)
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()) >= 15
+    page = renderer.render(Subscriber("r@example.net", ("video", "diffusion"), token="t"))
+    assert page is not None
+    html = page.get_payload()[1].get_content()
+    assert 'class="tag" style="' in html and 'Video &amp; "film" &lt;clips&gt;' in html
+    # (and the chips did come from forms, one per shape, not one per paper)
+    forms = renderer._chip_forms
+    assert all(len(k) == 3 for k in forms) and all(f is not None for f in forms.values())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # the chip shows something of the paper's: a form per paper
+        ('<p class="why">', '<p class="why"><b>{{ p.title }}</b> '),
+        # a value changed by a filter: no form gives it, rendered each time
+        ("{{ tag }}</span>", "{{ tag | upper }}</span>"),
+    ],
+)
+def test_a_restyled_chip_is_still_the_templates(
+    store: Store, tmp_path: Path, change: tuple[str, str]
+) -> None:
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    card = folder / "email" / "paper.html"
+    source = card.read_text()
+    assert change[0] in source
+    card.write_text(source.replace(change[0], change[1]))
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day)
+    assert same_bytes(renderer, readers()) >= 15
+    msg = renderer.render(Subscriber("r@example.net", ("video", "robots"), token="t"))
+    assert msg is not None
+    html = msg.get_payload()[1].get_content()
+    assert ("VIDEO</span>" in html) if "upper" in change[1] else ("<b>The Llama 3 Herd" in html)
+    per_paper = [f for k, f in renderer._chip_forms.items() if len(k) == 4]
+    if "upper" in change[1]:
+        assert not any(renderer._chip_forms.values())
+    else:
+        assert per_paper and all(f is not None for f in per_paper)
+
+
+def test_a_frame_template_that_cannot_be_inlined_ahead_is_inlined_per_reader(
+    store: Store, tmp_path: Path
+) -> None:
+    # A class chosen by an expression: inlining the template's source cannot see it, the
+    # first frame of the send shows it, and every frame is then inlined as before.
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    html = folder / "email" / "digest.html"
+    source = html.read_text()
+    assert '<p class="date">' in source
+    html.write_text(source.replace('<p class="date">', "<p class=\"{{ 'date' }}\">"))
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()) >= 15
+    assert renderer._inlined is False
+    msg = renderer.render(Subscriber("r@example.net", ("video",), token="t"))
+    assert msg is not None
+    assert '<p class="date" style="margin: 4px 0 0 0;' in msg.get_payload()[1].get_content()
+
+
+def test_a_readers_papers_from_the_topic_index_are_the_scan_of_every_paper(
+    store: Store,
+) -> None:
+    # `selected` looks only at the papers of the reader's topics; the order and the
+    # matches must be those of going over every paper of the pool (the way before).
+    papers, day = real_day(store)
+    renderer = DigestRenderer(make_config(), papers, day)
+    some = frozenset(sp.paper.id for sp in papers[1::2])
+    for sub in readers():
+        personal = renderer._personal_topic(sub.keywords)
+        key = tuple(sorted(set(sub.topics) | ({personal} if personal else set())))
+        for edition in (None, Edition(some)):
+            want = []
+            for paper, matches in renderer.papers:
+                if edition is not None and paper.id not in edition.paper_ids:
+                    continue
+                mine = [m for m in matches if m.topic in key]
+                mine += [
+                    f[paper.id] for n in key if paper.id in (f := renderer._personal.get(n, {}))
+                ]
+                if key and not mine:
+                    continue
+                mine.sort(key=lambda m: (-len(m.terms), renderer.topics[m.topic][0]))
+                score = renderer._base_total[paper.id] + (match_strength(mine) if mine else 0.0)
+                want.append((-score, -paper.upvotes, paper.id, mine))
+            want.sort(key=lambda r: r[:3])
+            got = renderer.selected(key, edition)
+            assert [(p.id, m) for p, m in got] == [(r[2], r[3]) for r in want], sub
