@@ -227,6 +227,23 @@ def test_a_frame_template_that_cannot_be_inlined_ahead_is_inlined_per_reader(
     assert '<p class="date" style="margin: 4px 0 0 0;' in msg.get_payload()[1].get_content()
 
 
+def test_a_stylesheet_with_sibling_selectors_is_inlined_per_reader(
+    store: Store, tmp_path: Path
+) -> None:
+    # "li + li" or ":first-child" match a loop's body once in the template and each
+    # repeat in a reader's page; the first frame's check could miss it (one item there),
+    # so such a stylesheet is never inlined ahead.
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    style = folder / "email" / "style.css"
+    style.write_text(style.read_text() + "\nli + li { margin-top: 7px; }\n")
+    papers, day = real_day(store)
+    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+    renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
+    assert same_bytes(renderer, readers()) >= 15
+    assert renderer._inlined is False
+
+
 def test_a_readers_papers_from_the_topic_index_are_the_scan_of_every_paper(
     store: Store,
 ) -> None:

@@ -1207,6 +1207,8 @@ def _inlined_template(
     parser, a template that does not compile). Rendering it gives what inlining the
     rendered template gives, as long as the stylesheet's selectors see only the
     template's own elements and classes (the caller checks the first frame)."""
+    if _positional(css):
+        return False
     try:
         source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
     except jinja2.TemplateError:
@@ -1251,6 +1253,21 @@ def _inlined_template(
         return overlay.from_string("".join(out))
     except jinja2.TemplateError:
         return False
+
+
+# A selector that looks at siblings or at a position among them (a + b, a ~ b,
+# :first-child, :nth-of-type(2), :empty...) matches a loop's body once in the template
+# but each repeat in the rendered page: a stylesheet with one is inlined per reader.
+_POSITIONAL = re.compile(r"[+~]|:(?:first|last|nth|only)-|:empty\b")
+_DECLARATIONS = re.compile(r"\{[^{}]*\}")
+
+
+def _positional(css: str) -> bool:
+    """True when a selector of `css` depends on siblings or position (see _POSITIONAL)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    # The innermost blocks are the declarations (a calc(a + b) is in one): without them
+    # what is left is selectors and at-rule preludes, @media bodies' included.
+    return bool(_POSITIONAL.search(_DECLARATIONS.sub(";", css)))
 
 
 def _first(pair: tuple[int, TopicMatch]) -> int:
