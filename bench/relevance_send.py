@@ -38,6 +38,7 @@ from digest.models import Subscriber
 from digest.relevance import (
     Choice,
     ReaderModel,
+    SendTerms,
     SimilarityIndex,
     Vocabulary,
     learn,
@@ -104,16 +105,16 @@ def main() -> None:
     seeds = {p.id: (p, vectors[p.id]) for p in others}
     index = SimilarityIndex(like_topics(on_cfg.topics, seeds))
     liked = like_matches(index, [sp.paper for sp in papers], vectors, on_cfg.topics)
-    # As deliver.likes.learned_for reads them: each model cut to the send's papers' terms.
-    terms = {t for pid in pool_ids for t in vectors[pid].ids}
-    models = {r: ReaderModel.from_bytes(b).restricted(terms) for r, b in kept.items()}
+    # As deliver.likes.learned_for reads them: each model over the send's papers' terms.
+    send = SendTerms({pid: vectors[pid] for pid in pool_ids})
+    models = {r: send.model(ReaderModel.from_bytes(b)) for r, b in kept.items()}
     on = DigestRenderer(
         on_cfg,
         papers,
         DAY,
         likes=liked,
         models=models,
-        vectors={pid: vectors[pid] for pid in pool_ids},
+        vectors=send.vectors,
         feedback_key=b"k" * 32,
     )
     out = [on.render(s) for s in on_subs]
@@ -135,10 +136,10 @@ def main() -> None:
         f"{with_relevance / baseline:.2f}x the baseline"
     )
     full = sum(len(b) - 13 for b in kept.values()) / 1e6  # 8 bytes a term as stored
-    held = sum(8 * len(m.weights) for m in models.values()) / 1e6
+    held = sum(4 * len(m.weights) for m in models.values()) / 1e6
     print(
-        f"models held during the send: {held:.1f} MB of weights (8 bytes a term), "
-        f"{full:.1f} MB uncut ({len(terms)} terms in the send's papers)"
+        f"models held during the send: {held:.1f} MB of weights ({len(send)} terms in the "
+        f"send's papers, 4 bytes each), {full:.1f} MB as stored (8 bytes a term)"
     )
     print(
         f"not in the send: vocabulary + {len(vectors)} vectors {made:.1f} s (when stored); "

@@ -31,6 +31,7 @@ against 0.70) and would put SQL between a paper and its why. No model weights to
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
@@ -39,7 +40,6 @@ from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import eq, ge, itemgetter, mul
@@ -562,6 +562,72 @@ class _Packed(Mapping[int, float]):
         return len(self._ids) - 1
 
 
+class _Dense(Mapping[int, float]):
+    """A model's weights over one send's terms, by their position in SendTerms' numbering
+    (0 for a term the model has no weight for): a score is one pass in C."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: array[float]) -> None:
+        self._ws = ws
+
+    def dot(self, vector: Vector) -> float:
+        """Return the dot product with a vector of SendTerms.vectors."""
+        return sum(map(mul, vector.weights, map(self._ws.__getitem__, vector.ids)))
+
+    def __getitem__(self, position: int) -> float:
+        if not 0 <= position < len(self._ws):
+            raise KeyError(position)
+        return self._ws[position]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._ws)))
+
+    def __len__(self) -> int:
+        return len(self._ws)
+
+
+class SendTerms:
+    """The terms of one send's papers, numbered 0..n-1, and the papers' vectors in that
+    numbering (`vectors`): a reader's model over them (`model`) is a dense array of n
+    float32, and scoring a paper is a lookup by position, in C.
+
+    A send holds one model per reader who chose, for the whole send: a model as stored
+    has a weight for every word of the reader's choices and background papers (some
+    thousands, looked up by bisection), and the send's papers use a few hundred of them
+    (bench/README.md).
+    """
+
+    def __init__(self, vectors: Mapping[str, Vector]) -> None:
+        terms = sorted({t for v in vectors.values() for t in v.ids})
+        self._position = {t: i for i, t in enumerate(terms)}
+        at = self._position.__getitem__
+        self.vectors = {pid: Vector(tuple(map(at, v.ids)), v.weights) for pid, v in vectors.items()}
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def model(self, model: ReaderModel) -> ReaderModel:
+        """Return `model` over these terms: for each paper, the score of its vector in
+        `vectors` is the score `model` gives its stored vector (weights as float32, as a
+        model read back has them). Raises TypeError for a model over a send's terms."""
+        w = model.weights
+        if isinstance(w, _Packed):
+            ids: Sequence[int] = w.term_ids
+            weights: Sequence[float] = w.term_weights
+        elif isinstance(w, _Dense):
+            raise TypeError("this model is over one send's terms already")
+        else:
+            ids, weights = list(w), list(w.values())
+        position = self._position
+        keep = list(map(position.__contains__, ids))
+        dense = array("f", bytes(4 * len(position)))
+        # A scatter in C: dense[position[t]] = w for each term of the send.
+        places = map(position.__getitem__, compress(ids, keep))
+        collections.deque(map(dense.__setitem__, places, compress(weights, keep)), maxlen=0)
+        return ReaderModel(_Dense(dense), model.bias)
+
+
 @dataclass(frozen=True)
 class ReaderModel:
     """A linear model over paper vectors: score = w . x + bias (higher = more wanted)."""
@@ -572,32 +638,19 @@ class ReaderModel:
     def score(self, vector: Vector) -> float:
         """Return the model's score of a paper's vector."""
         w = self.weights
+        if isinstance(w, _Dense):  # a send's model and a vector of SendTerms.vectors
+            return self.bias + w.dot(vector)
         if isinstance(w, _Packed):
             return self.bias + w.dot(vector)
         # map() in C, not a generator: a send scores every candidate paper of every
         # reader who has a model.
         return self.bias + sum(map(mul, vector.weights, map(w.get, vector.ids, _ZEROS)))
 
-    def restricted(self, terms: AbstractSet[int]) -> ReaderModel:
-        """Return the model with only the weights of `terms`, packed (float32, as stored):
-        the same score for every vector of those terms, in a fraction of the memory.
-
-        A send keeps one model per choosing reader while it renders; a model holds a
-        weight for every word of the reader's choices and background papers (thousands),
-        and the send's papers use a few hundred of them (bench/README.md).
-        """
-        w = self.weights
-        if isinstance(w, _Packed):
-            keep = list(map(terms.__contains__, w.term_ids))
-            ids = array("I", compress(w.term_ids, keep))
-            ws = array("f", compress(w.term_weights, keep))
-        else:
-            ids = array("I", sorted(t for t in w if t in terms))
-            ws = array("f", map(w.__getitem__, ids))
-        return ReaderModel(_Packed(ids, ws), self.bias)
-
     def to_bytes(self) -> bytes:
-        """Return the stored form: the bias as a float64, then the weights as a Vector's."""
+        """Return the stored form: the bias as a float64, then the weights as a Vector's.
+        Raises TypeError for a model over one send's numbering (SendTerms.model)."""
+        if isinstance(self.weights, _Dense):
+            raise TypeError("a model over one send's terms is not stored")
         ids = sorted(self.weights)
         return (
             struct.pack("<d", self.bias)

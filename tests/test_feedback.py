@@ -214,12 +214,12 @@ def test_a_reader_who_chose_gets_their_papers_ranked_by_it(archive: Store, tmp_p
     store.close()
 
 
-def test_a_send_holds_each_model_cut_to_its_papers(
+def test_a_send_holds_each_model_over_its_papers_terms_only(
     archive: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # learned_for reads readers a batch at a time (2 here, so 5 readers cross batches),
-    # learns the stale ones and keeps each model cut to the send's papers' terms: the same
-    # scores as the whole model, a fraction of the weights.
+    # learns the stale ones and keeps each model over the send's papers' terms only (its
+    # own numbering of them): the same scores as the whole model, fewer weights.
     from digest.deliver import likes
     from digest.relevance import Vector
 
@@ -235,12 +235,14 @@ def test_a_send_holds_each_model_cut_to_its_papers(
     assert first is not None and again is not None
     kept = stored.reader_models(store, readers)
     assert set(first.models) == set(again.models) == set(kept) == set(readers)
-    terms = {t for v in again.vectors.values() for t in v.ids}
+    version, _ = likes.current_vocabulary(store) or (0, None)
+    raw = stored.vectors_of(store, version, send)
+    terms = {t for b in raw.values() for t in Vector.from_bytes(b).ids}
+    assert first.vectors == again.vectors and set(again.vectors) == set(raw)
     for reader in readers:
         whole = ReaderModel.from_bytes(kept[reader][0])
         for got in (first.models[reader], again.models[reader]):
-            assert set(got.weights) <= terms and len(got.weights) < len(whole.weights)
-            for pid in send:
-                vector: Vector = again.vectors[pid]
-                assert got.score(vector) == whole.score(vector)
+            assert len(got.weights) == len(terms) < len(whole.weights)
+            for pid in send:  # the send's numbering: the same score as the whole model's
+                assert got.score(again.vectors[pid]) == whole.score(Vector.from_bytes(raw[pid]))
     store.close()

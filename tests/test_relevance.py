@@ -17,6 +17,7 @@ from digest.relevance import (
     LikeTopic,
     ReaderModel,
     Seed,
+    SendTerms,
     SimilarityIndex,
     Vector,
     Vocabulary,
@@ -317,22 +318,27 @@ def test_learning_is_deterministic_and_the_model_round_trips() -> None:
         ReaderModel.from_bytes(data[:-1])
 
 
-def test_a_model_cut_to_the_sends_terms_scores_those_papers_the_same() -> None:
-    # What a send keeps per choosing reader: the weights its papers' terms use.
+def test_a_model_over_the_sends_terms_scores_its_papers_the_same() -> None:
+    # What a send keeps per choosing reader: a dense array over its papers' terms.
     papers = list(corpus()[0])
     choices = [Choice(vec(pid), i % 3 == 0) for i, pid in enumerate(papers[:12])]
     learned = learn(choices, [vec(pid) for pid in papers[12:60]])
     assert learned is not None
     stored = ReaderModel.from_bytes(learned.to_bytes())
-    send = papers[200:240]
-    terms = {t for pid in send for t in vec(pid).ids}
+    ids = papers[200:240]
+    send = SendTerms({pid: vec(pid) for pid in ids})
+    assert len(send) == len({t for pid in ids for t in vec(pid).ids})
     for model in (stored, learned):  # read back (packed) and just learned (a dict)
-        cut = model.restricted(terms)
-        assert set(cut.weights) == {t for t in model.weights if t in terms}
-        assert len(cut.weights) < len(model.weights) / 3
-        for pid in send:  # float32 weights, as stored: the read-back model's scores exactly
-            assert cut.score(vec(pid)) == stored.score(vec(pid))
-    assert stored.restricted(set()).score(vec(send[0])) == stored.bias
+        dense = send.model(model)
+        assert len(dense.weights) == len(send)
+        for pid in ids:  # float32 weights, as stored: the read-back model's scores exactly
+            assert dense.score(send.vectors[pid]) == stored.score(vec(pid))
+        with pytest.raises(TypeError):
+            dense.to_bytes()  # positions, not term ids: never stored
+        with pytest.raises(TypeError):
+            send.model(dense)
+    empty = send.model(ReaderModel({}, 0.25))
+    assert empty.score(send.vectors[ids[0]]) == 0.25
 
 
 # --- empty inputs ---------------------------------------------------------------------------

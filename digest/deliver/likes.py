@@ -23,6 +23,7 @@ from digest.models import Paper, TopicMatch
 from digest.relevance import (
     Choice,
     ReaderModel,
+    SendTerms,
     SimilarityIndex,
     Vector,
     Vocabulary,
@@ -176,7 +177,8 @@ MODEL_BATCH = 500  # readers whose stored models are read (and cut) at a time
 @dataclass(frozen=True)
 class Learned:
     """What a send needs to rank by readers' choices: each choosing reader's model (by
-    address key) and the vectors of the send's papers."""
+    address key) and the vectors of the send's papers, both over the send's own
+    numbering of its terms (relevance.SendTerms)."""
 
     models: dict[str, ReaderModel]
     vectors: dict[str, Vector]
@@ -187,18 +189,18 @@ def learned_for(store: Store, readers: Iterable[str], paper_ids: Iterable[str]) 
     those who chose since their model was kept (then kept again), with the vectors of
     `paper_ids`; None when no reader chose (every reader gets today's ranking).
 
-    Each model is cut to the terms of `paper_ids`' vectors as soon as it is read or
-    learned (ReaderModel.restricted: the same scores for those papers), and readers are
-    read a batch at a time, so a send of 10,000 choosing readers holds tens of MB of
-    models, not the GBs their full weights are (bench/README.md)."""
+    Each model is made over the terms of `paper_ids`' vectors as soon as it is read or
+    learned (SendTerms: the same scores for those papers, a dense array each), and the
+    vectors are given in that numbering; readers are read a batch at a time, so a send
+    of 10,000 choosing readers holds tens of MB of models, not the GBs their full
+    weights are (bench/README.md)."""
     choices = stored.choices_of(store, readers)
     kept = current_vocabulary(store)
     if not choices or kept is None:
         return None
     version, _vocab = kept
     raw = stored.vectors_of(store, version, paper_ids)
-    vectors = {pid: Vector.from_bytes(b) for pid, b in raw.items()}
-    terms = {t for v in vectors.values() for t in v.ids}
+    send = SendTerms({pid: Vector.from_bytes(b) for pid, b in raw.items()})
     models: dict[str, ReaderModel] = {}
     background: list[tuple[str, Vector]] | None = None  # read once, when a model is stale
     readers_chose = list(choices)
@@ -212,7 +214,7 @@ def learned_for(store: Store, readers: Iterable[str], paper_ids: Iterable[str]) 
                 stale.append(reader)
                 continue
             try:
-                models[reader] = ReaderModel.from_bytes(row[0]).restricted(terms)
+                models[reader] = send.model(ReaderModel.from_bytes(row[0]))
             except ValueError:  # a model of another layout: learn it again
                 stale.append(reader)
         if not stale:
@@ -235,8 +237,8 @@ def learned_for(store: Store, readers: Iterable[str], paper_ids: Iterable[str]) 
             )
             if model is not None:
                 fresh[reader] = (model.to_bytes(), cs[-1][2])
-                models[reader] = model.restricted(terms)
+                models[reader] = send.model(model)
         stored.save_reader_models(store, fresh)
     if not models:
         return None
-    return Learned(models, vectors)
+    return Learned(models, send.vectors)
