@@ -694,7 +694,17 @@ def learn(
     examples = [
         (c.vector.ids, c.vector.weights, 1.0 if c.more else 0.0, 1.0) for c in choices if c.vector
     ]
-    examples += [(v.ids, v.weights, 0.0, BACKGROUND_WEIGHT) for v in background if v]
+    # The model's words are those of the papers the reader chose: a background paper
+    # counts on those only ("how common are these words in papers I left alone"). Its
+    # other words would add thousands of small weights that every send reads back for each
+    # reader, and rank the labelled set no better (bench/README.md).
+    chosen = {t for ids, _, _, _ in examples for t in ids}
+    for unchosen in background:
+        kept = [(t, x) for t, x in zip(unchosen.ids, unchosen.weights, strict=True) if t in chosen]
+        if kept:
+            examples.append(
+                (tuple(t for t, _ in kept), tuple(x for _, x in kept), 0.0, BACKGROUND_WEIGHT)
+            )
     if not examples:
         return None
     # A dense list over the term ids in play: indexing a list is the cheapest step Python
