@@ -56,6 +56,16 @@ def bounce(config: Config, address: str) -> None:
         store.close()
 
 
+def add_bouncing(config: Config, address: str) -> None:
+    """A database reader of "agents", daily, whose mail bounces."""
+    store = Store.open(config.store.database)
+    try:
+        add_subscriber(config, store, address, ("agents",), "daily")
+    finally:
+        store.close()
+    bounce(config, address)
+
+
 def checked_frequency(page: str) -> list[str]:
     tree = HTMLParser(page)
     return [
@@ -118,12 +128,7 @@ def test_a_bouncing_reader_who_signs_up_again_is_active_again(
 ) -> None:
     config, site = weekly_site
     reader = "db-daily@example.org"
-    store = Store.open(config.store.database)
-    try:
-        add_subscriber(config, store, reader, ("agents",), "daily")
-    finally:
-        store.close()
-    bounce(config, reader)
+    add_bouncing(config, reader)
     assert rows(config)[reader] == ("bouncing", "daily", ("agents",))
     with httpx.Client() as client:
         data = {
@@ -146,12 +151,7 @@ def test_a_bouncing_reader_gets_what_they_typed_once_confirmed(
 ) -> None:
     config, site = weekly_site
     reader = "db-daily@example.org"
-    store = Store.open(config.store.database)
-    try:
-        add_subscriber(config, store, reader, ("agents",), "daily")
-    finally:
-        store.close()
-    bounce(config, reader)
+    add_bouncing(config, reader)
     with httpx.Client() as client:
         data = {
             "csrf": form_token(client, site),
@@ -178,12 +178,7 @@ def test_a_forged_sign_up_does_not_change_a_bouncing_readers_topics(
     mail's link applies it: a forged link or a link scanner's GET does not."""
     config, site = weekly_site
     reader = "db-daily@example.org"
-    store = Store.open(config.store.database)
-    try:
-        add_subscriber(config, store, reader, ("agents",), "daily")
-    finally:
-        store.close()
-    bounce(config, reader)
+    add_bouncing(config, reader)
     before = rows(config)[reader]
     with httpx.Client() as client:
         data = {"csrf": form_token(client, site), "email": reader, "topics": ["vision"]}
@@ -216,12 +211,7 @@ def test_a_second_sign_up_before_confirming_is_what_the_link_confirms(
     config, site = weekly_site
     reader = "changes-mind@example.org"
     if bouncing:
-        store = Store.open(config.store.database)
-        try:
-            add_subscriber(config, store, reader, ("agents",), "daily")
-        finally:
-            store.close()
-        bounce(config, reader)
+        add_bouncing(config, reader)
     before = rows(config).get(reader)
     with httpx.Client() as client:
         for topics, frequency in ((["agents"], "daily"), (["vision"], "weekly")):

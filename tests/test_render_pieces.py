@@ -21,7 +21,7 @@ import jinja2
 import pytest
 import time_machine
 
-from digest.config import TemplatesConfig
+from digest.config import Config, TemplatesConfig
 from digest.models import Subscriber
 from digest.ranking import match_strength
 from digest.render.email import DigestRenderer, Edition
@@ -126,21 +126,33 @@ def test_budgets_and_editions_get_the_reference_bytes(store: Store) -> None:
     assert same_bytes(renderer, readers(), edition) >= 10
 
 
+def restyled(tmp_path: Path, changes: dict[str, tuple[str, str]]) -> Config:
+    """The test config over a copy of the built-in templates with `changes` made: file
+    (under the templates folder) -> (text that must be there, what replaces it; "" for
+    text appended to the file)."""
+    folder = tmp_path / "templates"
+    shutil.copytree(builtin_folder(), folder)
+    for name, (old, new) in changes.items():
+        path = folder / name
+        source = path.read_text()
+        assert old in source, (name, old)
+        path.write_text(source.replace(old, new) if old else source + new)
+    return dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
+
+
 def test_a_restyled_template_with_marks_mid_line_is_encoded_whole(
     store: Store, tmp_path: Path
 ) -> None:
     # A copy of the templates whose cards share a line with other text: the pieces
     # cannot be cut there, so the body is encoded whole, and the bytes are still right.
-    folder = tmp_path / "templates"
-    shutil.copytree(builtin_folder(), folder)
-    html = folder / "email" / "digest.html"
-    source = html.read_text()
-    assert "{{ card }}\n" in source
-    html.write_text(source.replace("{{ card }}\n", "<span>card:</span> {{ card }} <b>end</b>\n"))
-    text = folder / "email" / "digest.txt"
-    text.write_text(text.read_text().replace("{{ line }}\n", "> {{ line }}\n"))
+    config = restyled(
+        tmp_path,
+        {
+            "email/digest.html": ("{{ card }}\n", "<span>card:</span> {{ card }} <b>end</b>\n"),
+            "email/digest.txt": ("{{ line }}\n", "> {{ line }}\n"),
+        },
+    )
     papers, day = real_day(store)
-    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
     renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
     assert same_bytes(renderer, readers()[:12]) >= 5
     small = dataclasses.replace(config, email=dataclasses.replace(config.email, max_full=1))
@@ -185,14 +197,8 @@ def test_chips_from_forms_escape_as_the_inliner_does(store: Store) -> None:
 def test_a_restyled_chip_is_still_the_templates(
     store: Store, tmp_path: Path, change: tuple[str, str]
 ) -> None:
-    folder = tmp_path / "templates"
-    shutil.copytree(builtin_folder(), folder)
-    card = folder / "email" / "paper.html"
-    source = card.read_text()
-    assert change[0] in source
-    card.write_text(source.replace(change[0], change[1]))
+    config = restyled(tmp_path, {"email/paper.html": change})
     papers, day = real_day(store)
-    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
     renderer = DigestRenderer(config, papers, day)
     assert same_bytes(renderer, readers()) >= 15
     msg = renderer.render(Subscriber("r@example.net", ("video", "robots"), token="t"))
@@ -211,14 +217,10 @@ def test_a_frame_template_that_cannot_be_inlined_ahead_is_inlined_per_reader(
 ) -> None:
     # A class chosen by an expression: inlining the template's source cannot see it, the
     # first frame of the send shows it, and every frame is then inlined as before.
-    folder = tmp_path / "templates"
-    shutil.copytree(builtin_folder(), folder)
-    html = folder / "email" / "digest.html"
-    source = html.read_text()
-    assert '<p class="date">' in source
-    html.write_text(source.replace('<p class="date">', "<p class=\"{{ 'date' }}\">"))
+    config = restyled(
+        tmp_path, {"email/digest.html": ('<p class="date">', "<p class=\"{{ 'date' }}\">")}
+    )
     papers, day = real_day(store)
-    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
     renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
     assert same_bytes(renderer, readers()) >= 15
     assert renderer._inlined is False
@@ -233,12 +235,8 @@ def test_a_stylesheet_with_sibling_selectors_is_inlined_per_reader(
     # "li + li" or ":first-child" match a loop's body once in the template and each
     # repeat in a reader's page; the first frame's check could miss it (one item there),
     # so such a stylesheet is never inlined ahead.
-    folder = tmp_path / "templates"
-    shutil.copytree(builtin_folder(), folder)
-    style = folder / "email" / "style.css"
-    style.write_text(style.read_text() + "\nli + li { margin-top: 7px; }\n")
+    config = restyled(tmp_path, {"email/style.css": ("", "\nli + li { margin-top: 7px; }\n")})
     papers, day = real_day(store)
-    config = dataclasses.replace(make_config(), templates=TemplatesConfig(dir=str(folder)))
     renderer = DigestRenderer(config, papers, day, feedback_key=KEY)
     assert same_bytes(renderer, readers()) >= 15
     assert renderer._inlined is False
