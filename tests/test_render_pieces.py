@@ -28,7 +28,7 @@ from digest.render.email import DigestRenderer, Edition
 from digest.render.mailheaders import WireMessage
 from digest.render.templates import builtin_folder
 from digest.store import Store
-from tests.support.mail import TOPICS, make_config, real_day
+from tests.support.mail import TOPICS, make_config, real_day, topic_mix_readers
 
 NOW = "2026-12-02 01:00:00Z"
 KEY = b"feedback-key-of-the-test-service"
@@ -61,18 +61,7 @@ def test_quoted_printable_of_pieces_cut_at_line_ends_is_the_whole() -> None:
 
 
 def readers() -> list[Subscriber]:
-    names = [t.name for t in TOPICS]
-    mixes = [c for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
-    subs = [
-        Subscriber(
-            f"reader.{i}@example.net",
-            mix,
-            token=f"tok{i}" * (1 + i % 9),
-            preferences_token=f"pref{i}",
-            unsubscribe_mailto=f"unsubscribe+x{i}@papers.example.org" if i % 2 else "",
-        )
-        for i, mix in enumerate(mixes)
-    ]
+    subs = topic_mix_readers("reader.{i}", token_repeat=9)
     subs.append(Subscriber("kw@example.net", keywords="humanoid robot*", token="k"))
     subs.append(Subscriber("both@example.net", ("video",), keywords="diffusion", token="b"))
     subs.append(Subscriber(f"{'long' * 30}@example.net", ("video", "robots"), token="l" * 90))

@@ -5,7 +5,6 @@ changes after rendering."""
 
 from __future__ import annotations
 
-import itertools
 import random
 import string
 from dataclasses import replace
@@ -22,7 +21,15 @@ from digest.render.email import DigestRenderer
 from digest.render.mailheaders import FOLD_AT, WireMessage, wire_header
 from digest.store import Store
 from tests.support.config import smtp_config
-from tests.support.mail import SENDER, TOPICS, config_for, make_config, parse_bytes, real_day
+from tests.support.mail import (
+    SENDER,
+    TOPICS,
+    config_for,
+    make_config,
+    parse_bytes,
+    real_day,
+    topic_mix_readers,
+)
 from tests.support.smtpserver import SmtpServer
 from tests.test_deliver_smtp import stock_flatten
 
@@ -32,18 +39,7 @@ NOW = "2026-12-02 01:00:00Z"
 def readers() -> list[Subscriber]:
     """Every mix of the test topics, personal keywords, a mailbox for unsubscribing or
     not, long and odd tokens."""
-    names = [t.name for t in TOPICS]
-    mixes = [c for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
-    subs = [
-        Subscriber(
-            f"reader.{i}+tag@example.net",
-            mix,
-            token=f"tok{i}" * (1 + i % 7),
-            preferences_token=f"pref{i}",
-            unsubscribe_mailto=f"unsubscribe+x{i}@papers.example.org" if i % 2 else "",
-        )
-        for i, mix in enumerate(mixes)
-    ]
+    subs = topic_mix_readers("reader.{i}+tag", token_repeat=7)
     subs.append(Subscriber("kw@example.net", keywords="humanoid robot*", token="k"))
     subs.append(Subscriber('"odd local"@example.net', ("video",), token="q"))
     return subs

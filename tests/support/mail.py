@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import itertools
 from dataclasses import replace
 from datetime import date
 from email.message import EmailMessage
@@ -21,7 +22,7 @@ from digest.config import (
 from digest.deliver.digest import send_digests
 from digest.deliver.smtp import flatten
 from digest.jobs import ingest_file
-from digest.models import StoredPaper
+from digest.models import StoredPaper, Subscriber
 from digest.store import Store
 from tests.support.config import smtp_config
 from tests.support.paths import PAGE_2024_08_01
@@ -45,6 +46,24 @@ def make_config(**email: object) -> Config:
         smtp=SmtpConfig(sender="Daily Papers <digest@papers.example.org>"),
         email=replace(EmailConfig(), **email),  # type: ignore[arg-type]
     )
+
+
+def topic_mix_readers(local: str = "reader.{i}", token_repeat: int = 7) -> list[Subscriber]:
+    """One reader for every mix of the test topics (none to all), each with a preferences
+    token, tokens of varied length and, every other one, an unsubscribe mailbox; `local`
+    makes the address's local part from the reader's number."""
+    names = [t.name for t in TOPICS]
+    mixes = [c for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
+    return [
+        Subscriber(
+            f"{local.format(i=i)}@example.net",
+            mix,
+            token=f"tok{i}" * (1 + i % token_repeat),
+            preferences_token=f"pref{i}",
+            unsubscribe_mailto=f"unsubscribe+x{i}@papers.example.org" if i % 2 else "",
+        )
+        for i, mix in enumerate(mixes)
+    ]
 
 
 def real_day(store: Store) -> tuple[list[StoredPaper], date]:
