@@ -291,6 +291,26 @@ def test_choices_move_the_ranking_and_no_choices_keep_it() -> None:
     assert pushed.index(target) > ranked.index(target)
 
 
+def test_a_model_has_weights_for_the_chosen_papers_words_only() -> None:
+    # What keeps a send's models small (README: "weights for the words of the papers
+    # they chose"): 200 background papers add no word of their own, only evidence on
+    # the chosen papers' words.
+    papers = list(corpus()[0])
+    chosen = papers[:3]
+    choices = [Choice(vec(pid), i != 1) for i, pid in enumerate(chosen)]
+    background = [vec(pid) for pid in papers[3:203]]
+    model = learn(choices, background)
+    alone = learn(choices)
+    assert model is not None and alone is not None
+    words = {t for pid in chosen for t in vec(pid).ids}
+    assert set(model.weights) <= words
+    background_words = {t for v in background for t in v.ids}
+    assert len(background_words - words) > 1000  # many words the model does not take
+    # The background still counts: it moves the weights of the words it shares.
+    shared = [t for t in model.weights if t in background_words]
+    assert shared and any(model.weights[t] != alone.weights[t] for t in shared)
+
+
 def test_learning_is_deterministic_and_the_model_round_trips() -> None:
     choices = [Choice(vec("2404.00656"), True), Choice(vec("2403.06738"), False)]
     model = learn(choices)
