@@ -52,6 +52,7 @@ BOUNCE_TAG = "bounce-address"
 UNSUBSCRIBE_TAG = "unsubscribe-address"
 PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM, CSRF, FEEDBACK)
 TAG_PURPOSES = (BOUNCE_TAG, UNSUBSCRIBE_TAG)
+SHA256_BLOCK = 64  # bytes: the block HMAC pads its key to
 
 
 def _serializer(key: bytes, purpose: str, now: datetime | None = None) -> URLSafeTimedSerializer:
@@ -200,14 +201,31 @@ def feedback_signer(key: bytes, address: str) -> Callable[[str], str]:
     """Return paper id -> make_feedback_token(key, address, paper id), the reader's part
     made once (a send signs one per card of every reader's email)."""
     reader = _b64(address_key(address).encode())
-    mac_key = _feedback_key(key)
+    inner, outer = _feedback_pads(key)
 
     def sign(paper_id: str) -> str:
         payload = f"{reader}.{paper_id}"
-        # hmac.digest: the MAC of hmac.new(...).digest(), in one C call.
-        return f"{payload}.{_b64(hmac.digest(mac_key, payload.encode(), 'sha256'))}"
+        # HMAC-SHA256 (RFC 2104) from the key's padded states, hashed once a send: the
+        # same MAC as hmac.digest, at a third of its cost (two hash blocks, not four).
+        mac = inner.copy()
+        mac.update(payload.encode())
+        out = outer.copy()
+        out.update(mac.digest())
+        return f"{payload}.{_b64(out.digest())}"
 
     return sign
+
+
+@functools.lru_cache(maxsize=8)
+def _feedback_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after HMAC's inner and outer padded key blocks (RFC 2104)."""
+    mac_key = _feedback_key(key)
+    if len(mac_key) > SHA256_BLOCK:  # pragma: no cover - a derived key is 32 bytes
+        mac_key = hashlib.sha256(mac_key).digest()
+    padded = mac_key.ljust(SHA256_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+    return inner, outer
 
 
 def verify_feedback_token(key: bytes, token: str) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ import pytest
 from digest.config import Config
 from digest.store import Store
 from digest.web.app import create_app
+from tests.support.chromium import CHROMIUM, FLAGS
 from tests.support.config import write_config
 from tests.support.hfserver import HFServer
 from tests.support.smtpserver import SmtpServer
@@ -55,6 +56,18 @@ def config_file(tmp_path: Path) -> Callable[..., Path]:
 def config(tmp_path: Path, smtp: SmtpServer) -> Config:
     """The web front's config: KNOWN in the config file, mail to `smtp`."""
     return site_config(tmp_path, smtp)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's, through Playwright), shared by a module's tests."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 @pytest.fixture

@@ -228,7 +228,20 @@ def test_a_second_sign_up_before_confirming_is_what_the_link_confirms(
         assert rows(config)[reader] == before  # nothing changes before the link is used
     else:
         assert rows(config)[reader][0] == "pending"
-    httpx.post(site + path_of(link_in(mail, "confirm")))
+    text = mail.get_body(("plain",))
+    assert text is not None
+    # Sent before the second post: it names the first choice and cannot be changed.
+    assert "once a day (agents)" in " ".join(text.get_content().split())
+    link = site + path_of(link_in(mail, "confirm"))
+    # The page with the button says what pressing it applies: what was typed last.
+    page = HTMLParser(httpx.get(link).text).body
+    assert page is not None
+    shown = " ".join(page.text().split())
+    assert f"Start the email to {reader}: once a week (vision)?" in shown, shown
+    assert "agents" not in shown
+    done = HTMLParser(httpx.post(link).text).body
+    assert done is not None
+    assert f"{reader} gets the next weekly email." in " ".join(done.text().split())
     assert rows(config)[reader] == ("active", "weekly", ("vision",))
 
 

@@ -20,11 +20,20 @@ from pathlib import Path
 import jinja2
 import pytest
 import time_machine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digest.config import Config, TemplatesConfig
 from digest.models import Subscriber
 from digest.ranking import match_strength
-from digest.render.email import DigestRenderer, Edition
+from digest.render.email import (
+    DigestRenderer,
+    Edition,
+    _fill_token,
+    _textwrap,
+    _token_form,
+    _wrap_line,
+)
 from digest.render.mailheaders import WireMessage
 from digest.render.templates import builtin_folder
 from digest.store import Store
@@ -90,6 +99,63 @@ def same_bytes(
             assert fast.wire() is not None and fast.wire() == slow.wire(), sub
             checked += 1
     return checked
+
+
+def test_a_cards_feedback_lines_are_filled_into_their_encoded_form() -> None:
+    # A reader's token goes into the lines encoded once per token length: the same bytes
+    # as encoding the lines with the token in, wherever the soft breaks fall (in the
+    # token, just before or after it, between two tokens), for every length.
+    rng = random.Random(17)
+    mark = "pdxMARKk"
+    token_chars = "abcXYZ019-_.~%"
+    shapes = [
+        f'<p class="feedback" style="margin: 0"><a href="https://x.org/f/{mark}/more" '
+        f'style="color: #333">More like this</a> &middot; <a href="https://x.org/f/{mark}/'
+        'fewer">Fewer</a></p>\n',
+        f"  More like this: https://x.org/feedback/{mark}/more\n"
+        f"  Fewer like this: https://x.org/feedback/{mark}/fewer\n",
+        f"{mark}{mark}\n",
+        f"{mark}\n",
+        f"é ={mark}= \n",
+    ]
+    filled = 0
+    for lines in shapes:
+        for size in range(1, 160):
+            form = _token_form(lines, mark, size)
+            assert form is not None
+            for _ in range(3):
+                token = "".join(rng.choice(token_chars) for _ in range(size - 1))
+                token += rng.choice(token_chars.replace(".", ""))  # as the caller asks
+                assert _fill_token(form, token) == qp(lines.replace(mark, token)), (lines, token)
+                filled += 1
+    assert filled == 5 * 159 * 3
+    # No stand-in left: no form (the caller encodes the lines as they are).
+    assert _token_form(f"~^|`{{}} {mark}\n", mark, 10) is None
+
+
+_WORD = st.one_of(
+    st.text(st.sampled_from("abé.xyz-/→"), min_size=1, max_size=14),
+    st.sampled_from(["w" * 30, "https://x.org/" + "a" * 70]),
+)
+# Words apart by single spaces (what `_wrap_line` fills itself), under an indent or not;
+# and lines with tabs, double and other spaces (left to textwrap).
+_PLAIN_LINE = st.builds(
+    lambda indent, words: indent + " ".join(words),
+    st.sampled_from(["", "  ", "    "]),
+    st.lists(_WORD, max_size=40),
+)
+_ODD_LINE = st.lists(
+    st.sampled_from([*"ab -é\t\u00a0\u3000xyz.", "  ", "w" * 30]), max_size=120
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(_PLAIN_LINE, _ODD_LINE))
+def test_a_long_text_line_is_wrapped_as_textwrap_wraps_it(line: str) -> None:
+    # `_wrap_line` fills words apart by single spaces itself (the reference way uses it
+    # too, so only textwrap can tell it wrong): indents, long URLs, double spaces, tabs
+    # and other spaces (left to textwrap), lines of every length.
+    assert _wrap_line(line) == _textwrap(line)
 
 
 @pytest.mark.parametrize("feedback", [False, True])

@@ -13,7 +13,7 @@ import pytest
 from digest.config import Config
 from digest.web.app import create_app
 from tests.support.archive import Archive, build_archive
-from tests.support.chromium import ARTIFACTS, CHROMIUM, FLAGS, needs_chromium
+from tests.support.chromium import ARTIFACTS, needs_chromium
 from tests.support.webserver import make_config, serving
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -51,17 +51,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Arc
     archive = build_archive(config)
     with serving(create_app(config)) as base:
         yield config, archive, base
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def pages(archive: Archive) -> dict[str, str]:

@@ -319,6 +319,10 @@ class DigestRenderer:
         self._split = re.compile(f"({self._marks.pattern})")
         # A frame's line -> its quoted-printable (with the line end), for `_encode`.
         self._qp_lines: dict[str, str] = {}
+        self._qp_runs: dict[str, str] = {}  # whole runs of lines between marks, encoded
+        # A card's feedback lines and a token length -> their form (`_token_lines`), or
+        # None when a form cannot give them.
+        self._token_forms: dict[tuple[str, int], _TokenForm | None] = {}
         # True: every body encoded whole, the way before the pieces (tests and benchmarks
         # compare the two; the bytes are the same).
         self.reference = False
@@ -411,6 +415,7 @@ class DigestRenderer:
         pieces = self._split.split(body)
         out: list[str] = []
         lines = self._qp_lines
+        runs = self._qp_runs
         for n, piece in enumerate(pieces):
             if n % 2:  # a mark: the fragment, with the line end that follows the mark
                 if not (pieces[n - 1].endswith("\n") or (n == 1 and not pieces[0])):
@@ -421,6 +426,18 @@ class DigestRenderer:
                 continue
             if n:
                 piece = piece[1:]  # its line end went with the fragment
+            if not piece:  # two marks on consecutive lines
+                continue
+            # The runs of lines between two marks (a topic's heading, the end of a
+            # group) are the same in many readers' frames: looked up whole first. Not
+            # the first and last (the reader's own head and foot: kept, they would fill
+            # the cache with one of each reader's).
+            inner = 0 < n < len(pieces) - 1
+            found_run = runs.get(piece) if inner else None
+            if found_run is not None:
+                out.append(found_run)
+                continue
+            start = len(out)
             chunk = piece.split("\n")
             tail = chunk.pop()  # after the last line end: "" but at the end of some bodies
             found = [lines.get(line) for line in chunk]
@@ -433,6 +450,10 @@ class DigestRenderer:
             out += found  # type: ignore[arg-type]
             if tail:  # only the body's last piece (a mark after it was refused above)
                 out.append(_qp(tail))
+            if inner:
+                if len(runs) >= QP_RUNS:
+                    runs.clear()  # bounded, as the lines
+                runs[piece] = "".join(out[start:])
         return "".join(out)
 
     def assemble(self, subscriber: Subscriber, subject: str, text: str, page: str) -> EmailMessage:
@@ -763,10 +784,37 @@ class DigestRenderer:
                             token = self._feedback_token(reader, paper.id)
                         if not token:  # a page for nobody: the old way drops those lines
                             return self._whole_card(frag, paper, mine, reader)
+                        if kind == _FEEDBACK_LINES:
+                            body.append(self._token_lines(piece, token))
+                            continue
                         piece = piece.replace(self._feedback_mark, token)
                     body.append(_qp(piece))
             out.append("".join(body))
         return out[0], out[1]
+
+    def _token_lines(self, lines: str, token: str) -> str:
+        """Return _qp(`lines` with the feedback mark replaced by `token`), from a form per
+        token length: the lines encoded once with a stand-in of the token's length and
+        the token's characters put where the stand-in's are. Every character of a link
+        token (base64url, ".", "%"-escapes) is written as itself in quoted-printable, one
+        character each, so the soft breaks fall where they fall for the stand-in. The
+        form's first use is checked against the plain way."""
+        if not _QP_LITERAL.fullmatch(token) or token.endswith("."):
+            # (a "." alone on its line is escaped: only a token's last one could be)
+            return _qp(lines.replace(self._feedback_mark, token))
+        key = (lines, len(token))
+        form = self._token_forms.get(key)
+        if form is None and key not in self._token_forms:
+            form = _token_form(lines, self._feedback_mark, len(token))
+            plain = _qp(lines.replace(self._feedback_mark, token))
+            if form is not None and _fill_token(form, token) != plain:
+                form = None
+            if len(self._token_forms) >= QP_LINES:
+                self._token_forms.clear()  # bounded: one per (lines, length) seen
+            self._token_forms[key] = form
+        if form is None:
+            return _qp(lines.replace(self._feedback_mark, token))
+        return _fill_token(form, token)
 
     def _whole_card(
         self, frag: _Fragment, paper: Paper, mine: list[TopicMatch], reader: str
@@ -783,7 +831,10 @@ class DigestRenderer:
             return ""
         if self._signer[0] != reader:  # the reader's part of their tokens, once
             self._signer = (reader, feedback_signer(self._feedback_key, reader))
-        return quote(self._signer[1](paper_id), safe="")
+        token = self._signer[1](paper_id)
+        # quote() leaves these characters alone: most tokens (base64url, an arXiv id)
+        # need no call at all.
+        return token if _URL_SAFE.fullmatch(token) else quote(token, safe="")
 
     def _feedback_links(self, text: str, page: str, reader: str, paper_id: str) -> tuple[str, str]:
         """Put the reader's signed token for this paper into a card's feedback links."""
@@ -1094,8 +1145,9 @@ class DigestRenderer:
 OVERVIEW_TITLES = 3  # top titles per topic in the overview
 _FEEDBACK_HTML = re.compile(r'<p [^>]*class="feedback"[^>]*>.*?</p>\s*', re.S)
 LEARNED_WEIGHT = 1.5  # ranking points per deviation of a reader's model score
-CHIP_CACHE = 4096  # "why" lines kept per send (each a few hundred bytes)
+CHIP_CACHE = 32_768  # "why" lines kept per send (about 2 KB each with their encodings)
 QP_LINES = 20_000  # a frame's lines kept quoted-printable (emptied when full)
+QP_RUNS = 5_000  # a frame's runs of lines between two marks, kept encoded (the same)
 WRAPPED_LINES = 5_000  # a frame's long text lines kept wrapped (emptied when full)
 
 
@@ -1162,12 +1214,46 @@ def subject_line(prefix: str, when: str, best: str, count: int, topics: Sequence
     return f'{head}"{title}"{tail}'[:SUBJECT_MAX]
 
 
+# Characters quoted-printable writes as themselves (printable ASCII but "=" and the
+# space), and ones a form can stand a token in with: never written by the encoder itself
+# (it adds "=", hex digits and line ends), so in its output they are the stand-in's.
+_QP_LITERAL = re.compile(r"[!-<>-~]*")
+_STAND_INS = "~^|`{}"
+_TokenForm = tuple[str | tuple[int, int], ...]  # text, and (start, end) of the token
+
+
+def _token_form(lines: str, mark: str, size: int) -> _TokenForm | None:
+    """Return `lines` quoted-printable with each `mark` a token of `size` characters to
+    be filled in, as text and slices of the token; None when no stand-in is free."""
+    stand_in = next((c for c in _STAND_INS if c not in lines), None)
+    if stand_in is None or size < 1:
+        return None
+    encoded = _qp(lines.replace(mark, stand_in * size))
+    form: list[str | tuple[int, int]] = []
+    last = at = 0  # in `encoded`; in the token (each mark starts it again)
+    for run in re.finditer(re.escape(stand_in) + "+", encoded):
+        form.append(encoded[last : run.start()])
+        left = run.end() - run.start()
+        while left:  # a run may hold the end of one token and the start of the next
+            take = min(left, size - at)
+            form.append((at, at + take))
+            at, left = (at + take) % size, left - take
+        last = run.end()
+    form.append(encoded[last:])
+    return tuple(form)
+
+
+def _fill_token(form: _TokenForm, token: str) -> str:
+    return "".join([p if isinstance(p, str) else token[p[0] : p[1]] for p in form])
+
+
 def _qp(body: str) -> str:
     """Return `body` as quoted-printable, lines kept (binascii: C speed, RFC 2045 soft
     breaks at 76)."""
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
 
 
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote(..., safe="") never changes
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _JINJA_EXPR = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}", re.S)
 
@@ -1410,6 +1496,31 @@ def _wrap_text(
 
 
 def _wrap_line(line: str) -> list[str]:
+    """`line` wrapped as textwrap.wrap does it here (indent kept, no word broken)."""
+    indent = line[: len(line) - len(line.lstrip())]
+    text = line.strip()
+    width = TEXT_WIDTH - len(indent)
+    if width > 0 and text and text.isprintable() and "  " not in text:
+        # Words apart by single spaces (nearly every line): textwrap's greedy fill without
+        # its regular expressions, several times faster; the same lines (tested).
+        lines: list[str] = []
+        words: list[str] = []
+        size = 0
+        for word in text.split(" "):
+            if words and size + 1 + len(word) > width:
+                lines.append(indent + " ".join(words))
+                words, size = [], 0
+            size += len(word) + (1 if words else 0)
+            words.append(word)
+        if words:
+            lines.append(indent + " ".join(words))
+        return lines
+    return _textwrap(line)
+
+
+def _textwrap(line: str) -> list[str]:
+    """textwrap's wrapping of `line` (its indent kept, no word broken): `_wrap_line`'s
+    way for lines with other spaces, and what it must give for every line (tested)."""
     indent = line[: len(line) - len(line.lstrip())]
     return textwrap.wrap(
         line.strip(),

@@ -233,6 +233,37 @@ def unused_confirm_mail(conn: Conn, address: str, nonce: str) -> int | None:
     return int(row[0]) if row else None
 
 
+def confirm_choice(
+    store: Store, address: str, nonce: str
+) -> tuple[tuple[str, ...], str, str] | None:
+    """What confirming sign-up `nonce` of `address` applies, as (topics, keywords,
+    frequency): the choice held with its mail (a bouncing reader's), else the row's (a
+    pending one's; both what was typed last, see hold_latest_choice). None when the
+    mail is used up or the address has no row."""
+    ensure_mail_table(store)
+    held = store.db.execute(
+        "SELECT choice FROM web_mails WHERE email = ? AND kind = 'confirm' AND nonce = ? "
+        "AND used IS NULL",
+        [address, nonce],
+    ).fetchone()
+    if held is None:
+        return None
+    if held[0]:
+        topics, keywords, frequency = json.loads(held[0])
+        return tuple(topics), keywords, frequency
+    return row_choice(store.db.conn, address)
+
+
+def row_choice(conn: Conn, address: str) -> tuple[tuple[str, ...], str, str] | None:
+    """The database row's (topics, keywords, frequency) of `address`, or None."""
+    row = conn.execute(
+        "SELECT topics, keywords, frequency FROM subscribers WHERE email = ?", (address,)
+    ).fetchone()
+    if row is None:
+        return None
+    return tuple(json.loads(row[0] or "[]")), row[1] or "", row[2] or "daily"
+
+
 def subscriber_status(conn: Conn, address: str) -> SubscriberStatus | None:
     """The database row's status of `address`, or None when it has none."""
     row = conn.execute("SELECT status FROM subscribers WHERE email = ?", (address,)).fetchone()

@@ -267,26 +267,31 @@ class Pages:
         # A GET changes nothing: scanners that fetch every link in a mail must not
         # confirm a sign-up on a reader's behalf. The button POSTs to the same URL.
         token = request.path_params["token"]
-        address = await self.db(lambda s: flow.confirm_token_address(self.config, s, token))
-        if address is None:
+        found = await self.db(lambda s: flow.confirm_link(self.config, s, token))
+        if found is None:
             return self.bad_link()
+        # What pressing the button applies: what was typed last (the mail names the
+        # first choice when the reader signed up again before confirming).
+        what = f": {flow.describe_choice(found.choice)}" if found.choice else ""
         return self.message(
             "Confirm your subscription",
-            f"Start the daily email to {address}?",
+            f"Start the email to {found.address}{what}?",
             button={"action": f"/confirm/{quote(token, safe='')}", "label": "Confirm"},
         )
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
-        address = await self.db(lambda s: flow.confirm(self.config, s, token))
-        if address is None:
+        done = await self.db(lambda s: flow.confirm(self.config, s, token))
+        if done is None:
             return self.bad_link()
+        address = done.address
         manage = (
             f"/preferences/{quote(make_token(await self.key(), address, PREFERENCES), safe='')}"
         )
+        weekly = done.choice is not None and done.choice.weekly
         return self.message(
             "You are subscribed",
-            f"{address} gets the next daily email.",
+            f"{address} gets the next {'weekly' if weekly else 'daily'} email.",
             links=[(manage, "Change your topics"), ("/", "Home")],
         )
 

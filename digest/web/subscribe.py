@@ -45,6 +45,7 @@ from digest.store.readers import check_frequency, check_topics, list_subscribers
 from digest.store.signups import (
     activate,
     claim_next_mail,
+    confirm_choice,
     confirm_mail_unused,
     delete_pending_before,
     ensure_mail_table,
@@ -57,6 +58,7 @@ from digest.store.signups import (
     mails_since,
     queue_mail,
     record_pending,
+    row_choice,
     save_choice,
     subscriber_status,
     unsubscribe_row,
@@ -258,6 +260,10 @@ class Choice:
     keywords: str
     frequency: str = "daily"  # or "weekly"
 
+    @property
+    def weekly(self) -> bool:
+        return self.frequency == "weekly"
+
 
 def check_choice(
     config: Config, topics: Sequence[str], keywords: str, frequency: str = "daily"
@@ -329,10 +335,7 @@ def request_subscription(
         rows = list_subscribers(config, store)
         active = {address_key(r.email) for r in rows if r.status == SubscriberStatus.ACTIVE}
         bouncing = {address_key(r.email): r for r in rows if r.status == SubscriberStatus.BOUNCING}
-        follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
-        if choice.keywords:
-            follows = ", ".join(filter(None, [follows, f"your keywords ({choice.keywords})"]))
-        how = "once a week" if choice.frequency == "weekly" else "once a day"
+        chosen = describe_choice(choice)
         mail: tuple[str, str | None, str, str]
         held: tuple[tuple[str, ...], str, str] | None = None
         if address_key(address) in bouncing:
@@ -352,7 +355,7 @@ def request_subscription(
                 f"Someone (probably you) asked to subscribe {address} to the {title} digest.\n"
                 "This address is subscribed, but mail to it was refused, so it is not sent "
                 "any more.\n\n"
-                f"To get it again, {how} ({follows}), open this link within "
+                f"To get it again, {chosen}, open this link within "
                 f"{config.web.confirm_hours} hours and press Confirm:\n\n{link}\n\n"
                 "If it was not you, ignore this mail: nothing changes without the "
                 "confirmation.\n",
@@ -383,7 +386,7 @@ def request_subscription(
                 f"{title}: confirm your subscription",
                 f"Someone (probably you) asked to subscribe {address} to the {title} digest:\n"
                 "new papers from the Hugging Face Daily Papers list, "
-                f"{how} ({follows}).\n\n"
+                f"{chosen}.\n\n"
                 f"To confirm, open this link within {config.web.confirm_hours} hours and "
                 f"press Confirm:\n\n{link}\n\n"
                 "If it was not you, ignore this mail: nothing is sent without the "
@@ -394,24 +397,48 @@ def request_subscription(
     return address
 
 
-def confirm_token_address(
+def describe_choice(choice: Choice) -> str:
+    """The choice in words, for the confirmation mail and page: "once a day (agents,
+    your keywords (x))"."""
+    follows = ", ".join(choice.topics) or ("" if choice.keywords else "every new paper")
+    if choice.keywords:
+        follows = ", ".join(filter(None, [follows, f"your keywords ({choice.keywords})"]))
+    return f"{'once a week' if choice.weekly else 'once a day'} ({follows})"
+
+
+@dataclass(frozen=True)
+class ToConfirm:
+    """A genuine confirmation link: its address, and what pressing Confirm applies or,
+    once pressed, what the reader gets (None: a link pressed already, on its page)."""
+
+    address: str
+    choice: Choice | None
+
+
+def confirm_link(
     config: Config, store: Store, token: str, *, now: datetime | None = None
-) -> str | None:
-    """Return the address of a genuine, unexpired confirmation token, changing nothing
-    (the page a GET shows: link scanners in mail filters fetch links, people press)."""
+) -> ToConfirm | None:
+    """Return the address of a genuine, unexpired confirmation token and what confirming
+    it applies (what was typed last: a second sign-up before confirming changes it, and
+    the mail, sent already, cannot say so), changing nothing (the page a GET shows: link
+    scanners in mail filters fetch links, people press)."""
     max_age = timedelta(hours=config.web.confirm_hours)
     found = verify_confirm_token(secret_key(store, config.secret_key), token, max_age, now)
     if found is None:
         return None
     address, nonce, _issued = found
     if not confirm_mail_unused(store, address, nonce):  # used up, voided, or not ours
-        return address if is_active(store, address) else None
-    return address
+        return ToConfirm(address, None) if is_active(store, address) else None
+    held = confirm_choice(store, address, nonce)
+    return ToConfirm(address, Choice(*held) if held else None)
 
 
-def confirm(config: Config, store: Store, token: str, *, now: datetime | None = None) -> str | None:
-    """Activate the sign-up a confirmation token names; return its address, or None when
-    the token is forged or expired, or its sign-up is gone, used up or voided."""
+def confirm(
+    config: Config, store: Store, token: str, *, now: datetime | None = None
+) -> ToConfirm | None:
+    """Activate the sign-up a confirmation token names; return its address and what the
+    reader now gets, or None when the token is forged or expired, or its sign-up is gone,
+    used up or voided."""
     now = now or datetime.now(UTC)
     max_age = timedelta(hours=config.web.confirm_hours)
     found = verify_confirm_token(secret_key(store, config.secret_key), token, max_age, now)
@@ -425,12 +452,12 @@ def confirm(config: Config, store: Store, token: str, *, now: datetime | None = 
         status = subscriber_status(conn, address)
         if status is None:
             return None
-        if mail_id is None:
-            # Used already (a second press of the button is fine), voided by an
-            # unsubscribe since, or never ours.
-            return address if status == SubscriberStatus.ACTIVE else None
-        activate(conn, mail_id, address, _stamp(now))
-    return address
+        if mail_id is None and status != SubscriberStatus.ACTIVE:
+            return None  # voided by an unsubscribe since, or never ours
+        if mail_id is not None:  # else used already: a second press of the button is fine
+            activate(conn, mail_id, address, _stamp(now))
+        now_gets = row_choice(conn, address)
+    return ToConfirm(address, Choice(*now_gets) if now_gets else None)
 
 
 def unsubscribe_address(config: Config, store: Store, token: str) -> str | None:
