@@ -245,6 +245,28 @@ def test_a_second_sign_up_before_confirming_is_what_the_link_confirms(
     assert rows(config)[reader] == ("active", "weekly", ("vision",))
 
 
+def test_the_confirm_page_shows_typed_keywords_as_text_never_as_markup(
+    weekly_site: tuple[Config, str], smtp: SmtpServer
+) -> None:
+    """The confirm page repeats what was typed (keywords are free text): a hostile
+    sign-up's markup comes back escaped, shown as the characters typed."""
+    config, site = weekly_site
+    reader = "hostile@example.org"
+    typed = "<script>alert(1)</script> <img src=x onerror=alert(2)>"
+    with httpx.Client() as client:
+        data = {"csrf": form_token(client, site), "email": reader, "keywords": typed}
+        assert client.post(f"{site}/subscribe", data=data).status_code == 200
+    wait_mail_queue(config)
+    [mail] = mail_to(smtp, reader)
+    raw = httpx.get(site + path_of(link_in(mail, "confirm"))).text
+    assert "<script>" not in raw and "<img" not in raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    page = HTMLParser(raw)
+    assert page.css("script") == [] and page.css("img") == []
+    assert page.body is not None
+    assert f"your keywords ({typed})" in " ".join(page.body.text().split())
+
+
 def test_a_web_mails_table_of_before_gets_the_choice_column(tmp_path: Path) -> None:
     """web_mails is made on first use, so the migration must add its column to a table
     made by the code of before, and leave a database without one alone."""
